@@ -1,0 +1,384 @@
+// Command shop is eventgen's example: a small shop whose events are
+// generated from ../events.yaml (package shopevents), published through a
+// transactional outbox and handled by two consumer groups.
+//
+//	go run ./examples/shop
+//
+// With no flags it needs no setup: it uses a SQLite file in a new temporary
+// directory (deleted at exit) and the in-process broker. It then
+//
+//   - creates the outbox and inbox tables (Migrate) and the business tables,
+//   - starts the outbox relay and the consumers billing and shipping,
+//   - places -orders orders, each in one transaction that inserts the order
+//     row and publishes OrderPlaced (PublishOrderPlaced) and the order's
+//     stock reservations (PublishBatch, one statement),
+//   - places one more order whose transaction rolls back, so its events are
+//     never published,
+//   - lets billing capture each payment (or decline it, for orders over its
+//     credit limit) and shipping ship each paid order: their handlers
+//     write their rows and publish the next event in the inbox transaction,
+//   - and prints a summary once every event is handled, checking that each
+//     group applied each event exactly once. It exits 0 if so, 1 if not.
+//
+// Flags choose other databases and brokers:
+//
+//	go run ./examples/shop -db 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable' -broker amqp://guest:guest@127.0.0.1:5672/
+//	go run ./examples/shop -db 'root@tcp(127.0.0.1:3306)/test' -broker nats://127.0.0.1:4222
+//
+// -db takes a SQLite file, postgres://, mysql:// or user@tcp(host:port)/db;
+// -broker mem://, amqp://, nats://, redis://, postgres:// or mysql://.
+// The program may run again on the same database and broker: it counts only
+// its own orders. Passwords in either are never printed.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	shopevents "github.com/eventgen/eventgen/examples/generated"
+	"github.com/eventgen/eventgen/internal/dbopen"
+	"github.com/eventgen/eventgen/runtime/eventgen"
+	"github.com/eventgen/eventgen/runtime/transport"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// config is the command line.
+type config struct {
+	dsn     string
+	broker  string
+	orders  int
+	timeout time.Duration
+	quiet   bool
+}
+
+// run runs the program with args (without the program name) and returns its
+// exit code: 0 when every event was handled once per group, 1 when not or
+// on an error, 2 for a bad command line.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("shop", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c config
+	fs.StringVar(&c.dsn, "db", "", "the database `DSN`: a SQLite file, postgres://..., mysql://... or user@tcp(host:3306)/db\n(default: a SQLite file in a new temporary directory)")
+	fs.StringVar(&c.broker, "broker", "mem://", "the broker `URL`: mem://, amqp://, nats://, redis://, postgres:// or mysql://")
+	fs.IntVar(&c.orders, "orders", 20, "how many orders to commit")
+	fs.DurationVar(&c.timeout, "timeout", time.Minute, "how long to wait for every event to be handled")
+	fs.BoolVar(&c.quiet, "q", false, "print only the summary")
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return 0
+	} else if err != nil {
+		return 2
+	}
+	switch {
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "shop: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	case c.orders < 1:
+		fmt.Fprintln(stderr, "shop: -orders must be at least 1")
+		return 2
+	case c.timeout <= 0:
+		fmt.Fprintln(stderr, "shop: -timeout must be positive")
+		return 2
+	}
+	ok, err := c.run(ctx, stdout, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "shop: %v\n", err)
+		return 1
+	}
+	if !ok {
+		return 1
+	}
+	return 0
+}
+
+// run runs the shop and prints its summary. It reports whether every
+// expectation held.
+func (c config) run(ctx context.Context, stdout, stderr io.Writer) (bool, error) {
+	log := &eventLog{w: stdout, quiet: c.quiet, start: time.Now()}
+	// The runtime and the broker clients log only problems, to stderr.
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	where := dbopen.Redact(c.dsn)
+	if c.dsn == "" {
+		dir, err := os.MkdirTemp("", "eventgen-shop-")
+		if err != nil {
+			return false, err
+		}
+		defer os.RemoveAll(dir)
+		c.dsn = filepath.Join(dir, "shop.db")
+		where = c.dsn + " (deleted at exit; -db shop.db keeps it)"
+	}
+	db, err := dbopen.Open(ctx, c.dsn)
+	if err != nil {
+		return false, fmt.Errorf("open the database: %w", err)
+	}
+	defer db.Close()
+	tr, err := transport.Open(ctx, c.broker, transport.Options{Logger: logger})
+	if err != nil {
+		return false, fmt.Errorf("open the broker: %w", err)
+	}
+	defer tr.Close()
+	broker := tr.String()
+	if tr.Scheme() == "mem" {
+		broker = "mem:// (in process)"
+	}
+	dialect, _ := dbopen.Dialect(c.dsn) // Open has parsed it
+	fmt.Fprintf(stdout, "database  %s %s\nbroker    %s\n", dialect, where, broker)
+	if !c.quiet {
+		fmt.Fprintln(stdout)
+	}
+
+	if err := createTables(ctx, db); err != nil {
+		return false, err
+	}
+	trace := newRelayTrace(tr.Publisher(), log)
+	ob, err := eventgen.NewOutbox(db, trace, eventgen.OutboxOptions{Logger: logger})
+	if err != nil {
+		return false, err
+	}
+	if err := ob.Migrate(ctx); err != nil {
+		return false, err
+	}
+	pub := shopevents.NewPublisher(ob)
+	consumers, err := newConsumers(ctx, db, tr, logger, &billing{pub: pub, log: log}, &shipping{pub: pub, log: log})
+	if err != nil {
+		return false, err
+	}
+
+	// Run the relay and the consumers until every event is handled.
+	runCtx, stopAll := context.WithCancel(ctx)
+	defer stopAll()
+	stopped := make(chan error, 1+len(consumers))
+	go func() { stopped <- ob.Run(runCtx) }()
+	for _, cons := range consumers {
+		go func() { stopped <- cons.Run(runCtx) }()
+	}
+	running := 1 + len(consumers)
+	stopRunning := func() error {
+		stopAll()
+		var errs []error
+		for ; running > 0; running-- {
+			errs = append(errs, <-stopped)
+		}
+		return errors.Join(errs...)
+	}
+	defer stopRunning()
+
+	s := &shop{db: db, pub: pub, log: log}
+	start := time.Now()
+	var orders []string
+	for n := 1; n <= c.orders; n++ {
+		id, err := s.placeOrder(ctx, n, false)
+		if err != nil {
+			return false, err
+		}
+		orders = append(orders, id.String())
+	}
+	rolledBack, err := s.placeOrder(ctx, c.orders+1, true)
+	if err != nil {
+		return false, err
+	}
+
+	want := expect(c.orders)
+	var got counts
+	deadline := time.NewTimer(c.timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case err := <-stopped:
+			running--
+			return false, fmt.Errorf("the relay or a consumer stopped early: %v", err)
+		case <-deadline.C:
+			fmt.Fprintf(stderr, "shop: not every event was handled within %s\n", c.timeout)
+			done = true
+		case <-tick.C:
+			if got, err = count(ctx, db, trace, orders); err != nil {
+				return false, err
+			}
+			done = got.atLeast(want)
+		}
+	}
+	took := time.Since(start)
+	if err := stopRunning(); err != nil {
+		return false, fmt.Errorf("stop: %w", err)
+	}
+	// Count once more after the stop, so that nothing handled late escapes.
+	if got, err = count(ctx, db, trace, orders); err != nil {
+		return false, err
+	}
+	leaked, err := count(ctx, db, trace, []string{rolledBack.String()})
+	if err != nil {
+		return false, err
+	}
+	return printSummary(stdout, c.orders, rolledBack, want, got, leaked, took), nil
+}
+
+// newConsumers returns the consumers of groups billing and shipping, with
+// their tables migrated and their groups created on the broker, so that
+// they receive every event published from now on.
+func newConsumers(ctx context.Context, db *bun.DB, tr *transport.Transport, logger *slog.Logger, b *billing, s *shipping) ([]*eventgen.Consumer, error) {
+	groups := []struct {
+		name     string
+		handles  []eventgen.Event
+		register func(*eventgen.Consumer) error
+	}{
+		{
+			shopevents.GroupBilling,
+			[]eventgen.Event{shopevents.OrderPlaced{}, shopevents.PaymentCaptured{}, shopevents.OrderCancelled{}},
+			func(c *eventgen.Consumer) error { return shopevents.RegisterBilling(c, b) },
+		},
+		{
+			shopevents.GroupShipping,
+			[]eventgen.Event{shopevents.PaymentCaptured{}, shopevents.InventoryStockReserved{}, shopevents.OrderCancelled{}},
+			func(c *eventgen.Consumer) error { return shopevents.RegisterShipping(c, s) },
+		},
+	}
+	var out []*eventgen.Consumer
+	for _, g := range groups {
+		sub, err := tr.Subscriber(g.name)
+		if err != nil {
+			return nil, err
+		}
+		// Create the group's subscription to each topic before anything is
+		// published: on some brokers a group receives only what is
+		// published after it exists.
+		for _, e := range g.handles {
+			if err := sub.(message.SubscribeInitializer).SubscribeInitialize(e.Topic()); err != nil {
+				return nil, fmt.Errorf("create group %s on %s: %w", g.name, e.Topic(), err)
+			}
+		}
+		c, err := eventgen.NewConsumer(db, sub, eventgen.ConsumerOptions{Group: g.name, Logger: logger})
+		if err != nil {
+			return nil, err
+		}
+		if err := c.Migrate(ctx); err != nil {
+			return nil, err
+		}
+		if err := g.register(c); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// counts are what happened to a set of orders.
+type counts struct {
+	published int            // distinct messages the broker took
+	byName    map[string]int // published, by event name
+	dups      int            // messages published more than once (any order)
+	billing   effects
+	shipping  effects
+}
+
+// effects counts a group's rows: one per event handled.
+type effects struct {
+	rows     int // effect rows written
+	messages int // distinct messages they came from
+}
+
+func (c counts) atLeast(want counts) bool {
+	return c.published >= want.published && c.billing.rows >= want.billing.rows && c.shipping.rows >= want.shipping.rows
+}
+
+// expect returns the counts that orders 1 to n must reach: each order's
+// OrderPlaced and stock reservations; billing's PaymentCaptured, or
+// OrderCancelled when it declines; and shipping's OrderShipped for each
+// paid order.
+func expect(n int) counts {
+	var lines, declined int
+	for i := 1; i <= n; i++ {
+		b := basket(i)
+		lines += len(b)
+		if total(b) > creditLimit {
+			declined++
+		}
+	}
+	return counts{
+		published: n + lines + n + (n - declined),
+		billing:   effects{rows: 2 * n, messages: 2 * n},
+		shipping:  effects{rows: lines + n, messages: lines + n},
+	}
+}
+
+// count counts what the relay published for orders and the effect rows
+// the consumers committed for them.
+func count(ctx context.Context, db *bun.DB, trace *relayTrace, orders []string) (counts, error) {
+	var c counts
+	c.published, c.byName, c.dups = trace.published(orders)
+	for _, t := range []struct {
+		model any
+		into  *effects
+	}{{(*ledgerEntry)(nil), &c.billing}, {(*shipment)(nil), &c.shipping}} {
+		err := db.NewSelect().Model(t.model).
+			ColumnExpr("COUNT(*)").ColumnExpr("COUNT(DISTINCT message_id)").
+			Where("order_id IN (?)", bun.In(orders)).
+			Scan(ctx, &t.into.rows, &t.into.messages)
+		if err != nil {
+			return c, fmt.Errorf("count effects: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// printSummary prints the outcome and reports whether every expectation
+// held: every event published and handled once per group, nothing of the
+// rolled-back order anywhere.
+func printSummary(w io.Writer, orders int, rolledBack uuid.UUID, want, got, leaked counts, took time.Duration) bool {
+	ok := true
+	check := func(cond bool) string {
+		if cond {
+			return ""
+		}
+		ok = false
+		return "  <-- MISMATCH"
+	}
+	names := make([]string, 0, len(got.byName))
+	for name := range got.byName {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var byName []string
+	for _, name := range names {
+		byName = append(byName, fmt.Sprintf("%s %d", name, got.byName[name]))
+	}
+	fmt.Fprintf(w, "\nsummary\n")
+	fmt.Fprintf(w, "  orders       %d committed, 1 rolled back\n", orders)
+	fmt.Fprintf(w, "  published    %d of %d events (%s); %d published twice%s\n",
+		got.published, want.published, strings.Join(byName, ", "), got.dups, check(got.published == want.published))
+	for _, g := range []struct {
+		name      string
+		got, want effects
+	}{{"billing", got.billing, want.billing}, {"shipping", got.shipping, want.shipping}} {
+		fmt.Fprintf(w, "  %-12s %d of %d events handled, %d effect rows: each applied once%s\n",
+			g.name, g.got.messages, g.want.messages, g.got.rows, check(g.got == g.want))
+	}
+	none := leaked.published == 0 && leaked.billing.rows == 0 && leaked.shipping.rows == 0
+	fmt.Fprintf(w, "  rolled back  order %s: %d events published, %d handled%s\n",
+		short(rolledBack), leaked.published, leaked.billing.rows+leaked.shipping.rows, check(none))
+	fmt.Fprintf(w, "  took         %s from the first order to the last effect\n", took.Round(time.Millisecond))
+	return ok
+}

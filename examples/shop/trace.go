@@ -1,0 +1,105 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/eventgen/eventgen/runtime/eventgen"
+)
+
+// eventLog prints one line per step, from any goroutine, stamped with the
+// time since the program started.
+type eventLog struct {
+	w     io.Writer
+	quiet bool
+	start time.Time
+	mu    sync.Mutex
+}
+
+func (l *eventLog) printf(who, format string, args ...any) {
+	if l.quiet {
+		return
+	}
+	line := fmt.Sprintf(format, args...)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, "%7.3fs %-8s %s\n", time.Since(l.start).Seconds(), who, line)
+}
+
+// handled logs what a handler did with the event m, or that it failed.
+func (l *eventLog) handled(m eventgen.Metadata, err error, format string, args ...any) {
+	what := fmt.Sprintf("%-24s %s", m.Name, shortCorrelation(m.Headers[correlationHeader]))
+	if err != nil {
+		l.printf(m.Group, "%s: failed (attempt %d, retried later): %v", what, m.Attempt, err)
+		return
+	}
+	l.printf(m.Group, "%s: %s", what, fmt.Sprintf(format, args...))
+}
+
+func shortCorrelation(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+// relayTrace is the publisher the outbox relays to: it passes messages on
+// to the broker, and logs and counts those the broker took.
+type relayTrace struct {
+	next message.Publisher
+	log  *eventLog
+
+	mu      sync.Mutex
+	ids     map[string]bool           // message ids published
+	byOrder map[string]map[string]int // correlation id -> event name -> count
+	dups    int                       // messages published more than once
+}
+
+func newRelayTrace(next message.Publisher, log *eventLog) *relayTrace {
+	return &relayTrace{next: next, log: log, ids: make(map[string]bool), byOrder: make(map[string]map[string]int)}
+}
+
+// Publish implements message.Publisher.
+func (t *relayTrace) Publish(topic string, msgs ...*message.Message) error {
+	if err := t.next.Publish(topic, msgs...); err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		name, corr := m.Metadata.Get("ce_type"), m.Metadata.Get(correlationHeader)
+		t.log.printf("relay", "%-24s %s: published to %s", name, shortCorrelation(corr), topic)
+		t.mu.Lock()
+		if t.ids[m.UUID] {
+			t.dups++
+		} else {
+			t.ids[m.UUID] = true
+			if t.byOrder[corr] == nil {
+				t.byOrder[corr] = make(map[string]int)
+			}
+			t.byOrder[corr][name]++
+		}
+		t.mu.Unlock()
+	}
+	return nil
+}
+
+// Close implements message.Publisher.
+func (t *relayTrace) Close() error { return t.next.Close() }
+
+// published returns how many distinct messages of the given orders were
+// published, in all and by event name, and how many were published again.
+func (t *relayTrace) published(orders []string) (total int, byName map[string]int, dups int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	byName = make(map[string]int)
+	for _, o := range orders {
+		for name, n := range t.byOrder[o] {
+			byName[name] += n
+			total += n
+		}
+	}
+	return total, byName, t.dups
+}

@@ -1,0 +1,120 @@
+package generator_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/eventgen/eventgen/generator"
+)
+
+// FuzzLoad checks that no input makes the generator panic, and that every
+// spec it accepts generates files (so the generated Go code formats). The
+// seed corpus is every spec in testdata/ and the example, and runs with
+// every go test.
+func FuzzLoad(f *testing.F) {
+	seeds, err := filepath.Glob(filepath.Join("testdata", "*", "events.yaml"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	seeds = append(seeds, filepath.Join("..", "examples", "events.yaml"))
+	for _, path := range seeds {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := generator.Parse("events.yaml", data)
+		if err != nil {
+			if s != nil {
+				t.Fatal("Parse returned a Spec and an error")
+			}
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !strings.HasPrefix(line, "events.yaml:") {
+					t.Fatalf("error line %q does not name the file", line)
+				}
+			}
+			return
+		}
+		if _, err := generator.Generate(s); err != nil {
+			t.Fatalf("Generate failed on a valid spec: %v\nspec:\n%s", err, data)
+		}
+	})
+}
+
+// BenchmarkGenerate1000Events parses, validates and generates a spec of
+// 1,000 events with shared types, enums, keys and two consumers.
+func BenchmarkGenerate1000Events(b *testing.B) {
+	data := bigSpec(1000)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		s, err := generator.Parse("events.yaml", data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := generator.Generate(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// bigSpec returns a spec of n events spread over ten topics.
+func bigSpec(n int) []byte {
+	var b strings.Builder
+	b.WriteString("package: bigevents\nsource: big\ntopics:\n")
+	for i := range 10 {
+		fmt.Fprintf(&b, "  topic%d:\n    name: big.topic%d\n    description: Topic number %d.\n", i, i, i)
+	}
+	b.WriteString(`types:
+  Money:
+    fields:
+      amount: int64
+      currency: string
+  Line:
+    fields:
+      sku: string
+      quantity: int32
+      price: Money
+  Status:
+    enum: [new, active, done, failed]
+events:
+`)
+	for i := range n {
+		fmt.Fprintf(&b, `  domain%d.thing-happened:
+    topic: topic%d
+    version: %d
+    description: Thing number %d happened.
+    key: id
+    fields:
+      id: uuid
+      status: Status
+      total: Money
+      lines: "[]Line"
+      note: {type: string, optional: true, description: A note.}
+      labels: "map[string]string"
+      at: time
+      count: int64
+`, i, i%10, 1+i%3, i)
+	}
+	b.WriteString("consumers:\n  evens:\n    handles: [")
+	for i := 0; i < n; i += 2 {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "domain%d.thing-happened", i)
+	}
+	b.WriteString("]\n  all:\n    handles: [")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "domain%d.thing-happened", i)
+	}
+	b.WriteString("]\n")
+	return []byte(b.String())
+}

@@ -1,0 +1,320 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/uptrace/bun"
+
+	"github.com/eventgen/eventgen/internal/dbopen"
+	"github.com/eventgen/eventgen/runtime/eventgen"
+)
+
+func outboxCommand() *command {
+	return &command{
+		name:    "outbox",
+		summary: "list and requeue failed outbox events",
+		help: `Outbox works on the outbox table of a database: it lists the events that
+used up their publish retries and returns them to the relay.`,
+		subcommands: []*command{
+			{
+				name:     "failed",
+				synopsis: "-db DSN [-table T] [-limit N] [-v]",
+				summary:  "list failed events, oldest first",
+				help: `Failed lists the events that the relay gave up on after MaxRetries
+attempts, oldest first, with the last publish error.` + dbHelp,
+				setup: func(fs *flag.FlagSet) func(*env) int {
+					var f dbFlags
+					f.define(fs, "outbox", eventgen.DefaultOutboxTable)
+					limit, verbose := listFlags(fs)
+					return func(e *env) int {
+						return e.withOutbox("outbox failed", &f, func(ctx context.Context, ob *eventgen.Outbox) int {
+							rows, err := ob.Failed(ctx, *limit)
+							if err != nil {
+								return e.fail("outbox failed", err)
+							}
+							t := newTable("ID", "MESSAGE ID", "NAME", "VERSION", "TOPIC", "KEY", "ATTEMPTS", "CREATED", "LAST ERROR")
+							for _, r := range rows {
+								t.add(strconv.FormatInt(r.ID, 10), r.MessageID, r.Name, strconv.Itoa(r.Version), r.Topic, r.Key,
+									strconv.Itoa(r.Attempts), formatTime(r.CreatedAt), r.LastError)
+							}
+							e.printFailed(t, "events", f.table, *limit, *verbose)
+							return ExitOK
+						})
+					}
+				},
+			},
+			{
+				name:     "requeue",
+				synopsis: "-db DSN [-table T] (-id ID ... | -all)",
+				summary:  "return failed events to the relay",
+				help: `Requeue returns failed events to pending with a fresh retry budget, so that
+a running relay publishes them again. Name them with -id (repeatable) or
+take every failed event with -all. Asking for an id that is not a failed
+event is an error, after the others are requeued.` + dbHelp,
+				setup: func(fs *flag.FlagSet) func(*env) int {
+					var f dbFlags
+					f.define(fs, "outbox", eventgen.DefaultOutboxTable)
+					var ids int64List
+					fs.Var(&ids, "id", "the `id` of a failed event, as failed lists it (repeatable)")
+					all := fs.Bool("all", false, "requeue every failed event")
+					return func(e *env) int {
+						if !e.oneOf("outbox requeue", len(ids) > 0, *all) {
+							return ExitUsage
+						}
+						return e.withOutbox("outbox requeue", &f, func(ctx context.Context, ob *eventgen.Outbox) int {
+							var n int
+							var err error
+							if *all {
+								n, err = ob.RequeueFailed(ctx)
+							} else {
+								n, err = ob.Requeue(ctx, ids...)
+							}
+							return e.reportRequeued("outbox requeue", n, len(ids), err, "events", f.table, "the relay publishes them again")
+						})
+					}
+				},
+			},
+		},
+	}
+}
+
+// dbHelp ends the help of the commands that take -db.
+const dbHelp = `
+
+The database DSN is postgres://user:pass@host:5432/db,
+mysql://user:pass@host:3306/db, user:pass@tcp(host:3306)/db, or the path
+of a SQLite file (which must exist). Passwords are never printed.`
+
+// dbFlags are the flags of the commands that work on a table.
+type dbFlags struct {
+	dsn   string
+	table string
+}
+
+func (f *dbFlags) define(fs *flag.FlagSet, what, table string) {
+	fs.StringVar(&f.dsn, "db", "", "the database `DSN` (required)")
+	fs.StringVar(&f.table, "table", table, "the "+what+" `table`")
+}
+
+// listFlags defines the flags of the commands that list failed rows.
+func listFlags(fs *flag.FlagSet) (limit *int, verbose *bool) {
+	limit = fs.Int("limit", 100, "list at most `N` rows")
+	verbose = fs.Bool("v", false, "print each row's whole last error after the list")
+	return limit, verbose
+}
+
+// open opens the database of f. It prints what went wrong and returns a
+// nonzero exit code if it cannot.
+func (e *env) open(ctx context.Context, name string, f *dbFlags) (*bun.DB, int) {
+	if f.dsn == "" {
+		fmt.Fprintf(e.stderr, "eventgen %s: -db is required\n", name)
+		return nil, ExitUsage
+	}
+	db, err := dbopen.OpenExisting(ctx, f.dsn)
+	if err != nil {
+		return nil, e.fail(name, err)
+	}
+	return db, ExitOK
+}
+
+// withOutbox runs fn with an Outbox on the table of f, one that only
+// reaches its table: it has no broker.
+func (e *env) withOutbox(name string, f *dbFlags, fn func(context.Context, *eventgen.Outbox) int) int {
+	ctx := context.Background()
+	db, code := e.open(ctx, name, f)
+	if db == nil {
+		return code
+	}
+	defer db.Close()
+	ob, err := eventgen.NewOutbox(db, noBroker{}, eventgen.OutboxOptions{Table: f.table, Logger: e.logger()})
+	if err != nil {
+		fmt.Fprintf(e.stderr, "eventgen %s: %v\n", name, err)
+		return ExitUsage
+	}
+	return fn(ctx, ob)
+}
+
+// logger returns the logger of the runtime objects the commands build.
+func (e *env) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// fail prints err for command name and returns ExitFailure.
+func (e *env) fail(name string, err error) int {
+	fmt.Fprintf(e.stderr, "eventgen %s: %v\n", name, err)
+	return ExitFailure
+}
+
+// oneOf checks that exactly one of -id and -all was given.
+func (e *env) oneOf(name string, ids, all bool) bool {
+	if ids == all {
+		fmt.Fprintf(e.stderr, "eventgen %s: give -id (one or more) or -all\n", name)
+		return false
+	}
+	return true
+}
+
+// reportRequeued prints the outcome of requeue or reexecute: n rows were
+// made due again, of asked ids (0 for -all).
+func (e *env) reportRequeued(name string, n, asked int, err error, what, table, then string) int {
+	if err != nil {
+		if n > 0 {
+			fmt.Fprintf(e.stdout, "%d failed %s in %s made due again before the error\n", n, what, table)
+		}
+		return e.fail(name, err)
+	}
+	fmt.Fprintf(e.stdout, "%d failed %s in %s made due again; %s\n", n, what, table, then)
+	if n < asked {
+		fmt.Fprintf(e.stderr, "eventgen %s: %d of the %d ids given are not failed %s in %s (unknown, or already made due)\n", name, asked-n, asked, what, table)
+		return ExitFailure
+	}
+	return ExitOK
+}
+
+// printFailed prints a list of failed rows, or says there are none.
+func (e *env) printFailed(t *table, what, tableName string, limit int, verbose bool) {
+	if len(t.rows) == 0 {
+		fmt.Fprintf(e.stderr, "no failed %s in %s\n", what, tableName)
+		return
+	}
+	t.write(e.stdout)
+	if len(t.rows) == limit {
+		fmt.Fprintf(e.stderr, "showing the oldest %d failed %s; raise -limit for more\n", limit, what)
+	}
+	if verbose {
+		for _, r := range t.rows {
+			fmt.Fprintf(e.stdout, "\n%s %s:\n", t.header[0], r.cells[0])
+			for line := range strings.SplitSeq(r.lastError, "\n") {
+				fmt.Fprintf(e.stdout, "\t%s\n", printable(line))
+			}
+		}
+	}
+}
+
+// table is a list of rows whose last column is an error, printed aligned,
+// with the error cut to its first line.
+type table struct {
+	header []string
+	rows   []row
+}
+
+type row struct {
+	cells     []string
+	lastError string
+}
+
+func newTable(header ...string) *table { return &table{header: header} }
+
+// add appends a row: its cells, the last being the row's error.
+func (t *table) add(cells ...string) {
+	last := len(cells) - 1
+	t.rows = append(t.rows, row{cells: cells[:last], lastError: cells[last]})
+}
+
+// maxErrorWidth bounds the error column, in characters.
+const maxErrorWidth = 100
+
+func (t *table) write(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(t.header, "\t"))
+	for _, r := range t.rows {
+		cells := make([]string, 0, len(r.cells)+1)
+		for _, c := range r.cells {
+			cells = append(cells, cell(c))
+		}
+		first, _, more := strings.Cut(r.lastError, "\n")
+		first = printable(first)
+		if rs := []rune(first); len(rs) > maxErrorWidth {
+			first, more = string(rs[:maxErrorWidth]), true
+		}
+		if more {
+			first += " …"
+		}
+		fmt.Fprintln(tw, strings.Join(append(cells, first), "\t"))
+	}
+	tw.Flush()
+}
+
+// cell returns s for a table cell: printable, and "-" when empty.
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.ReplaceAll(printable(s), "\t", " ")
+}
+
+// printable replaces control characters, which could rewrite the terminal,
+// with spaces.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) && r != '\t' || unicode.Is(unicode.Bidi_Control, r) {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// formatTime formats t in UTC to the second, or "-" for the zero time.
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// int64List is a repeatable flag of row ids.
+type int64List []int64
+
+func (l *int64List) String() string { return fmt.Sprint([]int64(*l)) }
+
+func (l *int64List) Set(s string) error {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return errors.New("not a row id (a positive integer)")
+	}
+	if !slices.Contains(*l, id) {
+		*l = append(*l, id)
+	}
+	return nil
+}
+
+// stringList is a repeatable flag of message ids.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(s string) error {
+	if s == "" {
+		return errors.New("empty id")
+	}
+	if !slices.Contains(*l, s) {
+		*l = append(*l, s)
+	}
+	return nil
+}
+
+// noBroker stands in for the broker of the Outbox and Consumer that the
+// commands build only to reach their tables: they never relay or subscribe.
+type noBroker struct{}
+
+var errNoBroker = errors.New("the eventgen command has no broker")
+
+func (noBroker) Publish(string, ...*message.Message) error { return errNoBroker }
+
+func (noBroker) Subscribe(context.Context, string) (<-chan *message.Message, error) {
+	return nil, errNoBroker
+}
+
+func (noBroker) Close() error { return nil }

@@ -1,0 +1,108 @@
+package dbopen
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestForms(t *testing.T) {
+	for _, tt := range []struct {
+		dsn, dialect, redacted string
+	}{
+		{"postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "postgres", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"},
+		{"postgresql://u:s3cret@db:5432/test", "postgres", "postgresql://u:xxxxx@db:5432/test"},
+		{"postgres://u@db/test?password=s3cret&sslmode=disable", "postgres", "postgres://u@db/test?password=xxxxx&sslmode=disable"},
+		{"mysql://root@127.0.0.1:3306/test", "mysql", "mysql://root@127.0.0.1:3306/test"},
+		{"mysql://root:s3cret@db/test?timeout=5s", "mysql", "mysql://root:xxxxx@db/test?timeout=5s"},
+		{"root@tcp(127.0.0.1:3306)/test", "mysql", "root@tcp(127.0.0.1:3306)/test"},
+		{"root:s3:c@ret@tcp(db:3306)/test", "mysql", "root:xxxxx@tcp(db:3306)/test"},
+		{"tcp(db:3306)/test", "mysql", "tcp(db:3306)/test"},
+		{"u:p@unix(/run/mysqld.sock)/test", "mysql", "u:xxxxx@unix(/run/mysqld.sock)/test"},
+		{"shop.db", "sqlite", "shop.db"},
+		{"/var/lib/shop/shop.db", "sqlite", "/var/lib/shop/shop.db"},
+		{"sqlite:shop.db", "sqlite", "sqlite:shop.db"},
+		{"sqlite://shop.db", "sqlite", "sqlite://shop.db"},
+	} {
+		d, err := Dialect(tt.dsn)
+		if err != nil || d != tt.dialect {
+			t.Errorf("Dialect(%q) = %q, %v; want %q", tt.dsn, d, err, tt.dialect)
+		}
+		if got := Redact(tt.dsn); got != tt.redacted {
+			t.Errorf("Redact(%q) = %q, want %q", tt.dsn, got, tt.redacted)
+		}
+	}
+}
+
+func TestBadDSNs(t *testing.T) {
+	for _, tt := range []struct{ dsn, err string }{
+		{"", "empty database DSN"},
+		{"oracle://scott:tiger@db/x", `unsupported database DSN scheme "oracle"`},
+		{"sqlite:", "names no file"},
+		{"postgres://u:s3cret@db:badport/x", "postgres: malformed URL"},
+		{"mysql://u:s3cret@db/x?timeout=never", "mysql: parse mysql://u:xxxxx@db/x?timeout=never: time: invalid duration"},
+		{"u:s3cret@tcp(db)/x?timeout=never", "mysql: parse u:xxxxx@tcp(db)/x?timeout=never: time: invalid duration"},
+	} {
+		_, err := Open(context.Background(), tt.dsn)
+		if err == nil || !strings.Contains(err.Error(), tt.err) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("Open(%q) = %v, want an error containing %q and no password", tt.dsn, err, tt.err)
+		}
+		if tt.dsn != "" && strings.Contains(Redact(tt.dsn), "s3cret") {
+			t.Errorf("Redact(%q) shows the password", tt.dsn)
+		}
+	}
+}
+
+func TestUnreachableServersDoNotShowPasswords(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, dsn := range []string{
+		"postgres://u:s3cret@127.0.0.1:1/x?sslmode=disable&connect_timeout=2",
+		"mysql://u:s3cret@127.0.0.1:1/x?timeout=2s",
+		"u:s3cret@tcp(127.0.0.1:1)/x?timeout=2s",
+	} {
+		db, err := Open(ctx, dsn)
+		if err == nil {
+			db.Close()
+			t.Fatalf("Open(%q) reached a server on port 1", dsn)
+		}
+		if msg := err.Error(); strings.Contains(msg, "s3cret") || !strings.Contains(msg, "connect to ") || !strings.Contains(msg, "xxxxx") {
+			t.Errorf("Open(%q) = %q", dsn, msg)
+		}
+	}
+}
+
+func TestSQLite(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "a b?.db") // characters a file: URI must escape
+	if _, err := OpenExisting(ctx, path); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("OpenExisting of a missing file = %v", err)
+	}
+	if _, err := os.Stat(path); err == nil {
+		t.Fatal("OpenExisting created the file")
+	}
+	db, err := Open(ctx, "sqlite:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mode string
+	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+		t.Errorf("journal_mode = %q, %v; want wal", mode, err)
+	}
+	var timeout int
+	if err := db.QueryRowContext(ctx, "PRAGMA busy_timeout").Scan(&timeout); err != nil || timeout == 0 {
+		t.Errorf("busy_timeout = %d, %v", timeout, err)
+	}
+	db.Close()
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("Open did not create %s: %v", path, err)
+	}
+	db, err = OpenExisting(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+}

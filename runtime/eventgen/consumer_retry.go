@@ -1,0 +1,330 @@
+package eventgen
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
+)
+
+// retryLoop runs the persistent retrier every PollInterval until ctx is done.
+func (c *Consumer) retryLoop(ctx context.Context, wg *sync.WaitGroup) {
+	defer wg.Done()
+	t := time.NewTicker(c.opts.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n := c.retryDue(ctx, wg)
+		c.hooks.onRetryPass(n)
+	}
+}
+
+// retryDue claims due rows, no more than there are free handler slots, and
+// runs each in its own goroutine. It claims again while batches come back
+// full, and returns how many rows it claimed.
+func (c *Consumer) retryDue(ctx context.Context, wg *sync.WaitGroup) int {
+	total := 0
+	for {
+		n := c.acquireUpTo(ctx, c.opts.RetryBatch)
+		if n == 0 {
+			return total
+		}
+		rows, err := c.inbox.Claim(ctx, c.db, c.owner, n, c.opts.LeaseDuration.Microseconds())
+		if err != nil {
+			c.release(n)
+			if ctx.Err() == nil {
+				c.log.Warn("consumer: claim due rows failed", "error", err)
+			}
+			return total
+		}
+		c.release(n - len(rows))
+		for _, r := range rows {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.release(1)
+				c.retry(ctx, r)
+			}()
+		}
+		total += len(rows)
+		if len(rows) < n {
+			return total
+		}
+	}
+}
+
+// acquireUpTo waits for one handler slot and takes up to max-1 more that are
+// free. It returns how many it took: 0 once ctx is done.
+func (c *Consumer) acquireUpTo(ctx context.Context, max int) int {
+	if !c.acquire(ctx) {
+		return 0
+	}
+	n := 1
+	for n < max {
+		select {
+		case c.sem <- struct{}{}:
+			n++
+		default:
+			return n
+		}
+	}
+	return n
+}
+
+// retry runs one claimed row: in a transaction that first checks the lease
+// is still held, the handler, then the succeeded mark. A failure sends the
+// row back to pending or ends it as failed.
+func (c *Consumer) retry(ctx context.Context, row sqlstore.InboxRow) {
+	lease := c.opts.LeaseDuration.Microseconds()
+	if row.Attempts > c.opts.MaxRetries {
+		// Only a run that never finished (its lease expired) gets here.
+		c.finish(ctx, row, c.finished(sqlstore.StatusFailed, row.Attempts,
+			fmt.Sprintf("gave up after %d attempts; the last did not finish within its lease (did the process crash?); previous error: %s",
+				row.Attempts-1, row.LastError.String)))
+		return
+	}
+	h := c.handlers[row.Name]
+	if h == nil {
+		// Re-executed, or recorded by a replica with other handlers.
+		c.finish(ctx, row, c.finished(sqlstore.StatusSkipped, row.Attempts-1,
+			fmt.Sprintf("group %q has no handler for event %q", c.opts.Group, row.Name)))
+		return
+	}
+	if ctx.Err() != nil {
+		c.releaseRow(ctx, row) // claimed as shutdown began
+		return
+	}
+	tx, err := c.db.BeginTx(ctx, nil)
+	if err != nil {
+		c.retryError(ctx, row, "begin transaction", err)
+		return
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	owned, err := c.inbox.Own(ctx, tx, row.ID, c.owner, lease)
+	if err != nil {
+		c.retryError(ctx, row, "check lease", err)
+		return
+	}
+	if !owned {
+		c.log.Info("consumer: lease lost before the run; another replica has the row", "message_id", row.MessageID)
+		c.hooks.onSettled(row.MessageID, outcomeLostLease)
+		return
+	}
+	herr := c.call(ctx, tx, h, row, metadataOf(row, nil, row.Attempts, c.opts.Group))
+	if herr == nil {
+		if err := c.inbox.Succeed(ctx, tx, row.ID, c.opts.SucceededRetention.Microseconds()); err != nil {
+			c.retryError(ctx, row, "mark succeeded", err)
+			return
+		}
+		if err := tx.Commit(); err != nil {
+			c.retryError(ctx, row, "commit", err)
+			return
+		}
+		c.log.Info("message handled on retry", "message_id", row.MessageID, "event", row.Name, "attempt", row.Attempts)
+		c.hooks.onSettled(row.MessageID, sqlstore.StatusSucceeded)
+		return
+	}
+	_ = tx.Rollback()
+	if ctx.Err() != nil {
+		c.releaseRow(ctx, row)
+		return
+	}
+	o := c.afterFailure(row, row.Attempts, herr)
+	if o.Status == sqlstore.StatusFailed {
+		c.finish(ctx, row, o)
+		return
+	}
+	// Record the failure even if shutdown begins meanwhile.
+	dctx, cancel := detached(ctx)
+	defer cancel()
+	if err := c.inbox.Retry(dctx, c.db, row.ID, c.owner, o.Delay, o.LastError); err != nil {
+		c.retryError(ctx, row, "schedule retry", err)
+		return
+	}
+	c.hooks.onSettled(row.MessageID, sqlstore.StatusPending)
+}
+
+// finish ends a claimed row as failed or skipped.
+func (c *Consumer) finish(ctx context.Context, row sqlstore.InboxRow, o sqlstore.Outcome) {
+	dctx, cancel := detached(ctx)
+	defer cancel()
+	if err := c.inbox.Finish(dctx, c.db, row.ID, c.owner, o.Status, o.Retention, o.LastError); err != nil {
+		c.retryError(ctx, row, "mark "+o.Status, err)
+		return
+	}
+	c.logOutcome(row, o)
+	c.hooks.onSettled(row.MessageID, o.Status)
+}
+
+// retryError handles a database error of the retrier. At shutdown the row is
+// given back; otherwise it keeps its lease and is claimed again once the
+// lease expires.
+func (c *Consumer) retryError(ctx context.Context, row sqlstore.InboxRow, what string, err error) {
+	if ctx.Err() != nil {
+		c.releaseRow(ctx, row)
+		return
+	}
+	c.log.Warn("consumer: retry: "+what+" failed; the row is retried when its lease expires",
+		"message_id", row.MessageID, "event", row.Name, "error", err)
+	c.hooks.onSettled(row.MessageID, outcomeNacked)
+}
+
+// releaseRow gives back, at shutdown, a claimed row whose run did not finish,
+// rather than leave it until its lease expires. The unfinished attempt is
+// not counted.
+func (c *Consumer) releaseRow(ctx context.Context, row sqlstore.InboxRow) {
+	dctx, cancel := detached(ctx)
+	defer cancel()
+	if err := c.inbox.Release(dctx, c.db, row.ID, c.owner); err != nil {
+		c.log.Warn("consumer: release row at shutdown failed; it is retried when its lease expires",
+			"message_id", row.MessageID, "error", err)
+		c.hooks.onSettled(row.MessageID, outcomeNacked)
+		return
+	}
+	c.hooks.onSettled(row.MessageID, outcomeReleased)
+}
+
+// detached returns a context for a short write that must happen even though
+// ctx is ending: recording a retry's outcome, or releasing a row.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), detachedTimeout)
+}
+
+// detachedTimeout bounds a write made after shutdown began.
+const detachedTimeout = 5 * time.Second
+
+// cleanLoop deletes expired rows at start and then every CleanInterval.
+func (c *Consumer) cleanLoop(ctx context.Context, wg *sync.WaitGroup) {
+	defer wg.Done()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := c.Clean(ctx)
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn("consumer: cleanup failed", "deleted", n, "error", err)
+		} else if n > 0 {
+			c.log.Info("consumer: cleaned up inbox", "deleted", n)
+		}
+		c.hooks.onCleaned(n)
+		t.Reset(c.opts.CleanInterval)
+	}
+}
+
+// Clean deletes this group's succeeded and skipped rows older than
+// SucceededRetention and failed rows older than FailedRetention, DeleteBatch
+// rows per statement, and returns how many it deleted. Run calls it every
+// CleanInterval; it is exported for tools and tests.
+func (c *Consumer) Clean(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := c.inbox.DeleteExpired(ctx, c.db, c.opts.DeleteBatch)
+		total += int(n)
+		if err != nil {
+			return total, fmt.Errorf("consumer: clean: %w", err)
+		}
+		if n < int64(c.opts.DeleteBatch) || ctx.Err() != nil {
+			return total, nil
+		}
+	}
+}
+
+// FailedMessage is a received message that failed for good: its handler
+// kept failing, it could not be decoded, or its metadata was malformed.
+type FailedMessage struct {
+	// Metadata is as the handler saw it; Attempt is the number of runs.
+	Metadata
+	// Payload is the message body as received.
+	Payload []byte
+	// Error is the last error, with the stack for a panic.
+	Error string
+	// FailedAt is when the message failed, on the database's clock.
+	FailedAt time.Time
+}
+
+// Failed returns up to limit of this group's failed messages, oldest first.
+func (c *Consumer) Failed(ctx context.Context, limit int) ([]FailedMessage, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("consumer: failed: limit %d is not positive", limit)
+	}
+	rows, err := c.inbox.Failed(ctx, c.db, limit)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: list failed: %w", err)
+	}
+	out := make([]FailedMessage, len(rows))
+	for i, r := range rows {
+		out[i] = FailedMessage{
+			Metadata: metadataOf(r, nil, r.Attempts, c.opts.Group),
+			Payload:  r.Payload,
+			Error:    r.LastError.String,
+		}
+		if r.HandledAt.Valid {
+			out[i].FailedAt = time.UnixMicro(r.HandledAt.Int64).UTC()
+		}
+	}
+	return out, nil
+}
+
+// Reexecute makes this group's failed messages with the given ids (see
+// [Metadata.ID]) due at once, with a fresh budget of MaxRetries attempts
+// (Metadata.Attempt starts again at 1). The retrier of any running replica
+// picks them up. It returns how many messages it re-queued; ids that are not
+// failed are ignored.
+func (c *Consumer) Reexecute(ctx context.Context, ids ...string) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	n, err := c.inbox.Reexecute(ctx, c.db, ids)
+	if err != nil {
+		return 0, fmt.Errorf("consumer: reexecute %d messages: %w", len(ids), err)
+	}
+	return int(n), nil
+}
+
+// ReexecuteFailed does what [Consumer.Reexecute] does for every failed
+// message of this group.
+func (c *Consumer) ReexecuteFailed(ctx context.Context) (int, error) {
+	n, err := c.inbox.Reexecute(ctx, c.db, nil)
+	if err != nil {
+		return 0, fmt.Errorf("consumer: reexecute failed messages: %w", err)
+	}
+	return int(n), nil
+}
+
+// consumerHooks lets tests wait for the consumer's progress instead of
+// sleeping. Every hook may be nil.
+type consumerHooks struct {
+	// settled reports how a delivery or a retry run of a message ended: a
+	// row status, or one of the outcome constants.
+	settled   func(messageID, outcome string)
+	retryPass func(claimed int)
+	cleaned   func(deleted int)
+}
+
+func (h *consumerHooks) onSettled(id, outcome string) {
+	if h != nil && h.settled != nil {
+		h.settled(id, outcome)
+	}
+}
+
+func (h *consumerHooks) onRetryPass(n int) {
+	if h != nil && h.retryPass != nil {
+		h.retryPass(n)
+	}
+}
+
+func (h *consumerHooks) onCleaned(n int) {
+	if h != nil && h.cleaned != nil {
+		h.cleaned(n)
+	}
+}

@@ -1,0 +1,230 @@
+package eventgen
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
+)
+
+// OutboxOptions configures an [Outbox]. The zero value of every field means
+// its documented default; a negative or otherwise invalid value is an error
+// from [NewOutbox].
+type OutboxOptions struct {
+	// Table is the outbox table, optionally schema-qualified (schema.table).
+	// Letters, digits and underscores only. Default "eventgen_outbox".
+	Table string
+
+	// LocalRetries is how many quick in-memory retries a failed publish gets
+	// before the row is left to the persistent retrier. Default 3.
+	LocalRetries int
+	// LocalRetryInterval is the base delay between local retries, grown
+	// exponentially with jitter. Default 3s.
+	LocalRetryInterval time.Duration
+	// MaxRetries is how many attempts a row gets in all before it is marked
+	// failed. Default 10.
+	MaxRetries int
+	// RetryInterval is the base delay of persistent retries, grown
+	// exponentially with jitter and capped at 32 times its value. Default 60s.
+	RetryInterval time.Duration
+	// RetryMinAge is the least time since a row's last attempt before the
+	// persistent retrier touches it. Default 60s.
+	RetryMinAge time.Duration
+	// RetryBatch is how many rows the persistent retrier claims at once.
+	// Default 100.
+	RetryBatch int
+
+	// BatchSize is how many rows the relay claims at once. Default 100.
+	BatchSize int
+	// BatchBytes bounds the payload bytes of one claimed batch, so a backlog
+	// of large events does not grow memory. Default 4 MiB.
+	BatchBytes int
+	// MaxInFlight bounds concurrent broker publishes. Default 16.
+	MaxInFlight int
+	// PollInterval is the safety-net poll of the relay; commits in this
+	// process wake it at once. Default 1s.
+	PollInterval time.Duration
+	// LeaseDuration is how long a claimed row stays with one relay before
+	// another may take it over. Default 30s.
+	LeaseDuration time.Duration
+
+	// CleanInterval is the time between cleanup passes. Default 300s.
+	CleanInterval time.Duration
+	// PublishedRetention is how long published rows are kept. Default 24h.
+	PublishedRetention time.Duration
+	// FailedRetention is how long failed rows are kept. Default 15 days.
+	FailedRetention time.Duration
+	// DeleteBatch is how many rows one cleanup statement deletes. Default 1000.
+	DeleteBatch int
+
+	// Logger receives the relay's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// ConsumerOptions configures a [Consumer]. Fields that share a name with
+// [OutboxOptions] share its meaning and default.
+type ConsumerOptions struct {
+	// Group is the consumer group: each group handles every event once.
+	// Required.
+	Group string
+	// Table is the inbox table, optionally schema-qualified. Several groups
+	// may share it. Default "eventgen_inbox".
+	Table string
+
+	// Concurrency bounds the handlers running at once. Default 8.
+	Concurrency int
+
+	// LocalRetries, default 3.
+	LocalRetries int
+	// LocalRetryInterval, default 3s.
+	LocalRetryInterval time.Duration
+	// MaxRetries, default 10.
+	MaxRetries int
+	// RetryInterval, default 60s.
+	RetryInterval time.Duration
+	// RetryMinAge, default 60s.
+	RetryMinAge time.Duration
+	// RetryBatch, default 100.
+	RetryBatch int
+	// PollInterval is how often the persistent retrier looks for due rows.
+	// Default 1s.
+	PollInterval time.Duration
+	// LeaseDuration is how long a handler run owns its row before another
+	// replica may take it over. Default 30s.
+	LeaseDuration time.Duration
+
+	// CleanInterval, default 300s.
+	CleanInterval time.Duration
+	// SucceededRetention is how long handled rows are kept, so redeliveries
+	// within it are recognised. Default 24h.
+	SucceededRetention time.Duration
+	// FailedRetention, default 15 days.
+	FailedRetention time.Duration
+	// DeleteBatch, default 1000.
+	DeleteBatch int
+
+	// Logger receives the consumer's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Defaults shared by both sides.
+const (
+	DefaultOutboxTable        = "eventgen_outbox"
+	DefaultInboxTable         = "eventgen_inbox"
+	DefaultLocalRetries       = 3
+	DefaultLocalRetryInterval = 3 * time.Second
+	DefaultMaxRetries         = 10
+	DefaultRetryInterval      = 60 * time.Second
+	DefaultRetryMinAge        = 60 * time.Second
+	DefaultRetryBatch         = 100
+	DefaultBatchSize          = 100
+	DefaultBatchBytes         = 4 << 20
+	DefaultMaxInFlight        = 16
+	DefaultPollInterval       = time.Second
+	DefaultLeaseDuration      = 30 * time.Second
+	DefaultCleanInterval      = 300 * time.Second
+	DefaultRetention          = 24 * time.Hour
+	DefaultFailedRetention    = 15 * 24 * time.Hour
+	DefaultDeleteBatch        = 1000
+	DefaultConcurrency        = 8
+)
+
+// withDefaults validates o and fills in defaults.
+func (o OutboxOptions) withDefaults() (OutboxOptions, error) {
+	var errs []error
+	o.Table = defaultString(o.Table, DefaultOutboxTable)
+	if err := sqlstore.ValidateTableName(o.Table); err != nil {
+		errs = append(errs, fmt.Errorf("Table: %w", err))
+	}
+	errs = intOpt(errs, "LocalRetries", &o.LocalRetries, DefaultLocalRetries)
+	errs = durOpt(errs, "LocalRetryInterval", &o.LocalRetryInterval, DefaultLocalRetryInterval)
+	errs = intOpt(errs, "MaxRetries", &o.MaxRetries, DefaultMaxRetries)
+	errs = durOpt(errs, "RetryInterval", &o.RetryInterval, DefaultRetryInterval)
+	errs = durOpt(errs, "RetryMinAge", &o.RetryMinAge, DefaultRetryMinAge)
+	errs = intOpt(errs, "RetryBatch", &o.RetryBatch, DefaultRetryBatch)
+	errs = intOpt(errs, "BatchSize", &o.BatchSize, DefaultBatchSize)
+	errs = intOpt(errs, "BatchBytes", &o.BatchBytes, DefaultBatchBytes)
+	errs = intOpt(errs, "MaxInFlight", &o.MaxInFlight, DefaultMaxInFlight)
+	errs = durOpt(errs, "PollInterval", &o.PollInterval, DefaultPollInterval)
+	errs = durOpt(errs, "LeaseDuration", &o.LeaseDuration, DefaultLeaseDuration)
+	errs = durOpt(errs, "CleanInterval", &o.CleanInterval, DefaultCleanInterval)
+	errs = durOpt(errs, "PublishedRetention", &o.PublishedRetention, DefaultRetention)
+	errs = durOpt(errs, "FailedRetention", &o.FailedRetention, DefaultFailedRetention)
+	errs = intOpt(errs, "DeleteBatch", &o.DeleteBatch, DefaultDeleteBatch)
+	if o.LocalRetries >= o.MaxRetries {
+		errs = append(errs, fmt.Errorf("LocalRetries (%d) must be less than MaxRetries (%d)", o.LocalRetries, o.MaxRetries))
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return o, fmt.Errorf("eventgen: invalid OutboxOptions: %w", err)
+	}
+	return o, nil
+}
+
+// withDefaults validates o and fills in defaults.
+func (o ConsumerOptions) withDefaults() (ConsumerOptions, error) {
+	var errs []error
+	if o.Group == "" {
+		errs = append(errs, errors.New("Group is required"))
+	} else if len(o.Group) > 255 {
+		errs = append(errs, fmt.Errorf("Group is %d bytes, over the limit of 255", len(o.Group)))
+	}
+	o.Table = defaultString(o.Table, DefaultInboxTable)
+	if err := sqlstore.ValidateTableName(o.Table); err != nil {
+		errs = append(errs, fmt.Errorf("Table: %w", err))
+	}
+	errs = intOpt(errs, "Concurrency", &o.Concurrency, DefaultConcurrency)
+	errs = intOpt(errs, "LocalRetries", &o.LocalRetries, DefaultLocalRetries)
+	errs = durOpt(errs, "LocalRetryInterval", &o.LocalRetryInterval, DefaultLocalRetryInterval)
+	errs = intOpt(errs, "MaxRetries", &o.MaxRetries, DefaultMaxRetries)
+	errs = durOpt(errs, "RetryInterval", &o.RetryInterval, DefaultRetryInterval)
+	errs = durOpt(errs, "RetryMinAge", &o.RetryMinAge, DefaultRetryMinAge)
+	errs = intOpt(errs, "RetryBatch", &o.RetryBatch, DefaultRetryBatch)
+	errs = durOpt(errs, "PollInterval", &o.PollInterval, DefaultPollInterval)
+	errs = durOpt(errs, "LeaseDuration", &o.LeaseDuration, DefaultLeaseDuration)
+	errs = durOpt(errs, "CleanInterval", &o.CleanInterval, DefaultCleanInterval)
+	errs = durOpt(errs, "SucceededRetention", &o.SucceededRetention, DefaultRetention)
+	errs = durOpt(errs, "FailedRetention", &o.FailedRetention, DefaultFailedRetention)
+	errs = intOpt(errs, "DeleteBatch", &o.DeleteBatch, DefaultDeleteBatch)
+	if o.LocalRetries >= o.MaxRetries {
+		errs = append(errs, fmt.Errorf("LocalRetries (%d) must be less than MaxRetries (%d)", o.LocalRetries, o.MaxRetries))
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return o, fmt.Errorf("eventgen: invalid ConsumerOptions: %w", err)
+	}
+	return o, nil
+}
+
+func defaultString(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func intOpt(errs []error, name string, v *int, def int) []error {
+	switch {
+	case *v < 0:
+		return append(errs, fmt.Errorf("%s is %d: must not be negative (0 means the default, %d)", name, *v, def))
+	case *v == 0:
+		*v = def
+	}
+	return errs
+}
+
+func durOpt(errs []error, name string, v *time.Duration, def time.Duration) []error {
+	switch {
+	case *v < 0:
+		return append(errs, fmt.Errorf("%s is %s: must not be negative (0 means the default, %s)", name, *v, def))
+	case *v == 0:
+		*v = def
+	}
+	return errs
+}

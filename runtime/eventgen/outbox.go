@@ -1,0 +1,361 @@
+package eventgen
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
+	"github.com/eventgen/eventgen/runtime/internal/wire"
+)
+
+// maxColumn bounds the name, topic, key and source of an event: they are
+// stored in VARCHAR(255) columns.
+const maxColumn = 255
+
+// Outbox stores events in the caller's database transaction ([Outbox.Publish])
+// and relays them to a Watermill publisher after commit ([Outbox.Run]).
+//
+// Several processes may share one outbox table: each row is claimed with a
+// lease, so it is normally published by one relay, and a crashed relay's rows
+// are taken over when its lease expires. Delivery is at least once; the
+// message id is the same on every attempt so consumers can de-duplicate.
+//
+// An Outbox is safe for concurrent use. Run may be called once at a time.
+type Outbox struct {
+	db      *bun.DB
+	pub     message.Publisher
+	opts    OutboxOptions
+	dialect sqlstore.Dialect
+	store   *sqlstore.OutboxStore
+	// owner identifies this Outbox's relay in lock_owner.
+	owner string
+
+	// wake carries Publish's hint that rows were written; see Run.
+	wake    chan struct{}
+	running atomic.Bool
+
+	// hooks is nil outside tests.
+	hooks *outboxHooks
+}
+
+// NewOutbox returns an Outbox that stores events in db and relays them to
+// pub. Invalid options are reported here, all at once.
+func NewOutbox(db *bun.DB, pub message.Publisher, opts OutboxOptions) (*Outbox, error) {
+	if db == nil {
+		return nil, errors.New("eventgen: NewOutbox: db is nil")
+	}
+	if pub == nil {
+		return nil, errors.New("eventgen: NewOutbox: publisher is nil")
+	}
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	d, err := sqlstore.DialectOf(db)
+	if err != nil {
+		return nil, fmt.Errorf("eventgen: NewOutbox: %w", err)
+	}
+	return &Outbox{
+		db:      db,
+		pub:     pub,
+		opts:    opts,
+		dialect: d,
+		store:   sqlstore.NewOutboxStore(d, opts.Table),
+		owner:   newOwnerID(),
+		wake:    make(chan struct{}, 1),
+	}, nil
+}
+
+// newOwnerID returns an id for lock_owner that tells operators which process
+// holds a lease: the host name, the process id and a random suffix that
+// tells apart two Outboxes in one process.
+func newOwnerID() string {
+	host, _ := os.Hostname()
+	if len(host) > 64 {
+		host = host[:64]
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand since Go 1.24)
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// Migrate creates the outbox table and its indexes, or upgrades them. It is
+// idempotent and safe to call from several replicas at once.
+func (o *Outbox) Migrate(ctx context.Context) error {
+	if err := sqlstore.Migrate(ctx, o.db, o.opts.Table, sqlstore.OutboxMigrations); err != nil {
+		return fmt.Errorf("outbox: %w", err)
+	}
+	return nil
+}
+
+// OutboxSchema returns the statements that create an outbox table named
+// table on dialect (postgres, mysql or sqlite), for teams that apply schema
+// changes with their own migration tool. The last statements record the
+// applied version, so that [Outbox.Migrate] later finds nothing to do.
+func OutboxSchema(dialect, table string) ([]string, error) {
+	if table == "" {
+		table = DefaultOutboxTable
+	}
+	if err := sqlstore.ValidateTableName(table); err != nil {
+		return nil, fmt.Errorf("outbox schema: %w", err)
+	}
+	d, err := sqlstore.DialectByName(dialect)
+	if err != nil {
+		return nil, fmt.Errorf("outbox schema: %w", err)
+	}
+	return sqlstore.SchemaSQL(d, table, sqlstore.OutboxMigrations), nil
+}
+
+// Publish writes events to the outbox in db, in one multi-row INSERT. Pass the
+// business transaction as db: the events are then published if and only if
+// it commits. With a *bun.DB they are written at once, outside any
+// transaction.
+//
+// Each event is validated and encoded as JSON first; an invalid event fails
+// the whole call and nothing is written. Every event gets a new message id
+// (a UUIDv7), which stays the same on every delivery attempt.
+//
+// Publish wakes this Outbox's relay, so a commit reaches the broker without
+// waiting for the poll interval.
+func (o *Outbox) Publish(ctx context.Context, db bun.IDB, source string, events []Event, opts ...PublishOption) error {
+	if len(events) == 0 {
+		return nil
+	}
+	if db == nil {
+		return errors.New("outbox: publish: db is nil")
+	}
+	if err := checkColumn("source", source); err != nil {
+		return fmt.Errorf("outbox: publish: %w", err)
+	}
+	cfg := newPublishConfig(opts)
+	headers, err := encodeHeaders(cfg.headers)
+	if err != nil {
+		return fmt.Errorf("outbox: publish: %w", err)
+	}
+	status := sqlstore.StatusPending
+	delay := cfg.delay.Microseconds()
+	if delay > 0 {
+		status = sqlstore.StatusScheduled
+	}
+	args := make([]any, 0, len(events)*10)
+	for i, e := range events {
+		row, err := encodeEvent(e)
+		if err != nil {
+			return fmt.Errorf("outbox: publish: event %d: %w", i, err)
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return fmt.Errorf("outbox: publish: message id: %w", err)
+		}
+		args = append(args, id.String(), row.name, row.version, row.topic, row.key, source, row.payload, headers, status, delay)
+	}
+	q := sqlstore.OutboxInsertSQL(o.dialect, o.opts.Table, len(events))
+	if _, err := db.ExecContext(ctx, q, args...); err != nil {
+		return fmt.Errorf("outbox: publish %d events: %w", len(events), err)
+	}
+	o.notify()
+	return nil
+}
+
+// notify wakes the relay without blocking: one pending wake-up is enough.
+func (o *Outbox) notify() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+type encodedEvent struct {
+	name, topic, key string
+	version          int
+	payload          []byte
+}
+
+func encodeEvent(e Event) (encodedEvent, error) {
+	if e == nil {
+		return encodedEvent{}, errors.New("event is nil")
+	}
+	r := encodedEvent{name: e.EventName(), topic: e.Topic(), version: e.EventVersion()}
+	if err := checkColumn("event name", r.name); err != nil {
+		return r, err
+	}
+	if err := checkColumn("topic", r.topic); err != nil {
+		return r, fmt.Errorf("%s: %w", r.name, err)
+	}
+	if r.version < 1 {
+		return r, fmt.Errorf("%s: version %d is not positive", r.name, r.version)
+	}
+	if k, ok := e.(Keyed); ok {
+		r.key = k.Key()
+		if len(r.key) > maxColumn {
+			return r, fmt.Errorf("%s: key is %d bytes, over the limit of %d", r.name, len(r.key), maxColumn)
+		}
+	}
+	if err := e.Validate(); err != nil {
+		return r, fmt.Errorf("%s: invalid: %w", r.name, err)
+	}
+	p, err := json.Marshal(e)
+	if err != nil {
+		return r, fmt.Errorf("%s: encode JSON: %w", r.name, err)
+	}
+	r.payload = p
+	return r, nil
+}
+
+func checkColumn(what, v string) error {
+	switch {
+	case v == "":
+		return fmt.Errorf("%s is empty", what)
+	case len(v) > maxColumn:
+		return fmt.Errorf("%s is %d bytes, over the limit of %d", what, len(v), maxColumn)
+	}
+	return nil
+}
+
+// encodeHeaders checks headers from WithHeader and returns them as JSON text,
+// or nil (SQL NULL) when there are none.
+func encodeHeaders(h map[string]string) (any, error) {
+	if len(h) == 0 {
+		return nil, nil
+	}
+	var errs []error
+	for k, v := range h {
+		lk := strings.ToLower(k)
+		switch {
+		case k == "":
+			errs = append(errs, errors.New("header key is empty"))
+		case strings.HasPrefix(lk, "ce_") || lk == wire.HeaderContentType:
+			errs = append(errs, fmt.Errorf("header %q is reserved for the CloudEvents attributes", k))
+		case strings.HasPrefix(k, "_"):
+			errs = append(errs, fmt.Errorf("header %q: keys starting with _ are reserved for brokers", k))
+		case len(v) > wire.MaxHeaderValue:
+			errs = append(errs, fmt.Errorf("header %q is %d bytes, over the limit of %d", k, len(v), wire.MaxHeaderValue))
+		}
+	}
+	if len(errs) > 0 {
+		slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+		return nil, errors.Join(errs...)
+	}
+	b, err := json.Marshal(h) // sorted keys
+	if err != nil {
+		return nil, fmt.Errorf("encode headers: %w", err)
+	}
+	return string(b), nil
+}
+
+// FailedEvent is an outbox row that used up its retries. It stays in the
+// table until FailedRetention has passed or it is requeued.
+type FailedEvent struct {
+	// ID is the row's id, for [Outbox.Requeue].
+	ID int64
+	// MessageID is the message id consumers see.
+	MessageID string
+	Name      string
+	Version   int
+	Topic     string
+	Key       string
+	Source    string
+	// Attempts counts publishes tried.
+	Attempts int
+	// CreatedAt is when the event was written, on the database's clock.
+	CreatedAt time.Time
+	// LastError is the last publish error.
+	LastError string
+}
+
+// Failed returns up to limit failed rows, oldest first.
+func (o *Outbox) Failed(ctx context.Context, limit int) ([]FailedEvent, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("outbox: list failed: limit %d is not positive", limit)
+	}
+	rows, err := o.store.Failed(ctx, o.db, limit)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: list failed: %w", err)
+	}
+	out := make([]FailedEvent, len(rows))
+	for i, r := range rows {
+		out[i] = FailedEvent{
+			ID: r.ID, MessageID: r.MessageID, Name: r.Name, Version: r.Version, Topic: r.Topic, Key: r.Key, Source: r.Source,
+			Attempts: r.Attempts, CreatedAt: time.UnixMicro(r.CreatedAt), LastError: r.LastError.String,
+		}
+	}
+	return out, nil
+}
+
+// Requeue returns the failed rows among ids to pending with a fresh retry
+// budget, and reports how many it requeued. Ids of rows that are not failed
+// are ignored.
+func (o *Outbox) Requeue(ctx context.Context, ids ...int64) (int, error) {
+	total := 0
+	for chunk := range slices.Chunk(ids, o.opts.DeleteBatch) {
+		n, err := o.store.Requeue(ctx, o.db, chunk)
+		total += int(n)
+		if err != nil {
+			return total, fmt.Errorf("outbox: requeue: %w", err)
+		}
+	}
+	if total > 0 {
+		o.notify()
+	}
+	return total, nil
+}
+
+// RequeueFailed returns every failed row to pending, in batches of
+// DeleteBatch, and reports how many it requeued.
+func (o *Outbox) RequeueFailed(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := o.store.RequeueFailed(ctx, o.db, o.opts.DeleteBatch)
+		total += int(n)
+		if err != nil {
+			return total, fmt.Errorf("outbox: requeue failed rows: %w", err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if total > 0 {
+		o.notify()
+	}
+	return total, nil
+}
+
+// Clean deletes the rows whose retention has passed (published rows after
+// PublishedRetention, failed ones after FailedRetention), at most
+// DeleteBatch per statement, each in its own short transaction, and
+// reports how many it deleted. Run calls it every CleanInterval.
+func (o *Outbox) Clean(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := o.store.DeleteExpired(ctx, o.db, o.opts.DeleteBatch)
+		total += int(n)
+		if err != nil {
+			return total, fmt.Errorf("outbox: clean: %w", err)
+		}
+		if n < int64(o.opts.DeleteBatch) {
+			return total, nil
+		}
+	}
+}
+
+// outboxHooks lets tests follow the relay instead of sleeping. Each hook is
+// called synchronously by the relay when set.
+type outboxHooks struct {
+	claimed   func(n int, locked bool)      // after a batch was claimed
+	published func(ids []int64)             // after rows were marked published
+	ended     func(id int64, status string) // after a failed round was stored
+	cleaned   func(n int)                   // after a cleanup pass
+}

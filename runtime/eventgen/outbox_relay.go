@@ -1,0 +1,767 @@
+package eventgen
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/uptrace/bun"
+
+	"github.com/eventgen/eventgen/runtime/internal/backoff"
+	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
+	"github.com/eventgen/eventgen/runtime/internal/wire"
+)
+
+// Relay timing that is not worth an option.
+const (
+	// After a wake-up from Publish the relay polls on a short, growing
+	// schedule, because the signal is sent before the caller commits.
+	wakeFirstStep = time.Millisecond
+	wakeMaxStep   = 50 * time.Millisecond
+	wakeWindow    = time.Second
+	// hintMargin is how far before the latest row claimed a claim starts
+	// while rows keep coming; see claim.
+	hintMargin = 250 * time.Millisecond
+	// storeTimeout bounds each bookkeeping statement, in particular those
+	// run after Run's context is done.
+	storeTimeout = 10 * time.Second
+	// maxErrorLen bounds last_error.
+	maxErrorLen = 1000
+)
+
+// pauseBackoff paces claims while the database or the broker fails, so
+// that an outage costs a bounded trickle of statements and publish
+// attempts rather than a hot loop.
+func pauseBackoff() backoff.Policy {
+	return backoff.Policy{Base: 100 * time.Millisecond, Max: 10 * time.Second}
+}
+
+// Run relays committed events to the publisher until ctx is done, then
+// stops cleanly: it waits for the publishes in flight to return, marks the
+// published rows and hands back the rows it holds but has not published.
+// It returns nil after a clean stop; database and broker errors are logged
+// and retried with backoff, never returned. Run also deletes expired rows
+// every CleanInterval.
+//
+// Rows are claimed in batches by status and due time (on the database's
+// clock) and held for LeaseDuration: by a lease written to each row, or,
+// while a backlog drains on PostgreSQL and MySQL, by row locks in a
+// transaction that skips rows other relays hold. They are published
+// concurrently, at most MaxInFlight at once, and marked published in one
+// statement per batch, only after the publisher returned nil. A Publish on
+// this Outbox wakes Run at once; other writers are found within
+// PollInterval.
+//
+// A failed publish is retried LocalRetries times in memory with exponential
+// backoff and jitter, while other rows keep flowing; then the row goes back
+// to the table, due after max(RetryMinAge, the persistent backoff from
+// RetryInterval); after MaxRetries attempts in all it is marked failed and
+// kept until FailedRetention has passed, for [Outbox.Requeue].
+func (o *Outbox) Run(ctx context.Context) error {
+	if !o.running.CompareAndSwap(false, true) {
+		return errors.New("outbox: Run is already running for this Outbox")
+	}
+	defer o.running.Store(false)
+	r := &relay{
+		o:              o,
+		opts:           o.opts,
+		log:            o.opts.Logger.With(slog.String("component", "eventgen.outbox"), slog.String("table", o.opts.Table)),
+		maxOutstanding: 2 * o.opts.BatchSize,
+		slots:          make(chan struct{}, o.opts.MaxInFlight),
+		results:        make(chan result, 2*o.opts.BatchSize),
+		batchDone:      make(chan batchOutcome),
+		retries:        make(chan *claimed, 2*o.opts.BatchSize),
+		progress:       make(chan struct{}, 1),
+		serialWrites:   o.dialect.Name == "sqlite",
+		localBackoff:   backoff.Policy{Base: o.opts.LocalRetryInterval},
+		retryBackoff:   backoff.Policy{Base: o.opts.RetryInterval},
+	}
+	coordinated := make(chan struct{})
+	go func() {
+		defer close(coordinated)
+		r.coordinate(ctx)
+	}()
+	cleaned := make(chan struct{})
+	go func() {
+		defer close(cleaned)
+		r.cleanLoop(ctx)
+	}()
+	r.dispatchLoop(ctx)
+	r.publishing.Wait()
+	close(r.results)
+	<-coordinated
+	<-cleaned
+	return nil
+}
+
+// relay is the state of one Run.
+type relay struct {
+	o    *Outbox
+	opts OutboxOptions
+	log  *slog.Logger
+
+	// outstanding counts claimed rows not yet settled (marked, returned or
+	// released). Claims stop at maxOutstanding, which bounds memory and
+	// keeps a failing broker from pulling in the whole backlog.
+	outstanding    atomic.Int64
+	maxOutstanding int
+	// backlog is set while claims come back full; see claim.
+	backlog bool
+	// hint is the latest created_at claimed (database clock, µs), and
+	// scanned is when a claim last scanned the claim index from the start;
+	// see claim.
+	hint    int64
+	scanned time.Time
+	idle    bool // the last claim found nothing
+	// writeMu serializes the relay's own writes on SQLite, which has one
+	// writer at a time: waiting here is immediate, while waiting on the
+	// database lock sleeps in steps of up to 100ms.
+	writeMu      sync.Mutex
+	serialWrites bool
+	// brokerFailures counts publishes failed since the last success.
+	brokerFailures atomic.Int64
+
+	slots      chan struct{}     // one per publish in flight
+	results    chan result       // publish outcomes of leased rows, to the coordinator
+	batchDone  chan batchOutcome // locked batches that ended, to the coordinator
+	retries    chan *claimed     // local retries that are due, to the dispatcher
+	progress   chan struct{}     // rows settled, to the dispatcher
+	publishing sync.WaitGroup    // publishes in flight
+
+	localBackoff, retryBackoff backoff.Policy
+}
+
+// claimed is a row held by this relay.
+type claimed struct {
+	row     sqlstore.OutboxRow
+	headers map[string]string
+	// deadline is when local retries give up, well before the lease ends.
+	deadline time.Time
+	// tries counts publishes of this row in this claim.
+	tries int
+	// err is the last publish error.
+	err error
+	// permanent marks a row that can never be published.
+	permanent bool
+	// due is when a local retry is due.
+	due time.Time
+	// batch is the locked batch the row's first publish belongs to, nil
+	// for a leased row.
+	batch *lockedBatch
+}
+
+// lockedBatch is a batch held by row locks in an open transaction (on
+// databases with SKIP LOCKED) until all its rows have been tried once.
+//
+// A batch collects its rows' outcomes itself and commits in a goroutine of
+// its own, never through the coordinator: a coordinator waiting for a row
+// lock must not be what keeps a batch (its own, or another relay's) from
+// committing and releasing its locks.
+type lockedBatch struct {
+	tx     *bun.Tx
+	ctx    context.Context // bounds the transaction by LeaseDuration
+	cancel context.CancelFunc
+	size   int
+
+	mu      sync.Mutex
+	results []result
+}
+
+// batchOutcome is a locked batch after its transaction ended.
+type batchOutcome struct {
+	b         *lockedBatch
+	published []int64
+	failed    []result
+	err       error
+}
+
+// result is what happened to a claimed row: published (err nil), failed,
+// or released untried.
+type result struct {
+	c        *claimed
+	err      error
+	released bool
+}
+
+// dispatchLoop claims due rows and starts their publishes until ctx is done.
+//
+// It claims again at once after a non-empty claim (a batch may be cut short
+// by BatchBytes), on the wake-up schedule for wakeWindow after a Publish in
+// this process, and every PollInterval otherwise. While the broker fails,
+// claims back off; local retries run on their own schedule.
+func (r *relay) dispatchLoop(ctx context.Context) {
+	var (
+		next         time.Time // when the schedule wants the next claim
+		dbUntil      time.Time // database backoff
+		brokerUntil  time.Time // broker backoff
+		fastUntil    time.Time // end of the wake-up schedule
+		step         time.Duration
+		dbErrors     int
+		brokerStreak int
+	)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		if r.brokerFailures.Load() == 0 {
+			brokerUntil, brokerStreak = time.Time{}, 0
+		}
+		at := laterOf(next, laterOf(dbUntil, brokerUntil))
+		full := r.outstanding.Load() > int64(r.maxOutstanding-r.opts.BatchSize)
+		if wait := time.Until(at); full || wait > 0 {
+			var tick <-chan time.Time
+			if !full {
+				timer.Reset(wait)
+				tick = timer.C
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case c := <-r.retries:
+				r.dispatch(ctx, c)
+			case <-r.progress:
+			case <-r.o.wake:
+				now := time.Now()
+				fastUntil, step, next = now.Add(wakeWindow), wakeFirstStep, now
+			case <-tick:
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		limit := r.opts.BatchSize
+		if r.brokerFailures.Load() > 0 {
+			limit = min(limit, r.opts.RetryBatch)
+		}
+		limit = min(limit, r.maxOutstanding-int(r.outstanding.Load()))
+		n, err := r.claim(ctx, limit)
+		now := time.Now()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			dbErrors++
+			r.log.Error("outbox: claim batch", slog.Any("error", err), slog.Int("consecutive_errors", dbErrors))
+			dbUntil = now.Add(pauseBackoff().Delay(dbErrors))
+			continue
+		}
+		dbErrors, dbUntil = 0, time.Time{}
+		switch {
+		case n > 0:
+			next = now // more may be due
+		case now.Before(fastUntil):
+			next = now.Add(step)
+			step = min(2*step, wakeMaxStep)
+		default:
+			next = now.Add(r.opts.PollInterval)
+		}
+		if n > 0 && r.brokerFailures.Load() > 0 {
+			brokerStreak++
+			brokerUntil = now.Add(pauseBackoff().Delay(brokerStreak))
+		}
+	}
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// claim takes up to limit due rows and starts publishing them, and returns
+// how many rows it took.
+//
+// Rows are leased by one UPDATE (two row writes per event with the mark,
+// but one round trip per claim and marks batched across claims), except
+// while there is a backlog on a database that can skip locked rows: then
+// a full batch is held by row locks in a transaction and marked in it (one
+// row write per event, which is what limits a drain).
+//
+// While rows keep coming, claims start at the index entry of the latest
+// row claimed (less hintMargin) rather than at the start: entries of rows
+// already published stay in the index until vacuum (longer while any
+// transaction holds an old snapshot), and scanning past tens of thousands
+// of them per claim would slow a drain as it goes. Rows that fall before
+// the hint (late commits, expired leases, retries) are found by a full
+// scan at least every PollInterval, and by every claim after an idle one.
+func (r *relay) claim(ctx context.Context, limit int) (int, error) {
+	c := sqlstore.Claim{Owner: r.o.owner, Limit: limit, MaxBytes: r.opts.BatchBytes, Lease: r.opts.LeaseDuration}
+	if r.hint > 0 && !r.idle && time.Since(r.scanned) < r.opts.PollInterval {
+		c.From = r.hint - hintMargin.Microseconds()
+	} else {
+		r.scanned = time.Now()
+	}
+	n, full, err := r.take(ctx, c, r.backlog && r.o.store.LocksRows())
+	r.backlog, r.idle = full, n == 0
+	return n, err
+}
+
+// lockWrites serializes a write on SQLite; see writeMu.
+func (r *relay) lockWrites() (unlock func()) {
+	if !r.serialWrites {
+		return func() {}
+	}
+	r.writeMu.Lock()
+	return r.writeMu.Unlock
+}
+
+// take claims and dispatches rows. full reports a batch cut by BatchSize
+// or, probably, by BatchBytes: more rows are likely due.
+func (r *relay) take(ctx context.Context, c sqlstore.Claim, lock bool) (n int, full bool, err error) {
+	var (
+		rows  []sqlstore.OutboxRow
+		batch *lockedBatch
+	)
+	if lock {
+		// The batch outlives Run's context: once claimed, it is settled.
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.LeaseDuration)
+		var tx *bun.Tx
+		tx, rows, err = r.o.store.Lock(bctx, r.o.db, c)
+		if tx == nil {
+			cancel()
+		} else {
+			batch = &lockedBatch{tx: tx, ctx: bctx, cancel: cancel, size: len(rows)}
+		}
+	} else {
+		unlock := r.lockWrites()
+		rows, err = r.o.store.Claim(ctx, r.o.db, c)
+		unlock()
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("claim batch: %w", err)
+	}
+	if len(rows) == 0 {
+		return 0, false, nil
+	}
+	bytes, largest := 0, 0
+	for i := range rows {
+		bytes += len(rows[i].Payload)
+		largest = max(largest, len(rows[i].Payload))
+		r.hint = max(r.hint, rows[i].CreatedAt)
+	}
+	full = len(rows) == c.Limit || bytes+largest > r.opts.BatchBytes
+	r.outstanding.Add(int64(len(rows)))
+	if h := r.o.hooks; h != nil && h.claimed != nil {
+		h.claimed(len(rows), batch != nil)
+	}
+	// Local retries must end well before the lease, or another relay
+	// could take the row over while this one still retries it.
+	deadline := time.Now().Add(r.opts.LeaseDuration * 4 / 5)
+	for i := range rows {
+		c := &claimed{row: rows[i], deadline: deadline, batch: batch}
+		if rows[i].Headers.Valid {
+			if err := json.Unmarshal([]byte(rows[i].Headers.String), &c.headers); err != nil {
+				c.permanent = true
+				r.report(result{c: c, err: fmt.Errorf("decode stored headers: %w", err)})
+				continue
+			}
+		}
+		if ctx.Err() != nil {
+			r.report(result{c: c, released: true})
+			continue
+		}
+		r.dispatch(ctx, c)
+	}
+	return len(rows), full, nil
+}
+
+// dispatch publishes c once, when a slot is free.
+func (r *relay) dispatch(ctx context.Context, c *claimed) {
+	select {
+	case r.slots <- struct{}{}:
+	case <-ctx.Done():
+		r.report(result{c: c, released: c.tries == 0, err: c.err})
+		return
+	}
+	r.publishing.Add(1)
+	go func() {
+		defer r.publishing.Done()
+		err := r.publish(c)
+		<-r.slots
+		r.report(result{c: c, err: err})
+	}()
+}
+
+// report hands the outcome of a publish (or of a release) to the row's
+// locked batch, or to the coordinator.
+func (r *relay) report(res result) {
+	if res.err == nil && !res.released {
+		r.brokerFailures.Store(0)
+	}
+	b := res.c.batch
+	if b == nil {
+		r.results <- res
+		return
+	}
+	b.mu.Lock()
+	b.results = append(b.results, res)
+	complete := len(b.results) == b.size
+	b.mu.Unlock()
+	if complete {
+		r.publishing.Add(1) // Run waits for the commit
+		go func() {
+			defer r.publishing.Done()
+			r.batchDone <- r.finishBatch(b)
+		}()
+	}
+}
+
+// finishBatch settles a locked batch once each of its rows has been tried:
+// in its transaction it marks the published rows and leases the failed
+// ones, which then continue as leased rows; then it commits.
+func (r *relay) finishBatch(b *lockedBatch) batchOutcome {
+	defer b.cancel()
+	o := batchOutcome{b: b}
+	var failedIDs []int64
+	for _, res := range b.results {
+		switch {
+		case res.released:
+		case res.err == nil:
+			o.published = append(o.published, res.c.row.ID)
+		default:
+			o.failed = append(o.failed, res)
+			failedIDs = append(failedIDs, res.c.row.ID)
+		}
+	}
+	o.err = func() error {
+		if len(o.published) > 0 {
+			if err := r.o.store.MarkLocked(b.ctx, *b.tx, r.o.owner, o.published, 0, r.opts.PublishedRetention); err != nil {
+				return fmt.Errorf("mark %d rows published: %w", len(o.published), err)
+			}
+		}
+		if len(failedIDs) > 0 {
+			if err := r.o.store.LeaseLocked(b.ctx, *b.tx, r.o.owner, failedIDs, r.opts.LeaseDuration); err != nil {
+				return fmt.Errorf("lease %d failed rows: %w", len(failedIDs), err)
+			}
+		}
+		return b.tx.Commit()
+	}()
+	if o.err != nil {
+		_ = b.tx.Rollback() // the transaction is already broken
+	}
+	return o
+}
+
+// publish sends c to the broker once. A nil error means the publisher
+// returned nil: for brokers with confirms, that the broker has the message.
+func (r *relay) publish(c *claimed) error {
+	c.tries++
+	row := &c.row
+	msg := wire.Encode(wire.Envelope{
+		ID:      row.MessageID,
+		Name:    row.Name,
+		Version: row.Version,
+		Source:  row.Source,
+		Key:     row.Key,
+		Time:    time.UnixMicro(row.CreatedAt),
+		Payload: row.Payload,
+		Headers: c.headers,
+	})
+	if err := r.o.pub.Publish(row.Topic, msg); err != nil {
+		return fmt.Errorf("publish to %s: %w", row.Topic, err)
+	}
+	return nil
+}
+
+// coordinate settles publish outcomes until results is closed: it marks
+// published rows in batches, schedules local retries, and returns rows that
+// used up their local retries to the table. After results is closed it
+// settles everything it still holds, with a context that outlives ctx.
+func (r *relay) coordinate(ctx context.Context) {
+	s := settler{r: r, published: map[int][]int64{}, stopping: ctx.Done()}
+	// Bookkeeping must outlive Run's context: rows already published are
+	// marked even while stopping.
+	ctx = context.WithoutCancel(ctx)
+	retryTimer := time.NewTimer(time.Hour)
+	defer retryTimer.Stop()
+	var flushRetry <-chan time.Time
+	results := r.results
+	// Run closes results after every publish and every batch's commit
+	// has been reported.
+	for results != nil {
+		var due <-chan time.Time
+		if len(s.waiting) > 0 {
+			retryTimer.Reset(time.Until(s.earliest()))
+			due = retryTimer.C
+		}
+		select {
+		case res, ok := <-results:
+			if !ok {
+				results = nil
+				break
+			}
+			s.handle(ctx, res)
+			// Take what else is ready before writing, so that one
+			// statement marks many rows.
+			for drained := false; !drained && s.pendingMarks < r.opts.BatchSize; {
+				select {
+				case res, ok := <-results:
+					if !ok {
+						results, drained = nil, true
+						break
+					}
+					s.handle(ctx, res)
+				default:
+					drained = true
+				}
+			}
+		case o := <-r.batchDone:
+			s.batchFinished(ctx, o)
+		case <-due:
+			s.releaseDue()
+		case <-flushRetry:
+		}
+		flushRetry = nil
+		if err := s.flush(ctx); err != nil {
+			r.log.Error("outbox: mark published", slog.Any("error", err))
+			flushRetry = time.After(pauseBackoff().Delay(1))
+		}
+	}
+	s.shutdown(ctx)
+}
+
+// settler is the coordinator's state.
+type settler struct {
+	r *relay
+	// published holds ids to mark, by failures before their success.
+	published    map[int][]int64
+	pendingMarks int
+	released     []int64
+	// waiting holds rows whose local retry is not yet due.
+	waiting []*claimed
+	// stopping is closed when Run's context is done.
+	stopping <-chan struct{}
+}
+
+func (s *settler) isStopping() bool {
+	select {
+	case <-s.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *settler) handle(ctx context.Context, res result) {
+	c := res.c
+	switch {
+	case res.released:
+		s.released = append(s.released, c.row.ID)
+		return
+	case res.err == nil:
+		s.published[c.tries-1] = append(s.published[c.tries-1], c.row.ID)
+		s.pendingMarks++
+		return
+	}
+	s.failed(ctx, c, res.err)
+}
+
+// batchFinished continues after a locked batch's transaction ended.
+func (s *settler) batchFinished(ctx context.Context, o batchOutcome) {
+	r := s.r
+	if o.err != nil {
+		// The locks are gone: the rows are due again and will be
+		// claimed again, the published ones published twice.
+		r.log.Error("outbox: settle batch; its rows will be claimed again, and those published may be published twice",
+			slog.Any("error", o.err), slog.Int("rows", o.b.size))
+		s.settled(o.b.size)
+		return
+	}
+	s.settled(o.b.size - len(o.failed))
+	if h := r.o.hooks; h != nil && h.published != nil && len(o.published) > 0 {
+		h.published(o.published)
+	}
+	deadline := time.Now().Add(r.opts.LeaseDuration * 4 / 5)
+	for _, res := range o.failed {
+		res.c.batch, res.c.deadline = nil, deadline
+		s.failed(ctx, res.c, res.err)
+	}
+}
+
+// failed handles a failed publish of a leased row: a local retry later, or
+// the end of this round.
+func (s *settler) failed(ctx context.Context, c *claimed, err error) {
+	r := s.r
+	c.err = err
+	if !c.permanent {
+		r.brokerFailures.Add(1)
+	}
+	attempts := c.row.Attempts + c.tries
+	local := 0
+	if c.row.Attempts == 0 {
+		local = r.opts.LocalRetries // the first claim gets the quick retries
+	}
+	if !c.permanent && c.tries <= local && attempts < r.opts.MaxRetries && !s.isStopping() {
+		c.due = time.Now().Add(r.localBackoff.Delay(c.tries))
+		if c.due.Before(c.deadline) {
+			s.waiting = append(s.waiting, c)
+			return
+		}
+	}
+	s.endRound(ctx, c)
+}
+
+// endRound stores the outcome of a row whose publishes in this claim all
+// failed: pending again after the persistent backoff, or failed.
+func (s *settler) endRound(ctx context.Context, c *claimed) {
+	r := s.r
+	attempts := c.row.Attempts + c.tries
+	if c.permanent {
+		attempts = max(attempts, r.opts.MaxRetries)
+	}
+	msg := truncateError(c.err)
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	var err error
+	status := sqlstore.StatusPending
+	unlock := r.lockWrites()
+	if attempts >= r.opts.MaxRetries {
+		status = sqlstore.StatusFailed
+		err = r.o.store.Fail(ctx, r.o.db, r.o.owner, c.row.ID, attempts, r.opts.FailedRetention, msg)
+	} else {
+		round := max(1, attempts-r.opts.LocalRetries)
+		delay := max(r.opts.RetryMinAge, r.retryBackoff.Delay(round))
+		err = r.o.store.Retry(ctx, r.o.db, r.o.owner, c.row.ID, attempts, delay, msg)
+	}
+	unlock()
+	level := slog.LevelWarn
+	if status == sqlstore.StatusFailed {
+		level = slog.LevelError
+	}
+	r.log.Log(ctx, level, "outbox: publish failed",
+		slog.String("message_id", c.row.MessageID), slog.String("event", c.row.Name), slog.String("topic", c.row.Topic),
+		slog.Int("attempts", attempts), slog.String("status", status), slog.String("error", msg))
+	if err != nil {
+		// The lease expires and the row is claimed again: nothing is lost.
+		r.log.Error("outbox: store failed publish", slog.String("message_id", c.row.MessageID), slog.Any("error", err))
+	}
+	s.settled(1)
+	if h := r.o.hooks; h != nil && h.ended != nil {
+		h.ended(c.row.ID, status)
+	}
+}
+
+func truncateError(err error) string {
+	msg := err.Error()
+	if len(msg) <= maxErrorLen {
+		return msg
+	}
+	cut := maxErrorLen
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + "..."
+}
+
+// settled counts n rows as no longer held and lets the dispatcher claim.
+func (s *settler) settled(n int) {
+	s.r.outstanding.Add(-int64(n))
+	select {
+	case s.r.progress <- struct{}{}:
+	default:
+	}
+}
+
+func (s *settler) earliest() time.Time {
+	t := s.waiting[0].due
+	for _, c := range s.waiting[1:] {
+		if c.due.Before(t) {
+			t = c.due
+		}
+	}
+	return t
+}
+
+// releaseDue hands rows whose local retry is due to the dispatcher.
+func (s *settler) releaseDue() {
+	now := time.Now()
+	keep := s.waiting[:0]
+	for _, c := range s.waiting {
+		if c.due.After(now) {
+			keep = append(keep, c)
+			continue
+		}
+		s.r.retries <- c // never blocks: it holds at most maxOutstanding rows
+	}
+	clear(s.waiting[len(keep):])
+	s.waiting = keep
+}
+
+// flush marks published rows, one statement per distinct failure count
+// (almost always one), and hands back released rows.
+func (s *settler) flush(ctx context.Context) error {
+	r := s.r
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	defer r.lockWrites()()
+	for failures, ids := range s.published {
+		n, err := r.o.store.MarkPublished(ctx, r.o.db, r.o.owner, ids, failures, r.opts.PublishedRetention)
+		if err != nil {
+			return fmt.Errorf("%d rows: %w", len(ids), err)
+		}
+		if n < int64(len(ids)) {
+			r.log.Warn("outbox: rows were taken over by another relay before they were marked; they may be published twice",
+				slog.Int64("rows", int64(len(ids))-n))
+		}
+		delete(s.published, failures)
+		s.pendingMarks -= len(ids)
+		s.settled(len(ids))
+		if h := r.o.hooks; h != nil && h.published != nil {
+			h.published(ids)
+		}
+	}
+	if len(s.released) > 0 {
+		if err := r.o.store.Release(ctx, r.o.db, r.o.owner, s.released); err != nil {
+			return fmt.Errorf("release %d rows: %w", len(s.released), err)
+		}
+		s.settled(len(s.released))
+		s.released = s.released[:0]
+	}
+	return nil
+}
+
+// shutdown settles everything still held once the dispatcher has stopped.
+func (s *settler) shutdown(ctx context.Context) {
+	for len(s.r.retries) > 0 { // the dispatcher has stopped
+		s.waiting = append(s.waiting, <-s.r.retries)
+	}
+	for _, c := range s.waiting {
+		s.endRound(ctx, c)
+	}
+	s.waiting = nil
+	if err := s.flush(ctx); err != nil {
+		s.r.log.Error("outbox: settle rows on stop; their leases will expire and they will be published again", slog.Any("error", err))
+	}
+}
+
+// cleanLoop deletes expired rows every CleanInterval, starting at once.
+func (r *relay) cleanLoop(ctx context.Context) {
+	t := time.NewTicker(r.opts.CleanInterval)
+	defer t.Stop()
+	for {
+		unlock := r.lockWrites()
+		n, err := r.o.Clean(ctx)
+		unlock()
+		switch {
+		case err != nil && ctx.Err() == nil:
+			r.log.Error("outbox: clean", slog.Any("error", err), slog.Int("deleted", n))
+		case n > 0:
+			r.log.Info("outbox: cleaned expired rows", slog.Int("deleted", n))
+		}
+		if h := r.o.hooks; h != nil && h.cleaned != nil {
+			h.cleaned(n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,145 @@
+// Package wire maps events to Watermill messages and back.
+//
+// Metadata follows CloudEvents 1.0 in binary mode: the payload is the event's
+// JSON and the attributes travel as ce_-prefixed headers, so a consumer in any
+// language can read them. Two extension attributes carry what CloudEvents has
+// no core attribute for: ce_eventversion and ce_partitionkey (the
+// partitioning extension's name for the ordering key).
+package wire
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// Header names.
+const (
+	HeaderID           = "ce_id"
+	HeaderType         = "ce_type"
+	HeaderSource       = "ce_source"
+	HeaderSpecVersion  = "ce_specversion"
+	HeaderTime         = "ce_time"
+	HeaderEventVersion = "ce_eventversion"
+	HeaderKey          = "ce_partitionkey"
+	HeaderContentType  = "content-type"
+)
+
+// SpecVersion is the CloudEvents version written to ce_specversion.
+const SpecVersion = "1.0"
+
+// ContentType is the payload's media type.
+const ContentType = "application/json"
+
+// MaxHeaderValue bounds a single header value accepted from the broker.
+const MaxHeaderValue = 4096
+
+// Envelope is an event with its CloudEvents attributes.
+type Envelope struct {
+	ID      string
+	Name    string
+	Version int
+	Source  string
+	Key     string
+	Time    time.Time
+	Payload []byte
+	// Headers holds extra headers; keys must not start with "ce_".
+	Headers map[string]string
+}
+
+// Encode builds the Watermill message for e. The message UUID is e.ID, so a
+// message keeps its id across every retry.
+func Encode(e Envelope) *message.Message {
+	m := message.NewMessage(e.ID, e.Payload)
+	for k, v := range e.Headers {
+		m.Metadata.Set(k, v)
+	}
+	m.Metadata.Set(HeaderID, e.ID)
+	m.Metadata.Set(HeaderType, e.Name)
+	m.Metadata.Set(HeaderSource, e.Source)
+	m.Metadata.Set(HeaderSpecVersion, SpecVersion)
+	m.Metadata.Set(HeaderTime, e.Time.UTC().Format(time.RFC3339Nano))
+	m.Metadata.Set(HeaderEventVersion, strconv.Itoa(e.Version))
+	m.Metadata.Set(HeaderContentType, ContentType)
+	if e.Key != "" {
+		m.Metadata.Set(HeaderKey, e.Key)
+	}
+	return m
+}
+
+// ErrMalformed marks a message whose metadata cannot be decoded. Such a
+// message is never retried: it can only fail again.
+var ErrMalformed = errors.New("malformed message")
+
+// Decode reads the envelope of a received message. The id falls back to the
+// Watermill UUID when ce_id is absent; a missing or invalid ce_type, a bad
+// ce_eventversion or ce_time, or an oversized header is an error wrapping
+// ErrMalformed. Decode never fails on unknown headers: they are kept in Headers.
+func Decode(m *message.Message) (Envelope, error) {
+	e := Envelope{Payload: m.Payload}
+	var errs []error
+	keys := make([]string, 0, len(m.Metadata))
+	for k := range m.Metadata {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // errors in a stable order
+	for _, k := range keys {
+		v := m.Metadata[k]
+		if len(v) > MaxHeaderValue {
+			errs = append(errs, fmt.Errorf("header %q is %d bytes, over the limit of %d", k, len(v), MaxHeaderValue))
+			continue
+		}
+		switch k {
+		case HeaderID:
+			e.ID = v
+		case HeaderType:
+			e.Name = v
+		case HeaderSource:
+			e.Source = v
+		case HeaderKey:
+			e.Key = v
+		case HeaderEventVersion:
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				errs = append(errs, fmt.Errorf("header %s: %q is not a positive integer", HeaderEventVersion, v))
+			}
+			e.Version = n
+		case HeaderTime:
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("header %s: %q is not an RFC 3339 time", HeaderTime, v))
+			}
+			e.Time = t
+		case HeaderSpecVersion, HeaderContentType:
+		default:
+			if strings.HasPrefix(k, "_") {
+				continue // broker-internal metadata, such as Watermill's own
+			}
+			if e.Headers == nil {
+				e.Headers = make(map[string]string)
+			}
+			e.Headers[k] = v
+		}
+	}
+	if e.ID == "" {
+		e.ID = m.UUID
+	}
+	if e.ID == "" {
+		errs = append(errs, errors.New("no message id: both ce_id and the message UUID are empty"))
+	}
+	if e.Name == "" {
+		errs = append(errs, fmt.Errorf("header %s is missing", HeaderType))
+	}
+	if e.Version == 0 && len(errs) == 0 {
+		e.Version = 1 // producers that do not send the extension publish version 1
+	}
+	if len(errs) > 0 {
+		return e, fmt.Errorf("%w: %w", ErrMalformed, errors.Join(errs...))
+	}
+	return e, nil
+}

@@ -1,0 +1,151 @@
+package wire
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	want := Envelope{
+		ID:      "0193b7c2-7d4e-7000-8000-000000000001",
+		Name:    "inventory.stock-reserved",
+		Version: 3,
+		Source:  "shop",
+		Key:     "sku-1",
+		Time:    time.Date(2026, 11, 23, 18, 30, 0, 123456000, time.UTC),
+		Payload: []byte(`{"sku":"sku-1"}`),
+		Headers: map[string]string{"traceparent": "00-abc-def-01"},
+	}
+	m := Encode(want)
+	if m.UUID != want.ID {
+		t.Errorf("message UUID = %q, want the event id %q", m.UUID, want.ID)
+	}
+	for k, v := range map[string]string{
+		HeaderID: want.ID, HeaderType: want.Name, HeaderSource: "shop", HeaderSpecVersion: "1.0",
+		HeaderTime: "2026-11-23T18:30:00.123456Z", HeaderEventVersion: "3", HeaderKey: "sku-1",
+		HeaderContentType: "application/json", "traceparent": "00-abc-def-01",
+	} {
+		if got := m.Metadata.Get(k); got != v {
+			t.Errorf("header %s = %q, want %q", k, got, v)
+		}
+	}
+	got, err := Decode(m)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if got.ID != want.ID || got.Name != want.Name || got.Version != want.Version || got.Source != want.Source ||
+		got.Key != want.Key || !got.Time.Equal(want.Time) || string(got.Payload) != string(want.Payload) ||
+		len(got.Headers) != 1 || got.Headers["traceparent"] != "00-abc-def-01" {
+		t.Errorf("Decode(Encode(e)) = %+v, want %+v", got, want)
+	}
+}
+
+func TestEncodeOmitsEmptyKey(t *testing.T) {
+	m := Encode(Envelope{ID: "id", Name: "A", Version: 1})
+	if _, ok := m.Metadata[HeaderKey]; ok {
+		t.Errorf("an event without a key got a %s header", HeaderKey)
+	}
+}
+
+func TestEncodeReservedHeadersWin(t *testing.T) {
+	m := Encode(Envelope{ID: "id", Name: "A", Version: 1, Headers: map[string]string{HeaderType: "Forged"}})
+	if got := m.Metadata.Get(HeaderType); got != "A" {
+		t.Errorf("%s = %q: an extra header overrode the event name", HeaderType, got)
+	}
+}
+
+func TestDecodeDefaults(t *testing.T) {
+	m := message.NewMessage("uuid-1", []byte(`{}`))
+	m.Metadata.Set(HeaderType, "A")
+	m.Metadata.Set("_watermill_internal", "x")
+	e, err := Decode(m)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if e.ID != "uuid-1" {
+		t.Errorf("ID = %q, want the message UUID when ce_id is absent", e.ID)
+	}
+	if e.Version != 1 {
+		t.Errorf("Version = %d, want 1 when ce_eventversion is absent", e.Version)
+	}
+	if len(e.Headers) != 0 {
+		t.Errorf("Headers = %v, want broker-internal _ headers dropped", e.Headers)
+	}
+}
+
+func TestDecodeMalformed(t *testing.T) {
+	long := strings.Repeat("x", MaxHeaderValue+1)
+	tests := []struct {
+		name    string
+		uuid    string
+		headers map[string]string
+		want    []string // substrings of the error, in order
+	}{
+		{"missing type", "u", nil, []string{"ce_type is missing"}},
+		{"no id at all", "", map[string]string{HeaderType: "A"}, []string{"no message id"}},
+		{"bad version", "u", map[string]string{HeaderType: "A", HeaderEventVersion: "two"}, []string{`ce_eventversion: "two" is not a positive integer`}},
+		{"zero version", "u", map[string]string{HeaderType: "A", HeaderEventVersion: "0"}, []string{"not a positive integer"}},
+		{"bad time", "u", map[string]string{HeaderType: "A", HeaderTime: "yesterday"}, []string{`ce_time: "yesterday" is not an RFC 3339 time`}},
+		{"oversized header", "u", map[string]string{HeaderType: "A", "x-big": long}, []string{`header "x-big" is 4097 bytes`}},
+		{"several, in a stable order", "u", map[string]string{HeaderEventVersion: "x", HeaderTime: "y"}, []string{"ce_eventversion", "ce_time", "ce_type is missing"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := message.NewMessage(tt.uuid, []byte(`{}`))
+			for k, v := range tt.headers {
+				m.Metadata.Set(k, v)
+			}
+			_, err := Decode(m)
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("Decode error = %v, want ErrMalformed", err)
+			}
+			msg, at := err.Error(), 0
+			for _, w := range tt.want {
+				i := strings.Index(msg[at:], w)
+				if i < 0 {
+					t.Fatalf("error %q lacks %q (after offset %d)", msg, w, at)
+				}
+				at += i + len(w)
+			}
+		})
+	}
+}
+
+// FuzzDecode feeds arbitrary metadata to Decode: it must never panic, must
+// classify every failure as ErrMalformed, and what it accepts must survive
+// an Encode/Decode round trip.
+func FuzzDecode(f *testing.F) {
+	f.Add("uuid", "OrderPlaced", "1", "2026-11-23T18:30:00Z", "k", "extra", "v")
+	f.Add("", "", "", "", "", "", "")
+	f.Add("u", "A", "-1", "not a time", "", "ce_type", "B")
+	f.Add("u", "A", "99999999999999999999", "2026-11-23T18:30:00.999999999+14:00", "\x00", "_x", "\u2028")
+	f.Fuzz(func(t *testing.T, id, typ, version, ts, key, hk, hv string) {
+		m := message.NewMessage(id, []byte(`{}`))
+		for k, v := range map[string]string{HeaderType: typ, HeaderEventVersion: version, HeaderTime: ts, HeaderKey: key, hk: hv} {
+			if v != "" {
+				m.Metadata.Set(k, v)
+			}
+		}
+		e, err := Decode(m)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("Decode error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		if e.Name == "" || e.ID == "" || e.Version < 1 {
+			t.Fatalf("Decode accepted an envelope without name, id or version: %+v", e)
+		}
+		again, err := Decode(Encode(e))
+		if err != nil {
+			t.Fatalf("Decode(Encode(%+v)): %v", e, err)
+		}
+		if again.ID != e.ID || again.Name != e.Name || again.Version != e.Version || again.Key != e.Key || again.Source != e.Source {
+			t.Fatalf("round trip changed the envelope: %+v -> %+v", e, again)
+		}
+	})
+}

@@ -1,0 +1,430 @@
+// Package natsjs is the NATS JetStream transport, on nats.go's jetstream
+// API with watermill-nats's message format (the Watermill UUID and metadata
+// travel as NATS headers, the payload as the body), so it interoperates with
+// watermill-nats publishers and subscribers.
+//
+// URLs: nats://user:password@host:4222 (tls:// for TLS; several servers may
+// be given comma-separated, as nats.go accepts). The server must run with
+// JetStream enabled (nats-server -js); Open checks.
+//
+// Topology: a topic is the NATS subject of the same name (dots are subject
+// token separators, which is fine), stored in a stream of its own named
+// after the topic with dots replaced by underscores (stream names cannot
+// hold dots; two topics that map to one stream name are reported, not
+// mixed). Streams keep messages by the default limits (forever, on file),
+// so a group created later still reads the whole history. A consumer group
+// is a durable pull consumer named after the group on the topic's stream;
+// the subscribers of one group (its replicas) pull from it and share its
+// messages.
+//
+// Publish waits for JetStream's PubAck of each message, so a nil error means
+// the stream stored it. The Watermill UUID is sent as Nats-Msg-Id, so a
+// retried publish within the stream's duplicate window (two minutes) is
+// stored once.
+//
+// Each subscription handles one message at a time. Ack is a double ack
+// (confirmed by the server). Nack, and a message left unacked when its
+// subscription stops, are naked for immediate redelivery to the group.
+// While a handler works on a message the subscriber tells the server it is
+// in progress, so a slow handler is not redelivered to another replica; a
+// subscriber that dies has its messages redelivered after AckWait (30 s).
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	wmnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eventgen/eventgen/runtime/transport/internal/support"
+)
+
+const pkg = "natsjs"
+
+const (
+	// ackWait is how long the server waits for an ack before redelivering.
+	ackWait = 30 * time.Second
+	// pullBatch is how many messages a subscription buffers ahead.
+	pullBatch = 10
+	// retryWait is the pause before a subscription re-creates its consumer
+	// after an error.
+	retryWait = time.Second
+	// ackTimeout bounds waiting for the server to confirm an ack.
+	ackTimeout = 10 * time.Second
+)
+
+// Options configure a Broker. The zero value is ready to use.
+type Options struct {
+	// Logger receives the client's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Broker is a connection to a NATS server with JetStream.
+type Broker struct {
+	ep      *support.Endpoint
+	log     *slog.Logger
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	pub     *support.Publisher
+	closers support.Closers
+
+	mu      sync.Mutex
+	streams map[string]jetstream.Stream // by topic
+}
+
+// Open connects to the server at rawURL and checks that JetStream is
+// enabled.
+func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
+	ep, err := support.Parse(pkg, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if s := ep.URL.Scheme; s != "nats" && s != "tls" {
+		return nil, fmt.Errorf("natsjs: URL scheme %q is not nats or tls", s)
+	}
+	log := ep.Logger(opts.Logger)
+	b := &Broker{ep: ep, log: log, streams: make(map[string]jetstream.Stream)}
+	natsOpts := []nats.Option{
+		nats.Name("eventgen"),
+		nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("natsjs: disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("natsjs: reconnected") }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Error("natsjs: connection error", "error", err)
+		}),
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) > 0 {
+		natsOpts = append(natsOpts, nats.Timeout(time.Until(dl)))
+	}
+	b.nc, err = nats.Connect(rawURL, natsOpts...)
+	if err != nil {
+		return nil, ep.Errorf("natsjs: connect to %s: %w", ep.Redacted, err)
+	}
+	b.js, err = jetstream.New(b.nc)
+	if err == nil {
+		_, err = b.js.AccountInfo(ctx)
+	}
+	if err != nil {
+		b.nc.Close()
+		return nil, ep.Errorf("natsjs: JetStream on %s (is nats-server running with -js?): %w", ep.Redacted, err)
+	}
+	b.pub = support.NewPublisher(&b.closers, ep, pkg, &publisher{b: b}, nil)
+	return b, nil
+}
+
+// StreamName is the JetStream stream that holds topic.
+func StreamName(topic string) string { return strings.ReplaceAll(topic, ".", "_") }
+
+// stream returns topic's stream, creating it on first use.
+func (b *Broker) stream(ctx context.Context, topic string) (jetstream.Stream, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s, ok := b.streams[topic]; ok {
+		return s, nil
+	}
+	name := StreamName(topic)
+	s, err := b.js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = b.js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:        name,
+			Description: "eventgen topic " + topic,
+			Subjects:    []string{topic},
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+		})
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // created meanwhile elsewhere
+			s, err = b.js.Stream(ctx, name)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", name, err)
+	}
+	if subj := s.CachedInfo().Config.Subjects; !slices.Contains(subj, topic) {
+		return nil, fmt.Errorf("stream %s holds subjects %v, not topic %s (topics that differ only in . and _ cannot share a broker)", name, subj, topic)
+	}
+	b.streams[topic] = s
+	return s, nil
+}
+
+// forget drops topic's stream from the cache.
+func (b *Broker) forget(topic string) {
+	b.mu.Lock()
+	delete(b.streams, topic)
+	b.mu.Unlock()
+}
+
+// Publisher returns the broker's publisher. Its Close only stops that
+// handle; Broker.Close releases the connection.
+func (b *Broker) Publisher() message.Publisher { return b.pub }
+
+// Subscriber returns a new subscriber in consumer group.
+func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
+	if err := b.closers.NewSubscriber(pkg, group); err != nil {
+		return nil, err
+	}
+	s := &subscriber{b: b, group: group}
+	return support.Track(&b.closers, b.ep, pkg, s, nil)
+}
+
+// DeleteTopic deletes the topic's stream with its messages and every
+// group's consumer on it.
+func (b *Broker) DeleteTopic(ctx context.Context, topic string, _ ...string) error {
+	if err := support.ValidateTopic(topic); err != nil {
+		return fmt.Errorf("natsjs: delete topic: %w", err)
+	}
+	b.forget(topic)
+	err := b.js.DeleteStream(ctx, StreamName(topic))
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return b.ep.Errorf("natsjs: delete stream %s: %w", StreamName(topic), err)
+	}
+	return nil
+}
+
+// Close closes every subscriber, then the connection.
+func (b *Broker) Close() error {
+	err := b.closers.CloseAll()
+	b.nc.Close()
+	if err != nil {
+		return b.ep.Errorf("natsjs: close: %w", err)
+	}
+	return nil
+}
+
+type publisher struct{ b *Broker }
+
+func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
+	for _, m := range msgs {
+		ctx := m.Context()
+		if _, err := p.b.stream(ctx, topic); err != nil {
+			return err
+		}
+		nm, err := marshal(topic, m)
+		if err != nil {
+			return err
+		}
+		if _, err := p.b.js.PublishMsg(ctx, nm, jetstream.WithMsgID(m.UUID)); err != nil {
+			if errors.Is(err, jetstream.ErrNoStreamResponse) {
+				p.b.forget(topic) // the stream was deleted: re-create it next time
+			}
+			return fmt.Errorf("message %s: %w", m.UUID, err)
+		}
+	}
+	return nil
+}
+
+func (p *publisher) Close() error { return nil }
+
+var marshaler wmnats.NATSMarshaler
+
+// marshal encodes m as watermill-nats does, refusing metadata that NATS
+// headers cannot carry instead of corrupting the protocol.
+func marshal(topic string, m *message.Message) (*nats.Msg, error) {
+	for k, v := range m.Metadata {
+		if k == "" || strings.ContainsAny(k, ": \t\r\n") {
+			return nil, fmt.Errorf("message %s: metadata key %q cannot be a NATS header name", m.UUID, k)
+		}
+		if strings.ContainsAny(v, "\r\n") {
+			return nil, fmt.Errorf("message %s: metadata %q: a NATS header value cannot hold a line break", m.UUID, k)
+		}
+	}
+	return marshaler.Marshal(topic, m)
+}
+
+type subscriber struct {
+	b     *Broker
+	group string
+	life  support.Lifecycle
+}
+
+func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	var cons jetstream.Consumer
+	out := make(chan *message.Message)
+	err := s.life.Start(func() (err error) {
+		cons, err = s.consumer(ctx, topic)
+		return err
+	}, func(closing <-chan struct{}) {
+		defer close(out)
+		s.run(ctx, closing, topic, cons, out)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// SubscribeInitialize creates the topic's stream and the group's consumer.
+func (s *subscriber) SubscribeInitialize(topic string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := s.consumer(ctx, topic)
+	return err
+}
+
+// consumer creates or updates the group's durable consumer on topic.
+func (s *subscriber) consumer(ctx context.Context, topic string) (jetstream.Consumer, error) {
+	st, err := s.b.stream(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       s.group,
+		Description:   "eventgen consumer group " + s.group,
+		FilterSubject: topic,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    -1,
+	})
+	if err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			s.b.forget(topic) // deleted meanwhile: re-create it next time
+		}
+		return nil, fmt.Errorf("consumer %s on stream %s: %w", s.group, st.CachedInfo().Config.Name, err)
+	}
+	return cons, nil
+}
+
+// run pulls from cons until ctx is done or the subscriber closes. After an
+// error it waits and re-creates the consumer, so a deleted consumer or a
+// restarted server does not end the subscription.
+func (s *subscriber) run(ctx context.Context, closing <-chan struct{}, topic string, cons jetstream.Consumer, out chan<- *message.Message) {
+	log := s.b.log.With("topic", topic, "group", s.group)
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-closing:
+		}
+		close(stop)
+	}()
+	for {
+		if cons != nil {
+			err := s.consume(ctx, cons, out, stop)
+			if err == nil {
+				return
+			}
+			log.Error("natsjs: consume", "error", err)
+		}
+		select {
+		case <-stop:
+			return
+		case <-time.After(retryWait):
+		}
+		var err error
+		if cons, err = s.consumer(ctx, topic); err != nil {
+			log.Error("natsjs: re-create consumer", "error", err)
+		}
+	}
+}
+
+// consume delivers cons's messages to out one at a time. It returns nil
+// once stop is closed and an error if the iterator fails.
+func (s *subscriber) consume(ctx context.Context, cons jetstream.Consumer, out chan<- *message.Message, stop <-chan struct{}) error {
+	iter, err := cons.Messages(jetstream.PullMaxMessages(pullBatch), jetstream.WithMessagesErrOnMissingHeartbeat(false))
+	if err != nil {
+		return err
+	}
+	defer iter.Stop()
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-stop:
+			iter.Drain() // Next returns what is buffered, then ErrMsgIteratorClosed
+		case <-stopped:
+		}
+	}()
+	for {
+		jm, err := iter.Next()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			select {
+			case <-stop:
+				return nil
+			default:
+				return err
+			}
+		}
+		if err != nil {
+			return err
+		}
+		select {
+		case <-stop: // drained after stop: give it back at once
+			s.nak(jm)
+			continue
+		default:
+		}
+		s.handle(ctx, jm, out, stop)
+	}
+}
+
+// handle delivers one message and waits for its ack or nack.
+func (s *subscriber) handle(ctx context.Context, jm jetstream.Msg, out chan<- *message.Message, stop <-chan struct{}) {
+	m, err := marshaler.Unmarshal(&nats.Msg{Subject: jm.Subject(), Header: jm.Headers(), Data: jm.Data()})
+	if err != nil {
+		// Not in watermill-nats format (a header with several values):
+		// redelivering cannot help, so terminate it and say so.
+		s.b.log.Error("natsjs: cannot decode message; terminated", "subject", jm.Subject(), "error", err)
+		if err := jm.Term(); err != nil {
+			s.b.log.Error("natsjs: terminate message", "error", err)
+		}
+		return
+	}
+	m.SetContext(ctx)
+	select {
+	case out <- m:
+	case <-stop:
+		s.nak(jm)
+		return
+	}
+	progress := time.NewTicker(ackWait / 3)
+	defer progress.Stop()
+	for {
+		select {
+		case <-m.Acked():
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+			err := jm.DoubleAck(actx)
+			cancel()
+			if err != nil {
+				s.b.log.Error("natsjs: ack", "uuid", m.UUID, "error", err)
+			}
+			return
+		case <-m.Nacked():
+			s.nak(jm)
+			return
+		case <-progress.C:
+			if err := jm.InProgress(); err != nil {
+				s.b.log.Warn("natsjs: mark message in progress", "uuid", m.UUID, "error", err)
+			}
+		case <-stop:
+			if m.Nack() {
+				s.nak(jm)
+			} else { // the handler acked just now
+				actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+				_ = jm.DoubleAck(actx)
+				cancel()
+			}
+			return
+		}
+	}
+}
+
+func (s *subscriber) nak(jm jetstream.Msg) {
+	if err := jm.Nak(); err != nil {
+		s.b.log.Error("natsjs: nak", "error", err)
+	}
+}
+
+func (s *subscriber) Close() error { return s.life.Close() }

@@ -1,0 +1,193 @@
+// Package redisstream is the Redis Streams transport, on
+// watermill-redisstream.
+//
+// URLs: redis://user:password@host:6379/0, or rediss:// for TLS (the forms
+// go-redis's ParseURL accepts).
+//
+// Topology: a topic is the stream at the key of the same name (any key is
+// valid, dots included). A consumer group is a Redis consumer group of that
+// name on the stream, created at the stream's beginning (ID 0) by the
+// group's first Subscribe, so a new group reads the whole history; each
+// subscriber is a consumer of its own in the group, and the group's
+// consumers share its messages. Streams are not trimmed.
+//
+// Publish returns once XADD has stored the message in Redis's memory; how
+// much survives a Redis restart depends on the server's persistence
+// settings (AOF with appendfsync always for the strongest guarantee).
+//
+// Ack is XACK. Nack redelivers the message to the same subscriber at once.
+// A message left unacked when its subscriber stops stays pending and is
+// claimed by another consumer of the group once idle for a minute.
+package redisstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/eventgen/eventgen/runtime/transport/internal/support"
+)
+
+const pkg = "redisstream"
+
+// Options configure a Broker. The zero value is ready to use.
+type Options struct {
+	// Logger receives the client's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Broker is a connection pool to a Redis server for publishing, plus one
+// per subscriber.
+type Broker struct {
+	ep      *support.Endpoint
+	log     watermill.LoggerAdapter
+	slog    *slog.Logger
+	opts    *redis.Options
+	client  *redis.Client
+	pub     *support.Publisher
+	closers support.Closers
+}
+
+// Open connects to the server at rawURL and pings it.
+func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
+	ep, err := support.Parse(pkg, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if s := ep.URL.Scheme; s != "redis" && s != "rediss" {
+		return nil, fmt.Errorf("redisstream: URL scheme %q is not redis or rediss", s)
+	}
+	ropts, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, ep.Errorf("redisstream: parse URL %s: %w", ep.Redacted, err)
+	}
+	if ropts.ClientName == "" {
+		ropts.ClientName = "eventgen"
+	}
+	sl := ep.Logger(opts.Logger)
+	b := &Broker{ep: ep, slog: sl, log: support.Watermill(sl), opts: ropts}
+	b.client = redis.NewClient(b.clientOptions())
+	if err := b.client.Ping(ctx).Err(); err != nil {
+		_ = b.client.Close()
+		return nil, ep.Errorf("redisstream: ping %s: %w", ep.Redacted, err)
+	}
+	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: b.client}, b.log)
+	if err != nil {
+		_ = b.client.Close()
+		return nil, ep.Errorf("redisstream: new publisher: %w", err)
+	}
+	if _, err := b.closers.Add(pub.Close); err != nil { // closes b.client
+		return nil, err
+	}
+	b.pub = support.NewPublisher(&b.closers, ep, pkg, pub, nil)
+	return b, nil
+}
+
+// clientOptions returns a copy of the parsed options for a new client.
+func (b *Broker) clientOptions() *redis.Options {
+	o := *b.opts
+	return &o
+}
+
+// Publisher returns the broker's publisher. Its Close only stops that
+// handle; Broker.Close releases the connection.
+func (b *Broker) Publisher() message.Publisher { return b.pub }
+
+// Subscriber returns a new subscriber in consumer group, with a client of
+// its own (Redis blocks a connection for each XREADGROUP).
+func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
+	if err := b.closers.NewSubscriber(pkg, group); err != nil {
+		return nil, err
+	}
+	client := redis.NewClient(b.clientOptions())
+	sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
+		Client:        client,
+		ConsumerGroup: group,
+		Unmarshaller:  unmarshaller{log: b.slog},
+		// Block for BlockTime at most, so that the read loop notices Close,
+		// and end it at once when Close or the subscription's context
+		// interrupts a read (instead of retrying half a second later, after
+		// Close has returned).
+		DisableIndefiniteInitialBlock: true,
+		ShouldStopOnReadErrors:        stopReading,
+	}, b.log)
+	if err != nil {
+		_ = client.Close()
+		return nil, b.ep.Errorf("redisstream: new subscriber: %w", err)
+	}
+	// sub.Close closes client.
+	return support.Track(&b.closers, b.ep, pkg, &subscriber{Subscriber: sub, client: client, group: group}, nil)
+}
+
+// subscriber adds SubscribeInitialize to watermill-redisstream's.
+type subscriber struct {
+	*redisstream.Subscriber
+	client *redis.Client
+	group  string
+}
+
+// SubscribeInitialize creates the topic's stream and the group on it, at
+// the stream's beginning, as the group's first Subscribe would.
+func (s *subscriber) SubscribeInitialize(topic string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := s.client.XGroupCreateMkStream(ctx, topic, s.group, "0").Err()
+	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		return fmt.Errorf("create group %s on stream %s: %w", s.group, topic, err)
+	}
+	return nil
+}
+
+// DeleteTopic deletes the topic's stream with its messages and groups.
+func (b *Broker) DeleteTopic(ctx context.Context, topic string, _ ...string) error {
+	if err := support.ValidateTopic(topic); err != nil {
+		return fmt.Errorf("redisstream: delete topic: %w", err)
+	}
+	if err := b.client.Del(ctx, topic).Err(); err != nil {
+		return b.ep.Errorf("redisstream: delete stream %s: %w", topic, err)
+	}
+	return nil
+}
+
+// Close closes every subscriber, then the publisher's client.
+func (b *Broker) Close() error {
+	if err := b.closers.CloseAll(); err != nil {
+		return b.ep.Errorf("redisstream: close: %w", err)
+	}
+	return nil
+}
+
+// stopReading reports whether a read error means the subscriber is
+// stopping: its context was cancelled, or Close closed the client (before
+// a read, or under one, closing its socket).
+func stopReading(err error) bool {
+	return errors.Is(err, redis.ErrClosed) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// unmarshaller decodes as watermill-redisstream does, but never fails: a
+// failure stops watermill-redisstream's subscription for good, so an entry
+// that is not in Watermill's format is delivered with what could be read
+// (its payload field, if any) and its UUID, if any, for the consumer to
+// reject and ack, and the problem is logged.
+type unmarshaller struct{ log *slog.Logger }
+
+func (u unmarshaller) Unmarshal(values map[string]any) (*message.Message, error) {
+	m, err := redisstream.DefaultMarshallerUnmarshaller{}.Unmarshal(values)
+	if err == nil {
+		return m, nil
+	}
+	id, _ := values[redisstream.UUIDHeaderKey].(string)
+	payload, _ := values["payload"].(string)
+	u.log.Error("redisstream: entry is not a Watermill message; delivering what could be read", "uuid", id, "error", err)
+	return message.NewMessage(id, []byte(payload)), nil
+}

@@ -1,0 +1,244 @@
+// Package sqlbroker is the SQL transport: PostgreSQL or MySQL/MariaDB used
+// as a message broker through watermill-sql, on a *sql.DB of its own.
+//
+// URLs: postgres://user:password@host:5432/db?sslmode=disable (or
+// postgresql://), and mysql://user:password@host:3306/db?param=value (the
+// query parameters are go-sql-driver/mysql's).
+//
+// Topology: watermill-sql's default schema. A topic is the table
+// watermill_<topic> (quoted, so dots are fine) and its consumer offsets the
+// table watermill_offsets_<topic>, both created on first use. Topics are
+// limited to 45 characters on PostgreSQL and 46 on MySQL, so that
+// watermill_offsets_<topic> fits the database's identifier limit (63 and 64
+// bytes): a longer one is an error rather than a silently truncated table
+// name. A consumer group is a row in the offsets table, starting at the
+// beginning of the table, so a new group reads the whole history.
+//
+// The subscribers of one group (its replicas) take turns rather than
+// share: a subscriber reads a batch of messages (up to 100 on PostgreSQL)
+// while holding
+// the group's offsets row locked (SELECT ... FOR UPDATE), and the others
+// wait for the lock. No message goes to two of them.
+//
+// On MySQL, watermill-sql reads under SERIALIZABLE isolation so that no
+// message is skipped, which locks the end of the topic's table: while a
+// subscriber holds a batch (of up to 10 messages there) unacked, publishes
+// to that topic wait. Publish and consume from different goroutines, and
+// keep handlers short.
+//
+// Publish returns once the INSERT has committed. Ack advances the group's
+// offset (with the rest of the batch, in the same transaction). Nack
+// redelivers the message to the same subscriber after a short pause. A
+// message not acked within 30 s, or when its subscriber stops, is
+// redelivered with the rest of the batch.
+package sqlbroker
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/eventgen/eventgen/runtime/transport/internal/support"
+)
+
+const pkg = "sqlbroker"
+
+const (
+	// pollInterval is how long a subscriber waits between queries that found
+	// nothing.
+	pollInterval = 100 * time.Millisecond
+	// resendInterval is the pause before a nacked message is redelivered.
+	resendInterval = 100 * time.Millisecond
+	// identifierLimit is the longest table name each database keeps whole.
+	postgresIdentifierLimit = 63
+	mysqlIdentifierLimit    = 64
+	offsetsTablePrefix      = "watermill_offsets_"
+	// mysqlBatch is how many messages a MySQL subscriber reads per
+	// transaction; the transaction's locks delay publishes to the topic
+	// until the batch is acked, so it is kept small.
+	mysqlBatch = 10
+)
+
+// Options configure a Broker. The zero value is ready to use.
+type Options struct {
+	// Logger receives the client's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Broker is a database used as a message broker.
+type Broker struct {
+	ep       *support.Endpoint
+	log      watermill.LoggerAdapter
+	db       *sql.DB
+	schema   wsql.SchemaAdapter
+	offsets  wsql.OffsetsAdapter
+	maxTopic int
+	tables   func(topic string) []string // quoted message and offsets tables
+	pub      *support.Publisher
+	closers  support.Closers
+}
+
+// Open opens the database at rawURL and pings it.
+func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
+	ep, err := support.Parse(pkg, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	b := &Broker{ep: ep, log: support.Watermill(ep.Logger(opts.Logger))}
+	switch ep.URL.Scheme {
+	case "postgres", "postgresql":
+		cfg, err := pgx.ParseConfig(rawURL)
+		if err != nil {
+			return nil, ep.Errorf("sqlbroker: parse URL %s: %w", ep.Redacted, err)
+		}
+		b.db = stdlib.OpenDB(*cfg)
+		schema, offsets := wsql.DefaultPostgreSQLSchema{}, wsql.DefaultPostgreSQLOffsetsAdapter{}
+		b.schema, b.offsets = schema, offsets
+		b.tables = func(t string) []string { return []string{schema.MessagesTable(t), offsets.MessagesOffsetsTable(t)} }
+		b.maxTopic = postgresIdentifierLimit - len(offsetsTablePrefix)
+	case "mysql":
+		cfg, err := mysqlConfig(ep)
+		if err != nil {
+			return nil, ep.Errorf("sqlbroker: parse URL %s: %w", ep.Redacted, err)
+		}
+		conn, err := mysql.NewConnector(cfg)
+		if err != nil {
+			return nil, ep.Errorf("sqlbroker: %s: %w", ep.Redacted, err)
+		}
+		b.db = sql.OpenDB(conn)
+		schema := wsql.DefaultMySQLSchema{SubscribeBatchSize: mysqlBatch}
+		offsets := mysqlOffsets{}
+		b.schema, b.offsets = schema, offsets
+		b.tables = func(t string) []string { return []string{schema.MessagesTable(t), offsets.MessagesOffsetsTable(t)} }
+		b.maxTopic = mysqlIdentifierLimit - len(offsetsTablePrefix)
+	default:
+		return nil, fmt.Errorf("sqlbroker: URL scheme %q is not postgres, postgresql or mysql", ep.URL.Scheme)
+	}
+	if err := b.db.PingContext(ctx); err != nil {
+		_ = b.db.Close()
+		return nil, ep.Errorf("sqlbroker: connect to %s: %w", ep.Redacted, err)
+	}
+	pub, err := wsql.NewPublisher(wsql.BeginnerFromStdSQL(b.db), wsql.PublisherConfig{
+		SchemaAdapter:        b.schema,
+		AutoInitializeSchema: true,
+	}, b.log)
+	if err != nil {
+		_ = b.db.Close()
+		return nil, ep.Errorf("sqlbroker: new publisher: %w", err)
+	}
+	if _, err := b.closers.Add(pub.Close); err != nil {
+		return nil, err
+	}
+	b.pub = support.NewPublisher(&b.closers, ep, pkg, pub, b.checkTopic)
+	return b, nil
+}
+
+// mysqlConfig turns a mysql:// URL into go-sql-driver/mysql's Config.
+func mysqlConfig(ep *support.Endpoint) (*mysql.Config, error) {
+	u := ep.URL
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "3306")
+	}
+	path := u.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	dsn := "tcp(" + host + ")" + path
+	if u.RawQuery != "" {
+		dsn += "?" + u.RawQuery
+	}
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if u.User != nil {
+		cfg.User = u.User.Username()
+		cfg.Passwd, _ = u.User.Password()
+	}
+	return cfg, nil
+}
+
+// mysqlOffsets is watermill-sql's MySQL offsets adapter plus what its
+// PostgreSQL one does before subscribing: insert the group's offsets row if
+// missing. Without the row, SELECT ... FOR UPDATE takes gap locks, and two
+// groups subscribing to a new topic block each other's first ack.
+type mysqlOffsets struct {
+	wsql.DefaultMySQLOffsetsAdapter
+}
+
+func (a mysqlOffsets) BeforeSubscribingQueries(params wsql.BeforeSubscribingQueriesParams) ([]wsql.Query, error) {
+	return []wsql.Query{{
+		Query: "INSERT IGNORE INTO " + a.MessagesOffsetsTable(params.Topic) + " (consumer_group, offset_acked, offset_consumed) VALUES (?, 0, 0)",
+		Args:  []any{params.ConsumerGroup},
+	}}, nil
+}
+
+// checkTopic refuses topics whose table names the database would truncate.
+func (b *Broker) checkTopic(topic string) error {
+	if len(topic) > b.maxTopic {
+		return fmt.Errorf("topic %q is longer than %d characters, the most the SQL transport supports on this database", topic, b.maxTopic)
+	}
+	return nil
+}
+
+// Publisher returns the broker's publisher. Its Close only stops that
+// handle; Broker.Close releases the database.
+func (b *Broker) Publisher() message.Publisher { return b.pub }
+
+// Subscriber returns a new subscriber in consumer group.
+func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
+	if err := b.closers.NewSubscriber(pkg, group); err != nil {
+		return nil, err
+	}
+	sub, err := wsql.NewSubscriber(wsql.BeginnerFromStdSQL(b.db), wsql.SubscriberConfig{
+		ConsumerGroup:    group,
+		PollInterval:     pollInterval,
+		ResendInterval:   resendInterval,
+		SchemaAdapter:    b.schema,
+		OffsetsAdapter:   b.offsets,
+		InitializeSchema: true,
+	}, b.log)
+	if err != nil {
+		return nil, b.ep.Errorf("sqlbroker: new subscriber: %w", err)
+	}
+	return support.Track(&b.closers, b.ep, pkg, sub, b.checkTopic)
+}
+
+// DeleteTopic drops the topic's message and offsets tables.
+func (b *Broker) DeleteTopic(ctx context.Context, topic string, _ ...string) error {
+	if err := support.ValidateTopic(topic); err != nil {
+		return fmt.Errorf("sqlbroker: delete topic: %w", err)
+	}
+	if err := b.checkTopic(topic); err != nil {
+		return fmt.Errorf("sqlbroker: delete topic: %w", err)
+	}
+	for _, table := range b.tables(topic) {
+		if _, err := b.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+table); err != nil {
+			return b.ep.Errorf("sqlbroker: drop %s: %w", table, err)
+		}
+	}
+	return nil
+}
+
+// Close closes every subscriber and the publisher, then the database.
+func (b *Broker) Close() error {
+	err := b.closers.CloseAll()
+	if cerr := b.db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return b.ep.Errorf("sqlbroker: close: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,446 @@
+package transport_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"go.uber.org/goleak"
+
+	"github.com/eventgen/eventgen/runtime/internal/testenv"
+	"github.com/eventgen/eventgen/runtime/transport"
+)
+
+// wait bounds every wait for a message; a healthy broker on loopback
+// delivers in milliseconds.
+const wait = 30 * time.Second
+
+// TestConformance runs the same behaviour against every transport the
+// environment offers.
+func TestConformance(t *testing.T) {
+	cases := append(testenv.Transports(t), testenv.SQLTransports(t)...)
+	tests := []struct {
+		name string
+		run  func(t *testing.T, tc testenv.TransportCase)
+	}{
+		{"DeliversUUIDPayloadAndMetadata", testDelivers},
+		{"EveryGroupGetsEveryMessage", testEveryGroup},
+		{"ReplicasOfAGroupShare", testReplicasShare},
+		{"NackRedelivers", testNackRedelivers},
+		{"GroupOutlivesItsSubscribers", testGroupOutlivesSubscribers},
+		{"SubscribeInitializeCreatesTheGroup", testSubscribeInitialize},
+		{"UnackedReturnsWhenSubscriberStops", testUnackedReturns},
+		{"CloseReleasesEverything", testCloseReleases},
+		{"WrongPasswordNotShown", testWrongPasswordNotShown},
+	}
+	for _, tc := range cases {
+		t.Run(tc.Name, func(t *testing.T) {
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					// Registered first, so it runs after the transport's Close.
+					ignore := goleak.IgnoreCurrent()
+					t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+					tt.run(t, tc)
+				})
+			}
+		})
+	}
+}
+
+// setup opens a transport and a topic that is deleted at cleanup.
+func setup(t *testing.T, tc testenv.TransportCase, groups ...string) (*transport.Transport, string) {
+	t.Helper()
+	tr := tc.Open(t)
+	topic := testenv.Topic(t, strings.ToLower(t.Name()[strings.LastIndex(t.Name(), "/")+1:]))
+	testenv.DeleteTopicAtCleanup(t, tr, topic, groups...)
+	return tr, topic
+}
+
+func subscribe(t *testing.T, tr *transport.Transport, group, topic string) (message.Subscriber, <-chan *message.Message) {
+	t.Helper()
+	sub, err := tr.Subscriber(group)
+	if err != nil {
+		t.Fatalf("Subscriber(%q): %v", group, err)
+	}
+	t.Cleanup(func() { sub.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ch, err := sub.Subscribe(ctx, topic)
+	if err != nil {
+		t.Fatalf("Subscribe(%s) in %s: %v", topic, group, err)
+	}
+	return sub, ch
+}
+
+// newMessages returns n messages with distinct UUIDs, payloads and the
+// CloudEvents-style metadata eventgen sends.
+func newMessages(n int) []*message.Message {
+	msgs := make([]*message.Message, n)
+	for i := range msgs {
+		id := uuid.NewString()
+		m := message.NewMessage(id, []byte(fmt.Sprintf(`{"n":%d}`, i)))
+		m.Metadata.Set("ce_id", id)
+		m.Metadata.Set("ce_type", "OrderPlaced")
+		m.Metadata.Set("ce_source", "shop")
+		m.Metadata.Set("ce_specversion", "1.0")
+		m.Metadata.Set("ce_partitionkey", fmt.Sprintf("order-%d", i%3))
+		m.Metadata.Set("content-type", "application/json")
+		m.Metadata.Set("X-Mixed-Case", "Value With Spaces & ünïcode")
+		msgs[i] = m
+	}
+	return msgs
+}
+
+// publish publishes msgs, the first half in one call and the rest one by
+// one, in a goroutine of its own, as a relay does beside the consumers (on
+// MySQL a subscriber holding a batch makes publishes to its topic wait).
+// The test waits for it at cleanup.
+func publish(t *testing.T, tr *transport.Transport, topic string, msgs []*message.Message) {
+	t.Helper()
+	done := make(chan struct{})
+	t.Cleanup(func() { <-done })
+	go func() {
+		defer close(done)
+		half := len(msgs) / 2
+		if err := tr.Publisher().Publish(topic, msgs[:half]...); err != nil {
+			t.Errorf("publish: %v", err)
+			return
+		}
+		for _, m := range msgs[half:] {
+			if err := tr.Publisher().Publish(topic, m); err != nil {
+				t.Errorf("publish: %v", err)
+				return
+			}
+		}
+	}()
+}
+
+// publishNow publishes msgs and returns when the broker has them.
+func publishNow(t *testing.T, tr *transport.Transport, topic string, msgs []*message.Message) {
+	t.Helper()
+	if err := tr.Publisher().Publish(topic, msgs...); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+}
+
+func next(t *testing.T, ch <-chan *message.Message) *message.Message {
+	t.Helper()
+	select {
+	case m, ok := <-ch:
+		if !ok {
+			t.Fatal("subscription closed early")
+		}
+		return m
+	case <-time.After(wait):
+		t.Fatalf("no message within %s", wait)
+		return nil
+	}
+}
+
+// checkSame fails unless got carries want's UUID, payload and metadata.
+// Keys a broker adds for itself (prefixed _watermill_) are ignored.
+func checkSame(t *testing.T, want, got *message.Message) {
+	t.Helper()
+	if got.UUID != want.UUID {
+		t.Errorf("UUID = %q, want %q", got.UUID, want.UUID)
+	}
+	if !bytes.Equal(got.Payload, want.Payload) {
+		t.Errorf("message %s: payload = %q, want %q", want.UUID, got.Payload, want.Payload)
+	}
+	md := maps.Clone(got.Metadata)
+	maps.DeleteFunc(md, func(k, _ string) bool { return strings.HasPrefix(k, "_watermill_") })
+	if !maps.Equal(md, map[string]string(want.Metadata)) {
+		t.Errorf("message %s: metadata = %v, want %v", want.UUID, md, want.Metadata)
+	}
+}
+
+// receiveAll acks messages from ch until it has every one of want.
+func receiveAll(t *testing.T, ch <-chan *message.Message, want []*message.Message) {
+	t.Helper()
+	byID := make(map[string]*message.Message, len(want))
+	for _, m := range want {
+		byID[m.UUID] = m
+	}
+	seen := make(map[string]bool)
+	for len(seen) < len(want) {
+		m := next(t, ch)
+		w, ok := byID[m.UUID]
+		if !ok {
+			t.Fatalf("unexpected message %q", m.UUID)
+		}
+		checkSame(t, w, m)
+		seen[m.UUID] = true
+		m.Ack()
+	}
+}
+
+func testDelivers(t *testing.T, tc testenv.TransportCase) {
+	tr, topic := setup(t, tc, "billing")
+	_, ch := subscribe(t, tr, "billing", topic)
+	msgs := newMessages(20)
+	publish(t, tr, topic, msgs)
+	receiveAll(t, ch, msgs)
+}
+
+func testEveryGroup(t *testing.T, tc testenv.TransportCase) {
+	tr, topic := setup(t, tc, "billing", "shipping")
+	_, billing := subscribe(t, tr, "billing", topic)
+	_, shipping := subscribe(t, tr, "shipping", topic)
+	msgs := newMessages(20)
+	publish(t, tr, topic, msgs)
+	var wg sync.WaitGroup
+	for _, ch := range []<-chan *message.Message{billing, shipping} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			receiveAll(t, ch, msgs)
+		}()
+	}
+	wg.Wait()
+}
+
+// testReplicasShare runs two subscribers of one group, as two replicas of a
+// service would. Where replicas consume at the same time, each holds its
+// first message unacked until the other has one too, which proves that the
+// group's messages are divided rather than all sent to one replica.
+func testReplicasShare(t *testing.T, tc testenv.TransportCase) {
+	const n = 40
+	tr, topic := setup(t, tc, "billing")
+	_, a := subscribe(t, tr, "billing", topic)
+	_, b := subscribe(t, tr, "billing", topic)
+	msgs := newMessages(n)
+	publish(t, tr, topic, msgs)
+
+	var (
+		mu        sync.Mutex
+		by        = map[string]int{} // UUID -> replica that got it first
+		dupes     int
+		count     [2]int
+		done      = make(chan struct{})
+		gotFirst  [2]chan struct{}
+		closeOnce sync.Once
+	)
+	gotFirst[0], gotFirst[1] = make(chan struct{}), make(chan struct{})
+	replica := func(i int, ch <-chan *message.Message) {
+		for {
+			var m *message.Message
+			select {
+			case m = <-ch:
+			case <-done:
+				return
+			}
+			mu.Lock()
+			if r, ok := by[m.UUID]; ok {
+				dupes++
+				t.Errorf("message %s went to replica %d and then to replica %d", m.UUID, r, i)
+			} else {
+				by[m.UUID] = i
+			}
+			count[i]++
+			first := count[i] == 1
+			all := len(by) == n
+			mu.Unlock()
+			if first {
+				close(gotFirst[i])
+				if tc.ReplicasShare {
+					select {
+					case <-gotFirst[1-i]:
+					case <-time.After(wait):
+						t.Errorf("replica %d held a message for %s and replica %d got none", i, wait, 1-i)
+					}
+				}
+			}
+			m.Ack()
+			if all {
+				closeOnce.Do(func() { close(done) })
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for i, ch := range []<-chan *message.Message{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); replica(i, ch) }()
+	}
+	select {
+	case <-done:
+	case <-time.After(2 * wait):
+		closeOnce.Do(func() { close(done) })
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(by) != n {
+		t.Errorf("replicas got %d distinct messages, want %d", len(by), n)
+	}
+	t.Logf("replica a: %d, replica b: %d, duplicates: %d", count[0], count[1], dupes)
+}
+
+func testNackRedelivers(t *testing.T, tc testenv.TransportCase) {
+	tr, topic := setup(t, tc, "billing")
+	_, ch := subscribe(t, tr, "billing", topic)
+	msgs := newMessages(1)
+	publish(t, tr, topic, msgs)
+	m := next(t, ch)
+	checkSame(t, msgs[0], m)
+	m.Nack()
+	again := next(t, ch)
+	checkSame(t, msgs[0], again)
+	again.Ack()
+}
+
+// testGroupOutlivesSubscribers checks that a group, once subscribed, keeps
+// the messages published while none of its subscribers runs.
+func testGroupOutlivesSubscribers(t *testing.T, tc testenv.TransportCase) {
+	tr, topic := setup(t, tc, "billing")
+	first, _ := subscribe(t, tr, "billing", topic)
+	if err := first.Close(); err != nil {
+		t.Fatalf("close subscriber: %v", err)
+	}
+	msgs := newMessages(10)
+	publishNow(t, tr, topic, msgs)
+	_, ch := subscribe(t, tr, "billing", topic)
+	receiveAll(t, ch, msgs)
+}
+
+// testSubscribeInitialize checks that SubscribeInitialize makes a group
+// exist, so that what is published before its first Subscribe reaches it.
+func testSubscribeInitialize(t *testing.T, tc testenv.TransportCase) {
+	tr, topic := setup(t, tc, "billing")
+	sub, err := tr.Subscriber("billing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	si, ok := sub.(message.SubscribeInitializer)
+	if !ok {
+		t.Fatalf("%T does not implement message.SubscribeInitializer", sub)
+	}
+	if err := si.SubscribeInitialize(topic); err != nil {
+		t.Fatalf("SubscribeInitialize: %v", err)
+	}
+	msgs := newMessages(5)
+	publishNow(t, tr, topic, msgs)
+	_, ch := subscribe(t, tr, "billing", topic)
+	receiveAll(t, ch, msgs)
+}
+
+func testUnackedReturns(t *testing.T, tc testenv.TransportCase) {
+	if !tc.PromptRedelivery {
+		t.Skipf("%s redelivers a stopped subscriber's message only after it has been idle for a minute", tc.Name)
+	}
+	tr, topic := setup(t, tc, "billing")
+	first, ch := subscribe(t, tr, "billing", topic)
+	msgs := newMessages(1)
+	publish(t, tr, topic, msgs)
+	checkSame(t, msgs[0], next(t, ch)) // held, never acked
+	if err := first.Close(); err != nil {
+		t.Fatalf("close subscriber: %v", err)
+	}
+	_, ch2 := subscribe(t, tr, "billing", topic)
+	m := next(t, ch2)
+	checkSame(t, msgs[0], m)
+	m.Ack()
+}
+
+// testCloseReleasesEverything closes the transport under live subscriptions
+// (one holding an unacked message); the leak check in TestConformance then
+// finds every goroutine gone.
+func testCloseReleases(t *testing.T, tc testenv.TransportCase) {
+	// Delete the topic through a second transport: tr is closed below, and
+	// on SQL a DROP TABLE would wait for the live subscriber's lock.
+	_, topic := setup(t, tc, "billing", "shipping")
+	tr := tc.Open(t)
+	_, billing := subscribe(t, tr, "billing", topic)
+	_, shipping := subscribe(t, tr, "shipping", topic)
+	msgs := newMessages(3)
+	// One call: on MySQL the message billing holds below would make a
+	// later publish to the topic wait until Close.
+	publishNow(t, tr, topic, msgs)
+	next(t, billing) // held unacked
+	receiveAll(t, shipping, msgs)
+	if err := tr.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	for name, ch := range map[string]<-chan *message.Message{"billing": billing, "shipping": shipping} {
+		timeout := time.After(wait)
+	drain:
+		for {
+			select {
+			case _, ok := <-ch:
+				if !ok {
+					break drain
+				}
+			case <-timeout:
+				t.Fatalf("%s subscription still open %s after Close", name, wait)
+			}
+		}
+	}
+	if err := tr.Publisher().Publish(topic, newMessages(1)...); err == nil {
+		t.Error("Publish after Close succeeded")
+	}
+	if _, err := tr.Subscriber("billing"); err == nil {
+		t.Error("Subscriber after Close succeeded")
+	}
+	if err := tr.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+const secret = "s3cr3t-Pa55"
+
+// testWrongPasswordNotShown opens the broker with a wrong password and
+// checks that neither the error (if the broker checks passwords) nor the
+// logs show it.
+func testWrongPasswordNotShown(t *testing.T, tc testenv.TransportCase) {
+	if tc.URL == "" {
+		t.Skip("no URL")
+	}
+	u := withPassword(t, tc.URL, secret)
+	var logs bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	tr, err := transport.Open(ctx, u, transport.Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug - 4}))})
+	if err == nil {
+		t.Logf("%s accepted the wrong password (no authentication configured)", tc.Name)
+		if !strings.Contains(tr.String(), "xxxxx") || strings.Contains(tr.String(), secret) {
+			t.Errorf("String() = %q, want the password masked", tr.String())
+		}
+		if err := tr.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	} else {
+		t.Logf("error: %v", err)
+		if strings.Contains(err.Error(), secret) || strings.Contains(fmt.Sprintf("%+v", err), secret) {
+			t.Errorf("error shows the password: %v", err)
+		}
+	}
+	if strings.Contains(logs.String(), secret) {
+		t.Errorf("logs show the password:\n%s", logs.String())
+	}
+}
+
+func withPassword(t *testing.T, raw, password string) string {
+	t.Helper()
+	i := strings.Index(raw, "://")
+	if i < 0 {
+		t.Fatalf("not a URL: %s", transport.Redact(raw))
+	}
+	rest := raw[i+3:]
+	user := "eventgen"
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		user = rest[:at]
+		if c := strings.Index(user, ":"); c >= 0 {
+			user = user[:c]
+		}
+		rest = rest[at+1:]
+	}
+	return raw[:i+3] + user + ":" + password + "@" + rest
+}
