@@ -92,7 +92,9 @@ func (o *Outbox) Run(ctx context.Context) error {
 		defer close(cleaned)
 		r.cleanLoop(ctx)
 	}()
+	r.claimConn = newPinnedConn(o.db)
 	r.dispatchLoop(ctx)
+	r.claimConn.close()
 	r.publishing.Wait()
 	close(r.results)
 	<-coordinated
@@ -124,6 +126,8 @@ type relay struct {
 	// database lock sleeps in steps of up to 100ms.
 	writeMu      sync.Mutex
 	serialWrites bool
+	// claimConn is the dispatcher's connection; see pinnedConn.
+	claimConn *pinnedConn
 	// brokerFailures counts publishes failed since the last success.
 	brokerFailures atomic.Int64
 
@@ -331,7 +335,10 @@ func (r *relay) take(ctx context.Context, c sqlstore.Claim, lock bool) (n int, f
 		}
 	} else {
 		unlock := r.lockWrites()
-		rows, err = r.o.store.Claim(ctx, r.o.db, c)
+		err = r.claimConn.do(ctx, func(db bun.IDB) (err error) {
+			rows, err = r.o.store.Claim(ctx, db, c)
+			return err
+		})
 		unlock()
 	}
 	if err != nil {
@@ -475,7 +482,8 @@ func (r *relay) publish(c *claimed) error {
 // used up their local retries to the table. After results is closed it
 // settles everything it still holds, with a context that outlives ctx.
 func (r *relay) coordinate(ctx context.Context) {
-	s := settler{r: r, published: map[int][]int64{}, stopping: ctx.Done()}
+	s := settler{r: r, published: map[int][]int64{}, stopping: ctx.Done(), conn: newPinnedConn(r.o.db)}
+	defer s.conn.close()
 	// Bookkeeping must outlive Run's context: rows already published are
 	// marked even while stopping.
 	ctx = context.WithoutCancel(ctx)
@@ -538,6 +546,8 @@ type settler struct {
 	waiting []*claimed
 	// stopping is closed when Run's context is done.
 	stopping <-chan struct{}
+	// conn is the coordinator's connection; see pinnedConn.
+	conn *pinnedConn
 }
 
 func (s *settler) isStopping() bool {
@@ -624,11 +634,15 @@ func (s *settler) endRound(ctx context.Context, c *claimed) {
 	unlock := r.lockWrites()
 	if attempts >= r.opts.MaxRetries {
 		status = sqlstore.StatusFailed
-		err = r.o.store.Fail(ctx, r.o.db, r.o.owner, c.row.ID, attempts, r.opts.FailedRetention, msg)
+		err = s.conn.do(ctx, func(db bun.IDB) error {
+			return r.o.store.Fail(ctx, db, r.o.owner, c.row.ID, attempts, r.opts.FailedRetention, msg)
+		})
 	} else {
 		round := max(1, attempts-r.opts.LocalRetries)
 		delay := max(r.opts.RetryMinAge, r.retryBackoff.Delay(round))
-		err = r.o.store.Retry(ctx, r.o.db, r.o.owner, c.row.ID, attempts, delay, msg)
+		err = s.conn.do(ctx, func(db bun.IDB) error {
+			return r.o.store.Retry(ctx, db, r.o.owner, c.row.ID, attempts, delay, msg)
+		})
 	}
 	unlock()
 	level := slog.LevelWarn
@@ -702,7 +716,11 @@ func (s *settler) flush(ctx context.Context) error {
 	defer cancel()
 	defer r.lockWrites()()
 	for failures, ids := range s.published {
-		n, err := r.o.store.MarkPublished(ctx, r.o.db, r.o.owner, ids, failures, r.opts.PublishedRetention)
+		var n int64
+		err := s.conn.do(ctx, func(db bun.IDB) (err error) {
+			n, err = r.o.store.MarkPublished(ctx, db, r.o.owner, ids, failures, r.opts.PublishedRetention)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("%d rows: %w", len(ids), err)
 		}
@@ -718,7 +736,10 @@ func (s *settler) flush(ctx context.Context) error {
 		}
 	}
 	if len(s.released) > 0 {
-		if err := r.o.store.Release(ctx, r.o.db, r.o.owner, s.released); err != nil {
+		err := s.conn.do(ctx, func(db bun.IDB) error {
+			return r.o.store.Release(ctx, db, r.o.owner, s.released)
+		})
+		if err != nil {
 			return fmt.Errorf("release %d rows: %w", len(s.released), err)
 		}
 		s.settled(len(s.released))

@@ -368,7 +368,7 @@ type Claim struct {
 // smallest prefix, in due order, whose payloads fit c.MaxBytes. Due rows are
 // scheduled and pending rows whose next attempt has come, and processing
 // rows whose lease has expired.
-func (s *OutboxStore) Claim(ctx context.Context, db *bun.DB, c Claim) ([]OutboxRow, error) {
+func (s *OutboxStore) Claim(ctx context.Context, db bun.IDB, c Claim) ([]OutboxRow, error) {
 	if s.claimIDs == "" {
 		if s.d.Name == "sqlite" {
 			// modernc.org/sqlite (v1.39) leaves the statement of a query
