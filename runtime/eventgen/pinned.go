@@ -31,8 +31,8 @@ type pinnedConn struct {
 const minPinnedPool = 8
 
 func newPinnedConn(db *bun.DB) *pinnedConn {
-	max := db.Stats().MaxOpenConnections
-	return &pinnedConn{db: db, off: max > 0 && max < minPinnedPool}
+	limit := db.Stats().MaxOpenConnections
+	return &pinnedConn{db: db, off: limit > 0 && limit < minPinnedPool}
 }
 
 // do runs f on the pinned connection. After an error the connection goes
