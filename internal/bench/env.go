@@ -322,6 +322,14 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 
 func (s *subscriber) Close() error { return s.inner.Close() }
 
+// CompetingSubscriptions reports what the broker's subscriber reports, so
+// that the consumer under test handles one topic concurrently as it would
+// on the broker itself.
+func (s *subscriber) CompetingSubscriptions() bool {
+	cs, ok := s.inner.(interface{ CompetingSubscriptions() bool })
+	return ok && cs.CompetingSubscriptions()
+}
+
 // newSubscriber returns a subscriber of group under prefix, and creates
 // the group on topic so that it receives what is published from now on.
 func (e *env) newSubscriber(prefix, group, topic string) (*subscriber, error) {

@@ -273,6 +273,13 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	return out, nil
 }
 
+// CompetingSubscriptions reports what the inner subscriber reports, so that
+// a consumer handles one topic concurrently where the broker allows it.
+func (s *Subscriber) CompetingSubscriptions() bool {
+	cs, ok := s.inner.(interface{ CompetingSubscriptions() bool })
+	return ok && cs.CompetingSubscriptions()
+}
+
 // SubscribeInitialize creates the group on the broker for topic.
 func (s *Subscriber) SubscribeInitialize(topic string) error {
 	if si, ok := s.inner.(message.SubscribeInitializer); ok {

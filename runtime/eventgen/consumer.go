@@ -67,6 +67,13 @@ import (
 // decoded all the same. A value the handler's enum does not know fails
 // validation, so the message fails.
 //
+// Concurrency bounds the handlers running at once, across topics. Within
+// one topic, handlers run concurrently only where the subscriber lets
+// several subscriptions of a group share the topic's messages, as those of
+// package transport do: Run then subscribes up to Concurrency times (at
+// most 16) per topic. On another subscriber it subscribes once per topic,
+// and that topic's messages are handled one at a time.
+//
 // On SQLite, which has one writer at a time, handlers' transactions run one
 // after another whatever Concurrency says; Concurrency 1 avoids lock waits.
 type Consumer struct {
@@ -206,21 +213,28 @@ func (c *Consumer) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	chans := make([]<-chan *message.Message, len(topics))
-	for i, t := range topics {
-		ch, err := c.sub.Subscribe(ctx, t)
-		if err != nil {
-			cancel()
-			return fmt.Errorf("consumer %s: subscribe to %s: %w", c.opts.Group, t, err)
-		}
-		chans[i] = ch
+	perTopic := c.subscriptionsPerTopic(len(topics))
+	type subscription struct {
+		topic string
+		ch    <-chan *message.Message
 	}
-	c.log.Info("consumer started", "topics", topics, "owner", c.owner)
+	subs := make([]subscription, 0, len(topics)*perTopic)
+	for _, t := range topics {
+		for range perTopic {
+			ch, err := c.sub.Subscribe(ctx, t)
+			if err != nil {
+				cancel()
+				return fmt.Errorf("consumer %s: subscribe to %s: %w", c.opts.Group, t, err)
+			}
+			subs = append(subs, subscription{t, ch})
+		}
+	}
+	c.log.Info("consumer started", "topics", topics, "subscriptions_per_topic", perTopic, "owner", c.owner)
 	close(c.subscribed)
-	fatal := make(chan error, len(topics))
-	for i, t := range topics {
+	fatal := make(chan error, len(subs))
+	for _, s := range subs {
 		wg.Add(1)
-		go c.receive(ctx, &wg, t, chans[i], fatal)
+		go c.receive(ctx, &wg, s.topic, s.ch, fatal)
 	}
 	wg.Add(2)
 	go c.retryLoop(ctx, &wg)
@@ -234,6 +248,24 @@ func (c *Consumer) Run(ctx context.Context) error {
 	wg.Wait()
 	c.log.Info("consumer stopped")
 	return err
+}
+
+// maxSubscriptionsPerTopic bounds the subscriptions Run opens on one topic.
+const maxSubscriptionsPerTopic = 16
+
+// subscriptionsPerTopic is how many times Run subscribes to each of n
+// topics. A Watermill subscription delivers its next message only once the
+// current one is acknowledged, so handlers of one topic run concurrently
+// only on several subscriptions. That is safe only where they compete for
+// the group's messages instead of each receiving a copy (a plain GoChannel
+// copies), which a subscriber states with a CompetingSubscriptions method,
+// as package transport's do. Together the subscriptions cover Concurrency.
+func (c *Consumer) subscriptionsPerTopic(n int) int {
+	cs, ok := c.sub.(interface{ CompetingSubscriptions() bool })
+	if !ok || !cs.CompetingSubscriptions() {
+		return 1
+	}
+	return min(max((c.opts.Concurrency+n-1)/n, 1), maxSubscriptionsPerTopic)
 }
 
 // Subscribed returns a channel that is closed once Run has subscribed to the

@@ -24,6 +24,7 @@ import (
 	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
 	"github.com/eventgen/eventgen/runtime/internal/testenv"
 	"github.com/eventgen/eventgen/runtime/internal/wire"
+	"github.com/eventgen/eventgen/runtime/transport"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -853,6 +854,120 @@ func TestConsumerConcurrencyBound(t *testing.T) {
 			t.Errorf("%d handlers ran at once, want at most 3", p)
 		}
 	})
+}
+
+// TestConsumerHandlesOneTopicConcurrently checks that Concurrency applies
+// within one topic on a subscriber whose subscriptions compete (package
+// transport's), and that every message is still handled once.
+func TestConsumerHandlesOneTopicConcurrently(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, h *harness) {
+		const n, concurrency = 12, 4
+		tr, err := transport.Open(context.Background(), "", transport.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tr.Close() })
+		sub, err := tr.Subscriber("billing")
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := fastOptions()
+		opts.Group, opts.Table, opts.Logger, opts.Concurrency = "billing", h.table, testLogger(), concurrency
+		c, err := NewConsumer(h.db, sub, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.subscriptionsPerTopic(1); got != concurrency {
+			t.Fatalf("subscriptionsPerTopic(1) = %d, want %d", got, concurrency)
+		}
+		tr2 := newTracker()
+		c.hooks = &consumerHooks{settled: tr2.settled, retryPass: tr2.retryPass, cleaned: tr2.cleaned}
+		if err := c.Migrate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		// Each handler waits until Concurrency of them run, or for hold.
+		// SQLite runs one writer at a time, so there they never overlap.
+		want, hold := concurrency, 2*time.Second
+		if h.dbName == "sqlite" {
+			want, hold = 1, 20*time.Millisecond
+		}
+		var running, peak atomic.Int32
+		all := make(chan struct{})
+		var allOnce sync.Once
+		err = Handle(c, func(ctx context.Context, e orderPlaced, m Metadata) error {
+			now := running.Add(1)
+			defer running.Add(-1)
+			for p := peak.Load(); now > p && !peak.CompareAndSwap(p, now); p = peak.Load() {
+			}
+			if now >= concurrency {
+				allOnce.Do(func() { close(all) })
+			}
+			select {
+			case <-all:
+			case <-time.After(hold):
+			}
+			return h.effect(ctx, m.Group, m.ID)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.run(c)
+		var msgs []*message.Message
+		for i := range n {
+			msgs = append(msgs, eventMessage(t, orderPlaced{OrderID: fmt.Sprint(i)}, fmt.Sprint(i), nil))
+		}
+		if err := tr.Publisher().Publish(topicOrders, msgs...); err != nil {
+			t.Fatal(err)
+		}
+		tr2.wait(t, "all handled", func() bool { return tr2.count(sqlstore.StatusSucceeded) == n })
+		if p := peak.Load(); p != int32(want) {
+			t.Errorf("at most %d handlers of one topic ran at once, want %d", p, want)
+		}
+		if rows, distinct := h.effectCounts("billing"); rows != n || distinct != n {
+			t.Errorf("effects: %d rows for %d messages, want %d each", rows, distinct, n)
+		}
+	})
+}
+
+// TestConsumerSubscriptionsPerTopic checks that a subscriber
+// that does not report competing subscriptions (a plain GoChannel gives
+// each subscription a copy) is subscribed once per topic, and that the
+// others share Concurrency between topics.
+func TestConsumerSubscriptionsPerTopic(t *testing.T) {
+	db := testenv.OpenSQLite(t)
+	ps := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
+	defer ps.Close()
+	tr, err := transport.Open(context.Background(), "", transport.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	sub, err := tr.Subscriber("g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		sub         message.Subscriber
+		concurrency int
+		topics      int
+		want        int
+	}{
+		{ps, 8, 1, 1},
+		{ps, 1, 3, 1},
+		{sub, 8, 1, 8},
+		{sub, 8, 3, 3},
+		{sub, 1, 3, 1},
+		{sub, 100, 1, maxSubscriptionsPerTopic},
+	} {
+		c, err := NewConsumer(db, tc.sub, ConsumerOptions{Group: "g", Concurrency: tc.concurrency})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.subscriptionsPerTopic(tc.topics); got != tc.want {
+			t.Errorf("%T, Concurrency %d, %d topics: %d subscriptions per topic, want %d",
+				tc.sub, tc.concurrency, tc.topics, got, tc.want)
+		}
+	}
 }
 
 func TestConsumerClean(t *testing.T) {

@@ -34,6 +34,7 @@ func TestConformance(t *testing.T) {
 		{"DeliversUUIDPayloadAndMetadata", testDelivers},
 		{"EveryGroupGetsEveryMessage", testEveryGroup},
 		{"ReplicasOfAGroupShare", testReplicasShare},
+		{"SubscriptionsOfASubscriberCompete", testSubscriptionsCompete},
 		{"NackRedelivers", testNackRedelivers},
 		{"GroupOutlivesItsSubscribers", testGroupOutlivesSubscribers},
 		{"SubscribeInitializeCreatesTheGroup", testSubscribeInitialize},
@@ -133,14 +134,19 @@ func publishNow(t *testing.T, tr *transport.Transport, topic string, msgs []*mes
 
 func next(t *testing.T, ch <-chan *message.Message) *message.Message {
 	t.Helper()
+	return nextWithin(t, ch, wait)
+}
+
+func nextWithin(t *testing.T, ch <-chan *message.Message, d time.Duration) *message.Message {
+	t.Helper()
 	select {
 	case m, ok := <-ch:
 		if !ok {
 			t.Fatal("subscription closed early")
 		}
 		return m
-	case <-time.After(wait):
-		t.Fatalf("no message within %s", wait)
+	case <-time.After(d):
+		t.Fatalf("no message within %s", d)
 		return nil
 	}
 }
@@ -212,10 +218,36 @@ func testEveryGroup(t *testing.T, tc testenv.TransportCase) {
 // first message unacked until the other has one too, which proves that the
 // group's messages are divided rather than all sent to one replica.
 func testReplicasShare(t *testing.T, tc testenv.TransportCase) {
-	const n = 40
 	tr, topic := setup(t, tc, "billing")
 	_, a := subscribe(t, tr, "billing", topic)
 	_, b := subscribe(t, tr, "billing", topic)
+	testShare(t, tc, tr, topic, a, b)
+}
+
+// testSubscriptionsCompete checks what CompetingSubscriptions promises: two
+// Subscribe calls to one topic on one subscriber share its messages, as
+// replicas do, instead of each receiving a copy.
+func testSubscriptionsCompete(t *testing.T, tc testenv.TransportCase) {
+	tr, topic := setup(t, tc, "billing")
+	sub, a := subscribe(t, tr, "billing", topic)
+	cs, ok := sub.(interface{ CompetingSubscriptions() bool })
+	if !ok || !cs.CompetingSubscriptions() {
+		t.Fatalf("%T does not report competing subscriptions", sub)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	b, err := sub.Subscribe(ctx, topic)
+	if err != nil {
+		t.Fatalf("second Subscribe(%s): %v", topic, err)
+	}
+	testShare(t, tc, tr, topic, a, b)
+}
+
+// testShare publishes to topic and checks that a and b, two consumers of
+// one group, together receive every message exactly once and, where
+// tc.ReplicasShare, at the same time.
+func testShare(t *testing.T, tc testenv.TransportCase, tr *transport.Transport, topic string, a, b <-chan *message.Message) {
+	const n = 40
 	msgs := newMessages(n)
 	publish(t, tr, topic, msgs)
 
@@ -333,9 +365,6 @@ func testSubscribeInitialize(t *testing.T, tc testenv.TransportCase) {
 }
 
 func testUnackedReturns(t *testing.T, tc testenv.TransportCase) {
-	if !tc.PromptRedelivery {
-		t.Skipf("%s redelivers a stopped subscriber's message only after it has been idle for a minute", tc.Name)
-	}
 	tr, topic := setup(t, tc, "billing")
 	first, ch := subscribe(t, tr, "billing", topic)
 	msgs := newMessages(1)
@@ -345,9 +374,13 @@ func testUnackedReturns(t *testing.T, tc testenv.TransportCase) {
 		t.Fatalf("close subscriber: %v", err)
 	}
 	_, ch2 := subscribe(t, tr, "billing", topic)
-	m := next(t, ch2)
+	start := time.Now()
+	m := nextWithin(t, ch2, tc.RedeliveryDelay+wait)
 	checkSame(t, msgs[0], m)
 	m.Ack()
+	if tc.RedeliveryDelay > 0 {
+		t.Logf("redelivered after %s", time.Since(start).Round(100*time.Millisecond))
+	}
 }
 
 // testCloseReleasesEverything closes the transport under live subscriptions

@@ -31,10 +31,10 @@ type TransportCase struct {
 	// ReplicasShare is true where the subscribers of one group consume at
 	// the same time (false for SQL, where they take turns on a lock).
 	ReplicasShare bool
-	// PromptRedelivery is true where a message left unacked by a stopped
-	// subscriber is redelivered at once (false for Redis, which claims it
-	// after a minute of idleness).
-	PromptRedelivery bool
+	// RedeliveryDelay is how long a message left unacked by a stopped
+	// subscriber waits before it is delivered again: 0 where that is at
+	// once, 30s for Redis, which claims it once it has been idle that long.
+	RedeliveryDelay time.Duration
 }
 
 // Open opens a fresh Transport for t, closed at t's cleanup. An unreachable
@@ -61,16 +61,16 @@ func (c TransportCase) Open(t testing.TB) *transport.Transport {
 // variable fails t. The SQL transports are in SQLTransports.
 func Transports(t testing.TB) []TransportCase {
 	t.Helper()
-	cases := []TransportCase{{Name: "mem", InProcess: true, ReplicasShare: true, PromptRedelivery: true}}
+	cases := []TransportCase{{Name: "mem", InProcess: true, ReplicasShare: true}}
 	for _, s := range []struct {
-		name, env string
-		prompt    bool
-	}{{"amqp", EnvAMQP, true}, {"nats", EnvNATS, true}, {"redis", EnvRedis, false}} {
+		name, env  string
+		redelivery time.Duration
+	}{{"amqp", EnvAMQP, 0}, {"nats", EnvNATS, 0}, {"redis", EnvRedis, 30 * time.Second}} {
 		u := lookup(t, s.env)
 		if u == "" {
 			continue
 		}
-		cases = append(cases, TransportCase{Name: s.name, URL: u, ReplicasShare: true, PromptRedelivery: s.prompt})
+		cases = append(cases, TransportCase{Name: s.name, URL: u, ReplicasShare: true, RedeliveryDelay: s.redelivery})
 	}
 	return cases
 }
@@ -82,14 +82,14 @@ func SQLTransports(t testing.TB) []TransportCase {
 	t.Helper()
 	var cases []TransportCase
 	if u := lookup(t, EnvPostgres); u != "" {
-		cases = append(cases, TransportCase{Name: "postgres", URL: u, PromptRedelivery: true})
+		cases = append(cases, TransportCase{Name: "postgres", URL: u})
 	}
 	if dsn := lookup(t, EnvMySQL); dsn != "" {
 		u, err := MySQLURL(dsn)
 		if err != nil {
 			t.Fatalf("%s: %v", EnvMySQL, err)
 		}
-		cases = append(cases, TransportCase{Name: "mysql", URL: u, PromptRedelivery: true})
+		cases = append(cases, TransportCase{Name: "mysql", URL: u})
 	}
 	return cases
 }

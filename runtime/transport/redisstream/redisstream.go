@@ -16,8 +16,12 @@
 // settings (AOF with appendfsync always for the strongest guarantee).
 //
 // Ack is XACK. Nack redelivers the message to the same subscriber at once.
-// A message left unacked when its subscriber stops stays pending and is
-// claimed by another consumer of the group once idle for a minute.
+// A message left unacked when its subscriber stops (or crashes) stays
+// pending and is claimed by another consumer of the group once it has been
+// idle for 30 seconds (checked every 2 seconds), as NATS redelivers after its
+// 30-second AckWait. A handler that runs longer than that may see its
+// message delivered to another consumer as well: consumers must be
+// idempotent, as eventgen's Consumer is.
 package redisstream
 
 import (
@@ -119,6 +123,8 @@ func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
 		// Close has returned).
 		DisableIndefiniteInitialBlock: true,
 		ShouldStopOnReadErrors:        stopReading,
+		MaxIdleTime:                   claimIdle,
+		ClaimInterval:                 claimInterval,
 	}, b.log)
 	if err != nil {
 		_ = client.Close()
@@ -127,6 +133,13 @@ func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
 	// sub.Close closes client.
 	return support.Track(&b.closers, b.ep, pkg, &subscriber{Subscriber: sub, client: client, group: group}, nil)
 }
+
+// A pending message idle for claimIdle is claimed by another consumer of
+// its group; each subscription looks for them every claimInterval.
+const (
+	claimIdle     = 30 * time.Second
+	claimInterval = 2 * time.Second
+)
 
 // subscriber adds SubscribeInitialize to watermill-redisstream's.
 type subscriber struct {

@@ -394,6 +394,12 @@ func Track(c *Closers, ep *Endpoint, pkg string, sub message.Subscriber, prepare
 	return &Subscriber{inner: sub, ep: ep, pkg: pkg, close: closeFn, prepare: prepare}, nil
 }
 
+// CompetingSubscriptions reports true: on every broker of package transport,
+// several Subscribe calls to one topic in one group share the group's
+// messages, each message going to one of them. eventgen's Consumer looks
+// for this method before it subscribes to a topic more than once.
+func (s *Subscriber) CompetingSubscriptions() bool { return true }
+
 // Subscribe implements message.Subscriber.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	if err := check(topic, s.prepare); err != nil {
