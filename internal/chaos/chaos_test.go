@@ -39,6 +39,7 @@ import (
 // sizes are a run's scenario sizes.
 type sizes struct {
 	killEvents, killCycles    int
+	bothKillCycles            int
 	relayKillEvery            [2]time.Duration
 	consumerKillEvery         [2]time.Duration
 	killRate                  float64
@@ -63,7 +64,7 @@ type sizes struct {
 func runSizes() sizes {
 	if os.Getenv(envFull) == "1" {
 		return sizes{
-			killEvents: 10000, killCycles: 20, killRate: 250,
+			killEvents: 10000, killCycles: 20, bothKillCycles: 20, killRate: 250,
 			relayKillEvery:    [2]time.Duration{1500 * time.Millisecond, 2500 * time.Millisecond},
 			consumerKillEvery: [2]time.Duration{2500 * time.Millisecond, 3500 * time.Millisecond},
 			failpointCycles:   10, rollbackEvents: 3000, threeRelayEvents: 20000, commitOrderRuns: 50,
@@ -74,7 +75,7 @@ func runSizes() sizes {
 		}
 	}
 	return sizes{
-		killEvents: 500, killCycles: 4, killRate: 120,
+		killEvents: 500, killCycles: 4, bothKillCycles: 6, killRate: 120,
 		relayKillEvery:    [2]time.Duration{700 * time.Millisecond, 1300 * time.Millisecond},
 		consumerKillEvery: [2]time.Duration{700 * time.Millisecond, 1300 * time.Millisecond},
 		failpointCycles:   2, rollbackEvents: 300, threeRelayEvents: 800, commitOrderRuns: 5,
@@ -142,6 +143,9 @@ func TestChaos(t *testing.T) {
 		{"consumer-kill-loop", func(t *testing.T, e *env, sz sizes) string {
 			return killLoop(t, e, "consumer", sz.killEvents, sz.killRate, sz.killCycles, sz.consumerKillEvery, sz)
 		}},
+		{"relay-and-consumer-kill-loop", func(t *testing.T, e *env, sz sizes) string {
+			return killLoop(t, e, "both", sz.killEvents, sz.killRate, sz.bothKillCycles, sz.relayKillEvery, sz)
+		}},
 		{"failpoint-relay-before-publish", failpoint("relay-before-publish", false)},
 		{"failpoint-relay-after-ack-before-mark", failpoint("relay-after-ack-before-mark", true)},
 		{"failpoint-consumer-after-commit-before-ack", failpoint("consumer-after-commit-before-ack", true)},
@@ -165,10 +169,10 @@ func TestChaos(t *testing.T) {
 			for _, sc := range scenarios {
 				t.Run(sc.name, func(t *testing.T) {
 					t.Parallel()
-					// Consumers killed on NATS leave their messages to
-					// its 30s AckWait: those scenarios mostly wait, so
-					// they do not take a slot.
-					if !(strings.HasPrefix(b.broker, "nats") && strings.Contains(sc.name, "consumer")) {
+					// Consumers killed on NATS or Redis leave their
+					// messages to a 30s AckWait or idle claim: those
+					// scenarios mostly wait, so they do not take a slot.
+					if !(b.slowRedelivery() && strings.Contains(sc.name, "consumer")) {
 						sem <- struct{}{}
 						defer func() { <-sem }()
 					}
@@ -244,30 +248,47 @@ func producerArgs(events int, rate float64) []string {
 	return []string{"-events", fmt.Sprint(events), "-rate", fmt.Sprint(rate), "-workers", "8", "-rollback-every", "3", "-flaky-every", "10"}
 }
 
-// killLoop produces events while the process running role is killed with
-// SIGKILL every interval (uniform in every), cycles times.
+// killLoop produces events while the process running role (relay,
+// consumer, or both: the relay and a consumer replica in turn) is killed
+// with SIGKILL every interval (uniform in every), cycles times.
 func killLoop(t *testing.T, e *env, role string, events int, rate float64, cycles int, every [2]time.Duration, sz sizes) string {
 	start := time.Now()
 	ps := e.startPipeline(role, nil)
 	prod := e.start("producer", nil, producerArgs(events, rate)...)
-	victims := []string{e.victim(role)}
-	if role == "consumer" && !e.b.inProcess() {
-		victims = append(victims, "consumer2") // replicas are killed in turn
+	var victims []string
+	switch {
+	case e.b.inProcess():
+		victims = []string{"node"}
+	case role == "consumer":
+		victims = []string{"consumer", "consumer2"} // replicas are killed in turn
+	case role == "both":
+		victims = []string{"relay", "consumer", "relay", "consumer2"}
+	default:
+		victims = []string{role}
 	}
-	kills := 0
+	kills := map[string]int{}
 	for i := range cycles {
 		time.Sleep(jitter(every[0], every[1]))
 		v := victims[i%len(victims)]
 		ps[v].kill()
-		kills++
+		kills[ps[v].name]++
 		ps[v] = e.start(ps[v].name, nil)
+	}
+	if role == "both" && !e.b.inProcess() && (kills["relay"] < 3 || kills["consumer"] < 3) {
+		t.Errorf("killed the relay %d and a consumer %d times, want at least 3 each", kills["relay"], kills["consumer"])
 	}
 	if !prod.wait(sz.converge) || !prod.exitedOK() {
 		t.Fatalf("producer did not finish: %v", prod.cmd.ProcessState)
 	}
 	r := e.finish(t, sz)
+	var counts []string
+	for _, name := range []string{"node", "relay", "consumer"} {
+		if kills[name] > 0 {
+			counts = append(counts, fmt.Sprintf("%s:%d", name, kills[name]))
+		}
+	}
 	return r.Line(t.Name()[strings.LastIndex(t.Name(), "/")+1:], e.b.name,
-		fmt.Sprintf("kills=%d elapsed=%s", kills, time.Since(start).Round(100*time.Millisecond)))
+		fmt.Sprintf("kills=%s elapsed=%s", strings.Join(counts, ","), time.Since(start).Round(100*time.Millisecond)))
 }
 
 // failpoint returns a scenario in which the relay or consumer SIGKILLs

@@ -55,6 +55,7 @@ const (
 	envMySQL    = "EVENTGEN_TEST_MYSQL"
 	envAMQP     = "EVENTGEN_TEST_AMQP"
 	envNATS     = "EVENTGEN_TEST_NATS"
+	envRedis    = "EVENTGEN_TEST_REDIS"
 	envRequire  = "EVENTGEN_TEST_REQUIRE_SERVICES"
 	// envFull selects the full sizes instead of the CI ones.
 	envFull = "EVENTGEN_CHAOS_FULL"
@@ -74,9 +75,15 @@ type backend struct {
 
 func (b backend) inProcess() bool { return b.broker == "" }
 
-// backends returns SQLite with the in-process broker, and PostgreSQL with
-// RabbitMQ and with NATS JetStream, and MariaDB with RabbitMQ, where their
-// variables are set. Under EVENTGEN_TEST_REQUIRE_SERVICES=1 a missing one
+// slowRedelivery reports whether a killed consumer's unacked messages come
+// back only after a timeout: NATS's 30s AckWait, Redis's 30s idle claim.
+func (b backend) slowRedelivery() bool {
+	return strings.HasPrefix(b.broker, "nats") || strings.HasPrefix(b.broker, "redis")
+}
+
+// backends returns SQLite with the in-process broker, PostgreSQL with
+// RabbitMQ, with NATS JetStream and with Redis Streams, and MariaDB with
+// RabbitMQ, where their variables are set. Under EVENTGEN_TEST_REQUIRE_SERVICES=1 a missing one
 // fails the test.
 func backends(t *testing.T) []backend {
 	bs := []backend{{name: "sqlite+mem", db: "sqlite"}}
@@ -87,7 +94,7 @@ func backends(t *testing.T) []backend {
 		}
 		return v
 	}
-	pg, my, amqp, nats := get(envPostgres), get(envMySQL), get(envAMQP), get(envNATS)
+	pg, my, amqp, nats, redis := get(envPostgres), get(envMySQL), get(envAMQP), get(envNATS), get(envRedis)
 	if pg != "" {
 		pgDSN, secret := withSecret(pg)
 		if amqp != "" {
@@ -95,6 +102,9 @@ func backends(t *testing.T) []backend {
 		}
 		if nats != "" {
 			bs = append(bs, backend{name: "postgres+nats", db: "postgres", dsn: pgDSN, broker: nats, secret: secret})
+		}
+		if redis != "" {
+			bs = append(bs, backend{name: "postgres+redis", db: "postgres", dsn: pgDSN, broker: redis, secret: secret})
 		}
 	}
 	if my != "" && amqp != "" {
