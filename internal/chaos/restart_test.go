@@ -1,0 +1,272 @@
+//go:build unix
+
+package chaos_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eventgen/eventgen/internal/chaos"
+)
+
+// TestChaosRestarts stops real server processes under a running pipeline:
+// a NATS JetStream server killed with SIGKILL and restarted on its store,
+// and a PostgreSQL server stopped in immediate mode (as in a crash; it
+// recovers from its WAL on start) and restarted. Both servers are private
+// to the test: started by it on ports and directories of their own, and
+// stopped by their pids, so the machine's shared services are untouched.
+//
+// The relay and the consumers must recover without a restart, producers
+// must keep committing while the broker is down, and nothing may be lost,
+// invented or applied twice.
+func TestChaosRestarts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos suite skipped in -short mode")
+	}
+	sz := runSizes()
+	res := &results{}
+	t.Cleanup(func() { res.save(t) })
+	nats := newPrivateNATS(t)
+	pg := newPrivatePostgres(t)
+	b := backend{name: "own-postgres+own-nats", db: "postgres", dsn: pg.dsn(), broker: nats.url()}
+
+	t.Run("broker-restart", func(t *testing.T) {
+		e := newEnv(t, b)
+		line := restart(t, e, sz, "broker", func() { nats.kill() }, func() { nats.start() })
+		res.add(t, line)
+	})
+	t.Run("db-restart", func(t *testing.T) {
+		e := newEnv(t, b)
+		line := restart(t, e, sz, "db", func() { pg.stopImmediate() }, func() {
+			pg.start()
+			// Drop the test's own connections that died with the server.
+			for range 10 {
+				if e.db.PingContext(context.Background()) == nil {
+					break
+				}
+			}
+		})
+		res.add(t, line)
+	})
+}
+
+// restart produces events at the outage rate while the server called what
+// is stopped by stop for the outage time and started again by start, then
+// checks the result.
+func restart(t *testing.T, e *env, sz sizes, what string, stop, start func()) string {
+	begin := time.Now()
+	ps := e.startPipeline("relay", nil)
+	events := int(sz.outageRate * (sz.outage + 4*time.Second).Seconds())
+	prod := e.start("producer", nil, producerArgs(events, sz.outageRate)...)
+	time.Sleep(1500 * time.Millisecond)
+	stop()
+	time.Sleep(sz.outage)
+	start()
+	if !prod.wait(sz.converge) || !prod.exitedOK() {
+		t.Fatalf("producer did not finish: %v", prod.cmd.ProcessState)
+	}
+	var st chaos.ProducerStats
+	if err := json.Unmarshal([]byte(<-prod.lines), &st); err != nil {
+		t.Fatalf("producer stats: %v", err)
+	}
+	if what == "broker" && st.Errors != 0 {
+		t.Errorf("%d business transactions failed while the broker was down, want 0", st.Errors)
+	}
+	for role, p := range ps {
+		select {
+		case <-p.done:
+			t.Errorf("%s exited during the %s outage: %v", role, what, p.cmd.ProcessState)
+		default:
+		}
+	}
+	r := e.finish(t, sz)
+	return r.Line(what+"-restart", e.b.name, fmt.Sprintf("outage=%s producer_committed=%d producer_errors=%d elapsed=%s",
+		sz.outage, st.Committed, st.Errors, time.Since(begin).Round(100*time.Millisecond)))
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// waitListening waits until something accepts connections on port.
+func waitListening(t *testing.T, what string, port int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not listening on port %d within 30s: %v", what, port, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// lookBin finds a server binary on PATH or in dirs. A missing one skips
+// the test, or fails it under EVENTGEN_TEST_REQUIRE_SERVICES=1.
+func lookBin(t *testing.T, name string, dirs ...string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, d := range dirs {
+		if p := filepath.Join(d, name); fileExists(p) {
+			return p
+		}
+	}
+	unavailable(t, name, fmt.Errorf("%s is neither on PATH nor in %v", name, dirs))
+	return ""
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// privateNATS is a nats-server with JetStream that the test runs on a port
+// and store directory of its own.
+type privateNATS struct {
+	t    *testing.T
+	bin  string
+	port int
+	dir  string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func newPrivateNATS(t *testing.T) *privateNATS {
+	s := &privateNATS{t: t, bin: lookBin(t, "nats-server", "/usr/sbin", "/usr/local/bin"), port: freePort(t), dir: t.TempDir()}
+	s.start()
+	t.Cleanup(s.kill)
+	return s
+}
+
+func (s *privateNATS) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
+
+// start runs the server on its port and store, and waits until it listens.
+func (s *privateNATS) start() {
+	s.t.Helper()
+	log, err := os.OpenFile(filepath.Join(s.dir, "server.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.cmd = exec.Command(s.bin, "-a", "127.0.0.1", "-p", strconv.Itoa(s.port), "-js", "-sd", filepath.Join(s.dir, "store"))
+	s.cmd.Stdout, s.cmd.Stderr = log, log
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatalf("start nats-server: %v", err)
+	}
+	s.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) {
+		_ = cmd.Wait()
+		log.Close()
+		close(done)
+	}(s.cmd, s.done)
+	waitListening(s.t, "nats-server", s.port)
+}
+
+// kill sends SIGKILL to the server by its pid and waits for it to exit.
+func (s *privateNATS) kill() {
+	if s.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(s.cmd.Process.Pid, syscall.SIGKILL)
+	<-s.done
+	s.cmd = nil
+}
+
+// privatePostgres is a PostgreSQL cluster that the test creates with
+// initdb in a directory of its own and runs on a port of its own. As root,
+// its commands run as the postgres user, since the server refuses root.
+type privatePostgres struct {
+	t      *testing.T
+	binDir string
+	dir    string
+	port   int
+	as     []string // prefix that runs a command as the cluster's owner
+}
+
+func newPrivatePostgres(t *testing.T) *privatePostgres {
+	initdb := lookBin(t, "initdb", postgresBinDirs()...)
+	p := &privatePostgres{t: t, binDir: filepath.Dir(initdb), port: freePort(t)}
+	dir, err := os.MkdirTemp("", "eventgen-chaos-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.dir = dir
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			unavailable(t, "postgres user", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chown(dir, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+		p.as = []string{lookBin(t, "runuser", "/usr/sbin", "/sbin"), "-u", "postgres", "--"}
+	}
+	p.run("initdb", "-D", p.data(), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
+	p.start()
+	t.Cleanup(func() { p.run("pg_ctl", "-D", p.data(), "-m", "fast", "-w", "stop") })
+	return p
+}
+
+// postgresBinDirs lists where Debian and others keep initdb and pg_ctl.
+func postgresBinDirs() []string {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	return append(dirs, "/usr/local/pgsql/bin")
+}
+
+func (p *privatePostgres) data() string { return filepath.Join(p.dir, "data") }
+
+func (p *privatePostgres) dsn() string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.port)
+}
+
+// run runs one of the server's programs as the cluster's owner.
+func (p *privatePostgres) run(prog string, args ...string) {
+	p.t.Helper()
+	argv := append(append(append([]string{}, p.as...), filepath.Join(p.binDir, prog)), args...)
+	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		p.t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+	}
+}
+
+// start starts the server and waits until it accepts connections.
+func (p *privatePostgres) start() {
+	p.t.Helper()
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=200", p.port, p.dir)
+	p.run("pg_ctl", "-D", p.data(), "-o", opts, "-l", filepath.Join(p.dir, "server.log"), "-w", "-t", "60", "start")
+}
+
+// stopImmediate stops the server without a checkpoint: pg_ctl sends
+// SIGQUIT to the postmaster (whose pid is in the cluster's own
+// postmaster.pid), every connection drops at once, and the next start
+// recovers from the WAL, as after a crash.
+func (p *privatePostgres) stopImmediate() {
+	p.t.Helper()
+	p.run("pg_ctl", "-D", p.data(), "-m", "immediate", "-w", "stop")
+}
