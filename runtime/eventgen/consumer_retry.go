@@ -226,17 +226,13 @@ func (c *Consumer) cleanLoop(ctx context.Context, wg *sync.WaitGroup) {
 // rows per statement, and returns how many it deleted. Run calls it every
 // CleanInterval; it is exported for tools and tests.
 func (c *Consumer) Clean(ctx context.Context) (int, error) {
-	total := 0
-	for {
-		n, err := c.inbox.DeleteExpired(ctx, c.db, c.opts.DeleteBatch)
-		total += int(n)
-		if err != nil {
-			return total, fmt.Errorf("consumer: clean: %w", err)
-		}
-		if n < int64(c.opts.DeleteBatch) || ctx.Err() != nil {
-			return total, nil
-		}
+	total, err := cleanInBatches(ctx, c.inbox.D.Name == "sqlite", func(ctx context.Context) (int64, error) {
+		return c.inbox.DeleteExpired(ctx, c.db, c.opts.DeleteBatch)
+	})
+	if err != nil {
+		return total, fmt.Errorf("consumer: clean: %w", err)
 	}
+	return total, nil
 }
 
 // FailedMessage is a received message that failed for good: its handler

@@ -336,17 +336,37 @@ func (o *Outbox) RequeueFailed(ctx context.Context) (int, error) {
 // Clean deletes the rows whose retention has passed (published rows after
 // PublishedRetention, failed ones after FailedRetention), at most
 // DeleteBatch per statement, each in its own short transaction, and
-// reports how many it deleted. Run calls it every CleanInterval.
+// reports how many it deleted. Run calls it every CleanInterval. Several
+// replicas may clean at once: on PostgreSQL they skip each other's rows,
+// and each goes on until it finds nothing left to delete.
 func (o *Outbox) Clean(ctx context.Context) (int, error) {
+	total, err := cleanInBatches(ctx, o.dialect.Name == "sqlite", func(ctx context.Context) (int64, error) {
+		return o.store.DeleteExpired(ctx, o.db, o.opts.DeleteBatch)
+	})
+	if err != nil {
+		return total, fmt.Errorf("outbox: clean: %w", err)
+	}
+	return total, nil
+}
+
+// cleanInBatches runs deleteBatch until it deletes nothing, and returns the
+// rows deleted in all. It does not stop at a short batch: another replica
+// cleaning at the same time may have taken part of it. With paced (SQLite,
+// which has one writer at a time), it waits after each batch three times as
+// long as the batch took, so that a cleaner holds the writer at most a
+// quarter of the time: the outbox's and an inbox's cleaners together leave
+// the application's transactions at least half of it.
+func cleanInBatches(ctx context.Context, paced bool, deleteBatch func(context.Context) (int64, error)) (int, error) {
 	total := 0
 	for {
-		n, err := o.store.DeleteExpired(ctx, o.db, o.opts.DeleteBatch)
+		start := time.Now()
+		n, err := deleteBatch(ctx)
 		total += int(n)
-		if err != nil {
-			return total, fmt.Errorf("outbox: clean: %w", err)
+		if err != nil || n == 0 || ctx.Err() != nil {
+			return total, err
 		}
-		if n < int64(o.opts.DeleteBatch) {
-			return total, nil
+		if paced {
+			sleep(ctx, min(3*time.Since(start), 2*time.Second))
 		}
 	}
 }

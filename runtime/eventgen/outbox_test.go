@@ -839,6 +839,59 @@ func TestOutboxClean(t *testing.T) {
 	}
 }
 
+// TestOutboxConcurrentCleanersDeleteEverything runs three cleaners at once,
+// as replicas do. One that loses part of a batch to another must go on, not
+// take the short batch for the end: when a cleaner returns, at most the
+// batches the others are deleting at that moment are left.
+func TestOutboxConcurrentCleanersDeleteEverything(t *testing.T) {
+	const rows, cleaners = 3000, 3
+	for _, d := range testenv.Databases(t) {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			ob := newOutbox(t, db, newPubSub(t), OutboxOptions{DeleteBatch: 50})
+			for i := 0; i < rows; i += 500 {
+				publish(t, ob, db, i, 500)
+			}
+			ctx := context.Background()
+			q := fmt.Sprintf("UPDATE %s SET status = ?, next_attempt_at = NULL, expires_at = %s - 1000000", ob.opts.Table, ob.dialect.Now)
+			if _, err := db.ExecContext(ctx, q, sqlstore.StatusPublished); err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			deleted := make([]int, cleaners)
+			for i := range cleaners {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					n, err := ob.Clean(ctx)
+					if err != nil {
+						t.Errorf("cleaner %d: %v", i, err)
+					}
+					deleted[i] = n
+					var left int
+					if err := db.NewSelect().TableExpr(ob.opts.Table).ColumnExpr("count(*)").Scan(ctx, &left); err != nil {
+						t.Error(err)
+					}
+					if most := (cleaners - 1) * ob.opts.DeleteBatch; left > most {
+						t.Errorf("cleaner %d returned with %d rows left, more than the %d the others may be deleting", i, left, most)
+					}
+				}()
+			}
+			wg.Wait()
+			total := 0
+			for _, n := range deleted {
+				total += n
+			}
+			if total != rows {
+				t.Errorf("cleaners deleted %v = %d rows, want %d", deleted, total, rows)
+			}
+			if c := statusCounts(t, ob); len(c) != 0 {
+				t.Errorf("rows left after the cleaners: %v", c)
+			}
+		})
+	}
+}
+
 func TestOutboxRunCleansPublishedRows(t *testing.T) {
 	for _, d := range testenv.Databases(t) {
 		t.Run(d.Name, func(t *testing.T) {

@@ -252,6 +252,10 @@ SELECT %s FROM %s WHERE id IN (SELECT id FROM s WHERE rn = 1 OR run <= ?) AND (S
 		// delete them by primary key (row locks only), checking again.
 		s.expired = fmt.Sprintf("SELECT id FROM %s WHERE %s ORDER BY expires_at LIMIT ?", table, expired)
 		s.deleteExpired = fmt.Sprintf("DELETE FROM %s WHERE id IN (?) AND %s", table, expired)
+	} else if d.Name == "postgres" {
+		// Computed once, then deleted by primary key; rows another
+		// cleaner is deleting are skipped instead of waited for.
+		s.deleteExpired = fmt.Sprintf("DELETE FROM %s WHERE id = ANY(ARRAY(SELECT id FROM %s WHERE %s LIMIT ? FOR UPDATE SKIP LOCKED))", table, table, expired)
 	} else {
 		s.deleteExpired = fmt.Sprintf("DELETE FROM %s WHERE id IN (SELECT id FROM %s WHERE %s LIMIT ?)", table, table, expired)
 	}
@@ -474,11 +478,18 @@ func (s *OutboxStore) DeleteExpired(ctx context.Context, db bun.IDB, limit int) 
 	if s.expired == "" {
 		return rowsAffected(db.ExecContext(ctx, s.deleteExpired, limit))
 	}
-	ids, err := queryIDs(ctx, db, s.expired, limit)
-	if err != nil || len(ids) == 0 {
-		return 0, err
+	// Another cleaner may read the same ids and delete them first: then
+	// read the next ones, so that 0 means nothing is left to delete.
+	for {
+		ids, err := queryIDs(ctx, db, s.expired, limit)
+		if err != nil || len(ids) == 0 {
+			return 0, err
+		}
+		n, err := s.exec(ctx, db, s.deleteExpired, bun.In(ids))
+		if err != nil || n > 0 {
+			return n, err
+		}
 	}
-	return s.exec(ctx, db, s.deleteExpired, bun.In(ids))
 }
 
 func queryIDs(ctx context.Context, db bun.IDB, query string, limit int) ([]int64, error) {
