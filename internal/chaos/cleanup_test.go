@@ -1,0 +1,287 @@
+//go:build unix
+
+package chaos_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/eventgen/eventgen/internal/chaos"
+	"github.com/eventgen/eventgen/runtime/eventgen"
+	"github.com/eventgen/eventgen/runtime/transport"
+)
+
+// TestCleanupAtScale fills an outbox with expired published rows and
+// cleans them up while producers commit 300 events/s and the relay
+// publishes them. Cleanup deletes in batches of DeleteBatch rows, one
+// statement each, so no cleanup transaction may last a second, and nothing
+// may deadlock: every business transaction must commit.
+func TestCleanupAtScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos suite skipped in -short mode")
+	}
+	full := os.Getenv(envFull) == "1"
+	rows := func(ci, fullSize int) int {
+		if full {
+			return fullSize
+		}
+		return ci
+	}
+	res := &results{}
+	t.Cleanup(func() { res.save(t) })
+	cases := []struct {
+		b    backend
+		rows int
+	}{{backend{name: "sqlite", db: "sqlite"}, rows(100_000, 300_000)}}
+	if dsn := os.Getenv(envPostgres); dsn != "" {
+		cases = append(cases, struct {
+			b    backend
+			rows int
+		}{backend{name: "postgres", db: "postgres", dsn: dsn}, rows(200_000, 1_000_000)})
+	} else if os.Getenv(envRequire) == "1" {
+		t.Fatalf("%s is not set and %s=1", envPostgres, envRequire)
+	}
+	if dsn := os.Getenv(envMySQL); dsn != "" {
+		cases = append(cases, struct {
+			b    backend
+			rows int
+		}{backend{name: "mysql", db: "mysql", dsn: dsn}, rows(100_000, 300_000)})
+	} else if os.Getenv(envRequire) == "1" {
+		t.Fatalf("%s is not set and %s=1", envMySQL, envRequire)
+	}
+	for _, c := range cases {
+		t.Run(c.b.name, func(t *testing.T) {
+			res.add(t, cleanupAtScale(t, newEnv(t, c.b), c.rows))
+		})
+	}
+}
+
+const (
+	cleanupRate      = 300 // events/s committed during the cleanup
+	cleanupMaxStmt   = time.Second
+	fillChunk        = 10_000
+	fillPayloadBytes = 256
+)
+
+func cleanupAtScale(t *testing.T, e *env, rows int) string {
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	tr, err := transport.Open(ctx, "", transport.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	opts := chaos.RelayOptions(e.tables, log)
+	opts.CleanInterval = time.Hour // the test cleans, and times it
+	ob, err := eventgen.NewOutbox(e.db, tr.Publisher(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fillStart := time.Now()
+	fillExpired(t, e.db, e.b.db, e.tables.Outbox, rows)
+	t.Logf("filled %d expired rows in %s", rows, time.Since(fillStart).Round(time.Millisecond))
+
+	timer := &deleteTimer{}
+	e.db.AddQueryHook(timer)
+
+	runCtx, stopRelay := context.WithCancel(ctx)
+	relayDone := make(chan error, 1)
+	go func() { relayDone <- ob.Run(runCtx) }()
+
+	prodCtx, stopProducers := context.WithCancel(ctx)
+	prod := startSteadyProducers(prodCtx, e, ob, cleanupRate)
+
+	start := time.Now()
+	deleted, err := ob.Clean(ctx)
+	took := time.Since(start)
+	stopProducers()
+	committed, failures, latencies := prod.wait()
+	stopRelay()
+	if err := <-relayDone; err != nil {
+		t.Errorf("relay: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("Clean after %d rows: %v", deleted, err)
+	}
+
+	for _, f := range failures {
+		t.Errorf("business transaction failed during cleanup: %v", f)
+	}
+	// The relay's Run also cleans, at start: two cleaners share the work,
+	// as replicas do.
+	statements, total, longest := timer.result()
+	if total != int64(rows) {
+		t.Errorf("the cleaners deleted %d rows, want the %d expired ones", total, rows)
+	}
+	if longest >= cleanupMaxStmt {
+		t.Errorf("the longest cleanup statement took %s, want under %s", longest, cleanupMaxStmt)
+	}
+	if want := int(float64(cleanupRate) * took.Seconds() * 0.8); took > 2*time.Second && committed < want {
+		t.Errorf("producers committed %d events in %s of cleanup, want at least %d (80%% of %d/s)",
+			committed, took.Round(time.Millisecond), want, cleanupRate)
+	}
+	var remaining int
+	if err := e.db.NewSelect().TableExpr(e.tables.Outbox).ColumnExpr("count(*)").
+		Where("status = ?", "published").Where("expires_at < ?", time.Now().Add(-time.Hour).UnixMicro()).
+		Scan(ctx, &remaining); err != nil {
+		t.Fatal(err)
+	}
+	if remaining != 0 {
+		t.Errorf("%d expired rows left after Clean", remaining)
+	}
+	return fmt.Sprintf("chaos scenario=cleanup-at-scale backend=%s rows=%d deleted=%d by_clean=%d took=%s rows_per_s=%.0f delete_statements=%d longest_delete=%s producer_committed=%d producer_failures=%d producer_p99=%s deadlocks=%d",
+		e.b.name, rows, total, deleted, took.Round(time.Millisecond), float64(total)/took.Seconds(), statements,
+		longest.Round(time.Millisecond), committed, len(failures), p99(latencies).Round(100*time.Microsecond), countDeadlocks(failures))
+}
+
+// fillExpired inserts n published rows whose retention ended a day ago,
+// fillChunk rows per statement.
+func fillExpired(t *testing.T, db *bun.DB, kind, table string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	digit := "(SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9)"
+	num := "(a.d + 10*b.d + 100*c.d + 1000*e.d + ?)"
+	id := "'expired-' || " + num
+	if kind == "mysql" {
+		id = "CONCAT('expired-', " + num + ")"
+	}
+	day := time.Now().Add(-24 * time.Hour).UnixMicro()
+	q := fmt.Sprintf(`INSERT INTO %s (message_id, name, version, topic, msg_key, source, payload, status, attempts, created_at, published_at, expires_at)
+SELECT %s, 'OrderPlaced', 1, 'shop.orders', '', 'chaos', ?, 'published', 1, ?, ?, ?
+FROM %s a CROSS JOIN %s b CROSS JOIN %s c CROSS JOIN %s e`, table, id, digit, digit, digit, digit)
+	payload := []byte(`{"pad":"` + strings.Repeat("x", fillPayloadBytes-10) + `"}`)
+	for off := 0; off < n; off += fillChunk {
+		if _, err := db.ExecContext(ctx, q, off, payload, day-1000, day-1000, day); err != nil {
+			t.Fatalf("fill rows %d..: %v", off, err)
+		}
+	}
+}
+
+// deleteTimer records how long each DELETE statement took, and how many
+// rows they deleted together.
+type deleteTimer struct {
+	mu      sync.Mutex
+	count   int
+	rows    int64
+	longest time.Duration
+}
+
+func (d *deleteTimer) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context { return ctx }
+
+func (d *deleteTimer) AfterQuery(_ context.Context, ev *bun.QueryEvent) {
+	if !strings.HasPrefix(strings.TrimSpace(ev.Query), "DELETE") {
+		return
+	}
+	took := time.Since(ev.StartTime)
+	var n int64
+	if ev.Err == nil && ev.Result != nil {
+		n, _ = ev.Result.RowsAffected()
+	}
+	d.mu.Lock()
+	d.count++
+	d.rows += n
+	d.longest = max(d.longest, took)
+	d.mu.Unlock()
+}
+
+func (d *deleteTimer) result() (statements int, rows int64, longest time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.count, d.rows, d.longest
+}
+
+// steadyProducers commit one event per business transaction at a fixed
+// rate, from a few workers, until their context is done.
+type steadyProducers struct {
+	wg        sync.WaitGroup
+	committed atomic.Int64
+	mu        sync.Mutex
+	failures  []error
+	latencies []time.Duration
+}
+
+func startSteadyProducers(ctx context.Context, e *env, ob *eventgen.Outbox, rate int) *steadyProducers {
+	p := &steadyProducers{}
+	jobs := make(chan struct{})
+	for range 4 {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			for range jobs {
+				start := time.Now()
+				_, err := chaos.PublishOne(ctx, e.db, ob, e.tables, chaos.KindGood, false)
+				p.mu.Lock()
+				switch {
+				case err == nil:
+					p.committed.Add(1)
+					p.latencies = append(p.latencies, time.Since(start))
+				case ctx.Err() == nil: // not cut short by the end of the run
+					p.failures = append(p.failures, err)
+				}
+				p.mu.Unlock()
+			}
+		}()
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer close(jobs)
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				select {
+				case jobs <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return p
+}
+
+func (p *steadyProducers) wait() (committed int, failures []error, latencies []time.Duration) {
+	p.wg.Wait()
+	return int(p.committed.Load()), p.failures, p.latencies
+}
+
+func p99(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)*99/100]
+}
+
+// countDeadlocks counts the failures that are deadlocks (PostgreSQL
+// 40P01, MySQL 1213) or lock timeouts (MySQL 1205, SQLite's busy error).
+func countDeadlocks(errs []error) int {
+	n := 0
+	for _, err := range errs {
+		s := strings.ToLower(err.Error())
+		if strings.Contains(s, "deadlock") || strings.Contains(s, "40p01") || strings.Contains(s, "1213") ||
+			strings.Contains(s, "1205") || strings.Contains(s, "lock wait") || strings.Contains(s, "database is locked") {
+			n++
+		}
+	}
+	return n
+}
