@@ -40,25 +40,23 @@ func TestCleanupAtScale(t *testing.T) {
 	}
 	res := &results{}
 	t.Cleanup(func() { res.save(t) })
-	cases := []struct {
+	type scaleCase struct {
 		b    backend
 		rows int
-	}{{backend{name: "sqlite", db: "sqlite"}, rows(100_000, 300_000)}}
-	if dsn := os.Getenv(envPostgres); dsn != "" {
-		cases = append(cases, struct {
-			b    backend
-			rows int
-		}{backend{name: "postgres", db: "postgres", dsn: dsn}, rows(200_000, 1_000_000)})
-	} else if os.Getenv(envRequire) == "1" {
-		t.Fatalf("%s is not set and %s=1", envPostgres, envRequire)
 	}
-	if dsn := os.Getenv(envMySQL); dsn != "" {
-		cases = append(cases, struct {
-			b    backend
-			rows int
-		}{backend{name: "mysql", db: "mysql", dsn: dsn}, rows(100_000, 300_000)})
-	} else if os.Getenv(envRequire) == "1" {
-		t.Fatalf("%s is not set and %s=1", envMySQL, envRequire)
+	cases := []scaleCase{{backend{name: "sqlite", db: "sqlite"}, rows(100_000, 300_000)}}
+	for _, db := range []struct {
+		name, env    string
+		ci, fullSize int
+	}{{"postgres", envPostgres, 200_000, 1_000_000}, {"mysql", envMySQL, 100_000, 300_000}} {
+		dsn := os.Getenv(db.env)
+		if dsn == "" {
+			if os.Getenv(envRequire) == "1" {
+				t.Fatalf("%s is not set and %s=1", db.env, envRequire)
+			}
+			continue
+		}
+		cases = append(cases, scaleCase{backend{name: db.name, db: db.name, dsn: dsn}, rows(db.ci, db.fullSize)})
 	}
 	for _, c := range cases {
 		t.Run(c.b.name, func(t *testing.T) {
