@@ -25,6 +25,11 @@ const (
 	wakeFirstStep = time.Millisecond
 	wakeMaxStep   = 50 * time.Millisecond
 	wakeWindow    = time.Second
+	// claimLinger is how long the relay waits after a claim that found
+	// fewer rows than a batch before it claims again, so that under a
+	// steady stream of commits each claim takes several rows instead of
+	// one: every claim is a statement the producers' database also runs.
+	claimLinger = 2 * time.Millisecond
 	// hintMargin is how far before the latest row claimed a claim starts
 	// while rows keep coming; see claim.
 	hintMargin = 250 * time.Millisecond
@@ -195,9 +200,10 @@ type result struct {
 
 // dispatchLoop claims due rows and starts their publishes until ctx is done.
 //
-// It claims again at once after a non-empty claim (a batch may be cut short
-// by BatchBytes), on the wake-up schedule for wakeWindow after a Publish in
-// this process, and every PollInterval otherwise. While the broker fails,
+// It claims again at once after a full batch, claimLinger after a
+// non-empty one that was not full, on the wake-up schedule for wakeWindow
+// after a Publish in this process (but not within claimLinger of the last
+// claim), and every PollInterval otherwise. While the broker fails,
 // claims back off; local retries run on their own schedule.
 func (r *relay) dispatchLoop(ctx context.Context) {
 	var (
@@ -205,6 +211,7 @@ func (r *relay) dispatchLoop(ctx context.Context) {
 		dbUntil      time.Time // database backoff
 		brokerUntil  time.Time // broker backoff
 		fastUntil    time.Time // end of the wake-up schedule
+		lingerUntil  time.Time // no claim before, after a partial batch
 		step         time.Duration
 		dbErrors     int
 		brokerStreak int
@@ -231,7 +238,7 @@ func (r *relay) dispatchLoop(ctx context.Context) {
 			case <-r.progress:
 			case <-r.o.wake:
 				now := time.Now()
-				fastUntil, step, next = now.Add(wakeWindow), wakeFirstStep, now
+				fastUntil, step, next = now.Add(wakeWindow), wakeFirstStep, laterOf(now, lingerUntil)
 			case <-tick:
 			}
 			continue
@@ -257,8 +264,11 @@ func (r *relay) dispatchLoop(ctx context.Context) {
 		}
 		dbErrors, dbUntil = 0, time.Time{}
 		switch {
+		case n > 0 && r.backlog:
+			next = now // more are due
 		case n > 0:
-			next = now // more may be due
+			lingerUntil = now.Add(claimLinger)
+			next = lingerUntil // more may come soon
 		case now.Before(fastUntil):
 			next = now.Add(step)
 			step = min(2*step, wakeMaxStep)
