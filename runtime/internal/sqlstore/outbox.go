@@ -92,10 +92,11 @@ const outboxInsertColumns = "message_id, name, version, topic, msg_key, source, 
 func OutboxInsertSQL(d Dialect, table string, rows int) string {
 	var b strings.Builder
 	b.Grow(120 + len(table) + rows*(40+2*len(d.Now)))
-	if d.Name == "sqlite" {
+	if d.Name == "sqlite" && rows > 1 {
 		// Rows of bound values only, and the clock read once: SQLite
 		// compiles VALUES rows with expressions as a compound SELECT,
-		// which costs more than the insert itself.
+		// which costs more than the insert itself. One row is a plain
+		// INSERT ... VALUES, which is cheaper still.
 		b.WriteString("WITH n(t) AS (SELECT ")
 		b.WriteString(d.Now)
 		b.WriteString(") INSERT INTO ")
