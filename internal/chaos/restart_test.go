@@ -21,9 +21,10 @@ import (
 )
 
 // TestChaosRestarts stops real server processes under a running pipeline:
-// a NATS JetStream server killed with SIGKILL and restarted on its store,
+// a NATS JetStream server and a Redis server (with an append-only file
+// synced on every write) killed with SIGKILL and restarted on their data,
 // and a PostgreSQL server stopped in immediate mode (as in a crash; it
-// recovers from its WAL on start) and restarted. Both servers are private
+// recovers from its WAL on start) and restarted. The servers are private
 // to the test: started by it on ports and directories of their own, and
 // stopped by their pids, so the machine's shared services are untouched.
 //
@@ -37,15 +38,24 @@ func TestChaosRestarts(t *testing.T) {
 	sz := runSizes()
 	res := &results{}
 	t.Cleanup(func() { res.save(t) })
-	nats := newPrivateNATS(t)
 	pg := newPrivatePostgres(t)
+	nats := newPrivateServer(t, "nats-server", "nats", func(port int, dir string) []string {
+		return []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "store")}
+	})
+	redis := newPrivateServer(t, "redis-server", "redis", func(port int, dir string) []string {
+		return []string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir, "--save", "",
+			"--appendonly", "yes", "--appendfsync", "always"}
+	})
 	b := backend{name: "own-postgres+own-nats", db: "postgres", dsn: pg.dsn(), broker: nats.url()}
 
-	t.Run("broker-restart", func(t *testing.T) {
-		e := newEnv(t, b)
-		line := restart(t, e, sz, "broker", func() { nats.kill() }, func() { nats.start() })
-		res.add(t, line)
-	})
+	for _, s := range []*privateServer{nats, redis} {
+		t.Run("broker-restart-"+s.scheme, func(t *testing.T) {
+			b := backend{name: "own-postgres+own-" + s.scheme, db: "postgres", dsn: pg.dsn(), broker: s.url()}
+			e := newEnv(t, b)
+			line := restart(t, e, sz, "broker", s.kill, s.start)
+			res.add(t, line)
+		})
+	}
 	t.Run("db-restart", func(t *testing.T) {
 		e := newEnv(t, b)
 		line := restart(t, e, sz, "db", func() { pg.stopImmediate() }, func() {
@@ -144,37 +154,43 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// privateNATS is a nats-server with JetStream that the test runs on a port
-// and store directory of its own.
-type privateNATS struct {
-	t    *testing.T
-	bin  string
-	port int
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
+// privateServer is a broker server (nats-server, redis-server) that the
+// test runs on a port and data directory of its own.
+type privateServer struct {
+	t      *testing.T
+	bin    string
+	scheme string
+	args   []string
+	port   int
+	dir    string
+	cmd    *exec.Cmd
+	done   chan struct{}
 }
 
-func newPrivateNATS(t *testing.T) *privateNATS {
-	s := &privateNATS{t: t, bin: lookBin(t, "nats-server", "/usr/sbin", "/usr/local/bin"), port: freePort(t), dir: t.TempDir()}
+// newPrivateServer starts the server bin with the arguments args returns
+// for its port and directory, and kills it at t's cleanup.
+func newPrivateServer(t *testing.T, bin, scheme string, args func(port int, dir string) []string) *privateServer {
+	s := &privateServer{t: t, bin: lookBin(t, bin, "/usr/sbin", "/usr/bin", "/usr/local/bin"), scheme: scheme,
+		port: freePort(t), dir: t.TempDir()}
+	s.args = args(s.port, s.dir)
 	s.start()
 	t.Cleanup(s.kill)
 	return s
 }
 
-func (s *privateNATS) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
+func (s *privateServer) url() string { return fmt.Sprintf("%s://127.0.0.1:%d", s.scheme, s.port) }
 
-// start runs the server on its port and store, and waits until it listens.
-func (s *privateNATS) start() {
+// start runs the server on its port and data, and waits until it listens.
+func (s *privateServer) start() {
 	s.t.Helper()
 	log, err := os.OpenFile(filepath.Join(s.dir, "server.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	s.cmd = exec.Command(s.bin, "-a", "127.0.0.1", "-p", strconv.Itoa(s.port), "-js", "-sd", filepath.Join(s.dir, "store"))
+	s.cmd = exec.Command(s.bin, s.args...)
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	if err := s.cmd.Start(); err != nil {
-		s.t.Fatalf("start nats-server: %v", err)
+		s.t.Fatalf("start %s: %v", s.bin, err)
 	}
 	s.done = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) {
@@ -182,11 +198,11 @@ func (s *privateNATS) start() {
 		log.Close()
 		close(done)
 	}(s.cmd, s.done)
-	waitListening(s.t, "nats-server", s.port)
+	waitListening(s.t, filepath.Base(s.bin), s.port)
 }
 
 // kill sends SIGKILL to the server by its pid and waits for it to exit.
-func (s *privateNATS) kill() {
+func (s *privateServer) kill() {
 	if s.cmd == nil {
 		return
 	}
