@@ -80,8 +80,10 @@ func restart(t *testing.T, e *env, sz sizes, what string, stop, start func()) st
 	events := int(sz.outageRate * (sz.outage + 4*time.Second).Seconds())
 	prod := e.start("producer", nil, producerArgs(events, sz.outageRate)...)
 	time.Sleep(1500 * time.Millisecond)
+	relayPid := ps["relay"].cmd.Process.Pid
+	before := rssKiB(relayPid)
 	stop()
-	time.Sleep(sz.outage)
+	peak := sampleRSS(relayPid, sz.outage)
 	start()
 	if !prod.wait(sz.converge) || !prod.exitedOK() {
 		t.Fatalf("producer did not finish: %v", prod.cmd.ProcessState)
@@ -100,9 +102,46 @@ func restart(t *testing.T, e *env, sz sizes, what string, stop, start func()) st
 		default:
 		}
 	}
+	growth := "n/a" // no /proc
+	if before > 0 && peak > 0 {
+		growth = fmt.Sprintf("%.1fMiB", float64(peak-before)/1024)
+		if peak-before > maxOutageGrowthKiB {
+			t.Errorf("the relay's RSS grew from %d KiB to %d KiB during the %s outage, over %d KiB", before, peak, what, maxOutageGrowthKiB)
+		}
+	}
 	r := e.finish(t, sz)
-	return r.Line(what+"-restart", e.b.name, fmt.Sprintf("outage=%s producer_committed=%d producer_errors=%d elapsed=%s",
-		sz.outage, st.Committed, st.Errors, time.Since(begin).Round(100*time.Millisecond)))
+	return r.Line(what+"-restart", e.b.name, fmt.Sprintf("outage=%s producer_committed=%d producer_errors=%d relay_rss_before=%.1fMiB relay_rss_growth=%s elapsed=%s",
+		sz.outage, st.Committed, st.Errors, float64(before)/1024, growth, time.Since(begin).Round(100*time.Millisecond)))
+}
+
+// maxOutageGrowthKiB bounds how much the relay's memory may grow while the
+// broker or the database is down (50 MiB).
+const maxOutageGrowthKiB = 50 << 10
+
+// rssKiB returns the resident set size of process pid in KiB, or 0 where
+// /proc does not tell.
+func rssKiB(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kib, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			return kib
+		}
+	}
+	return 0
+}
+
+// sampleRSS samples process pid's RSS every 100ms for d and returns the
+// largest value seen.
+func sampleRSS(pid int, d time.Duration) int {
+	peak := rssKiB(pid)
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		peak = max(peak, rssKiB(pid))
+	}
+	return peak
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.
