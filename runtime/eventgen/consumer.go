@@ -236,9 +236,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		wg.Add(1)
 		go c.receive(ctx, &wg, s.topic, s.ch, fatal)
 	}
-	wg.Add(2)
+	wg.Add(3)
 	go c.retryLoop(ctx, &wg)
 	go c.cleanLoop(ctx, &wg)
+	go watchPool(ctx, &wg, newPoolWatch(c.db.DB, c.log, time.Now()))
 
 	select {
 	case <-ctx.Done():

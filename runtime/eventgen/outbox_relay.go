@@ -97,6 +97,9 @@ func (o *Outbox) Run(ctx context.Context) error {
 		defer close(cleaned)
 		r.cleanLoop(ctx)
 	}()
+	var watching sync.WaitGroup
+	watching.Add(1)
+	go watchPool(ctx, &watching, newPoolWatch(o.db.DB, r.log, time.Now()))
 	r.claimConn = newPinnedConn(o.db)
 	r.dispatchLoop(ctx)
 	r.claimConn.close()
@@ -104,6 +107,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 	close(r.results)
 	<-coordinated
 	<-cleaned
+	watching.Wait()
 	return nil
 }
 
