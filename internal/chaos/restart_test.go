@@ -46,18 +46,19 @@ func TestChaosRestarts(t *testing.T) {
 		return []string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir, "--save", "",
 			"--appendonly", "yes", "--appendfsync", "always"}
 	})
-	b := backend{name: "own-postgres+own-nats", db: "postgres", dsn: pg.dsn(), broker: nats.url()}
+	on := func(broker *privateServer) backend {
+		return backend{name: "own-postgres+own-" + broker.scheme, db: "postgres", dsn: pg.dsn(), broker: broker.url()}
+	}
 
 	for _, s := range []*privateServer{nats, redis} {
 		t.Run("broker-restart-"+s.scheme, func(t *testing.T) {
-			b := backend{name: "own-postgres+own-" + s.scheme, db: "postgres", dsn: pg.dsn(), broker: s.url()}
-			e := newEnv(t, b)
+			e := newEnv(t, on(s))
 			line := restart(t, e, sz, "broker", s.kill, s.start)
 			res.add(t, line)
 		})
 	}
 	t.Run("db-restart", func(t *testing.T) {
-		e := newEnv(t, b)
+		e := newEnv(t, on(nats))
 		line := restart(t, e, sz, "db", func() { pg.stopImmediate() }, func() {
 			pg.start()
 			// Drop the test's own connections that died with the server.
