@@ -59,6 +59,16 @@ type OutboxOptions struct {
 	// DeleteBatch is how many rows one cleanup statement deletes. Default 1000.
 	DeleteBatch int
 
+	// NoPreparedStatements makes Publish send its INSERT through Bun with the
+	// values inlined, as Bun sends its own queries. By default Publish runs
+	// a statement prepared once per connection (for up to 16 events),
+	// which halves the database's work for a
+	// small transaction on PostgreSQL but is not seen by Bun's query hooks.
+	// Set it when Bun hooks must trace the insert, or behind a connection
+	// pooler that cannot keep prepared statements (PgBouncer in
+	// transaction mode before 1.21).
+	NoPreparedStatements bool
+
 	// Logger receives the relay's logs. Default slog.Default().
 	Logger *slog.Logger
 }

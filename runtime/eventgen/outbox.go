@@ -47,6 +47,9 @@ type Outbox struct {
 	wake    chan struct{}
 	running atomic.Bool
 
+	// prepared runs Publish's INSERT; nil with NoPreparedStatements.
+	prepared *sqlstore.Prepared
+
 	// hooks is nil outside tests.
 	hooks *outboxHooks
 }
@@ -68,7 +71,7 @@ func NewOutbox(db *bun.DB, pub message.Publisher, opts OutboxOptions) (*Outbox, 
 	if err != nil {
 		return nil, fmt.Errorf("eventgen: NewOutbox: %w", err)
 	}
-	return &Outbox{
+	o := &Outbox{
 		db:      db,
 		pub:     pub,
 		opts:    opts,
@@ -76,8 +79,17 @@ func NewOutbox(db *bun.DB, pub message.Publisher, opts OutboxOptions) (*Outbox, 
 		store:   sqlstore.NewOutboxStore(d, opts.Table),
 		owner:   newOwnerID(),
 		wake:    make(chan struct{}, 1),
-	}, nil
+	}
+	if !opts.NoPreparedStatements {
+		o.prepared = sqlstore.NewPrepared(db, d)
+	}
+	return o, nil
 }
+
+// maxPreparedBatch is the most events a Publish call writes with a prepared
+// statement; larger calls are sent through Bun, with their values inlined.
+// Each batch size up to it is a statement of its own on every connection.
+const maxPreparedBatch = 16
 
 // newOwnerID returns an id for lock_owner that tells operators which process
 // holds a lease: the host name, the process id and a random suffix that
@@ -163,7 +175,12 @@ func (o *Outbox) Publish(ctx context.Context, db bun.IDB, source string, events 
 		args = append(args, id.String(), row.name, row.version, row.topic, row.key, source, row.payload, headers, status, delay)
 	}
 	q := sqlstore.OutboxInsertSQL(o.dialect, o.opts.Table, len(events))
-	if _, err := db.ExecContext(ctx, q, args...); err != nil {
+	if o.prepared != nil && len(events) <= maxPreparedBatch {
+		_, err = o.prepared.ExecContext(ctx, db, q, args...)
+	} else {
+		_, err = db.ExecContext(ctx, q, args...)
+	}
+	if err != nil {
 		return fmt.Errorf("outbox: publish %d events: %w", len(events), err)
 	}
 	o.notify()

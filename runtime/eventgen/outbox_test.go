@@ -353,10 +353,11 @@ func TestOutboxPublishWritesOneStatement(t *testing.T) {
 			db := d.Open(t)
 			ps := newPubSub(t)
 			got := collect(t, ps)
-			ob := newOutbox(t, db, ps, OutboxOptions{})
+			// Unprepared, so that the insert passes through Bun's hooks.
+			ob := newOutbox(t, db, ps, OutboxOptions{NoPreparedStatements: true})
 			hook := &statementCounter{}
 			db.AddQueryHook(hook)
-			publish(t, ob, db, 0, 10)
+			publish(t, ob, db, 0, 10, WithHeader("h", "v"))
 			if n := hook.containing("INSERT INTO " + ob.opts.Table); n != 1 || len(hook.queries) != 3 {
 				t.Errorf("%d INSERT statements for 10 events in %q, want 1 (and BEGIN, COMMIT)", n, hook.queries)
 			}
@@ -369,8 +370,203 @@ func TestOutboxPublishWritesOneStatement(t *testing.T) {
 			if len(ids) != 10 {
 				t.Errorf("%d distinct message ids for 10 events", len(ids))
 			}
+			env, err := wire.Decode(got.message(7))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if env.Name != "TestHappened" || env.Version != 2 || env.Key != "k0" || env.Headers["h"] != "v" {
+				t.Errorf("envelope = %+v", env)
+			}
 		})
 	}
+}
+
+// TestOutboxPublishIsPrepared checks that Publish comes to run one prepared
+// statement per batch size, kept out of Bun's hooks, even on a pool of one
+// connection that the caller's transaction holds; and that it goes through
+// Bun for what it cannot prepare: a batch over maxPreparedBatch, a bun.Conn
+// and a transaction of another *bun.DB.
+func TestOutboxPublishIsPrepared(t *testing.T) {
+	for _, d := range testenv.Databases(t) {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			db.SetMaxOpenConns(1)
+			ps := newPubSub(t)
+			got := collect(t, ps)
+			ob := newOutbox(t, db, ps, OutboxOptions{})
+			hook := &statementCounter{}
+			db.AddQueryHook(hook)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			insert := "INSERT INTO " + ob.opts.Table
+			next := 0
+			events := func(n int) []Event {
+				evs := make([]Event, n)
+				for i := range evs {
+					evs[i] = testEvent{N: next}
+					next++
+				}
+				return evs
+			}
+
+			// Publish prepares in the background, so the first calls may
+			// go through Bun; within a few calls they must not.
+			var viaBun int
+			for attempt := 0; ; attempt++ {
+				before := hook.containing(insert)
+				err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+					for _, n := range []int{1, 2} {
+						if err := ob.Publish(ctx, tx, "eventgen-test", events(n)); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				viaBun = hook.containing(insert) - before
+				if viaBun == 0 || attempt == 100 {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if viaBun != 0 {
+				t.Fatalf("after 100 transactions, %d of 2 inserts still went through Bun", viaBun)
+			}
+
+			before := hook.containing(insert)
+			err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				stats := preparedExecutions(t, ctx, tx, d.Name, ob.opts.Table)
+				for _, n := range []int{1, 2, 1} {
+					if err := ob.Publish(ctx, tx, "eventgen-test", events(n)); err != nil {
+						return err
+					}
+				}
+				after := preparedExecutions(t, ctx, tx, d.Name, ob.opts.Table)
+				switch {
+				case d.Name == "postgres" && (after.prepared != 2 || after.executed-stats.executed != 3):
+					t.Errorf("postgres: %d insert statements prepared in the session with %d executions, after %+v; want 2 and 3 executions more",
+						after.prepared, after.executed, stats)
+				case d.Name == "mysql" && (after.prepared != stats.prepared || after.executed-stats.executed != 3):
+					t.Errorf("mysql: prepares %d -> %d, executions %d -> %d; want no new prepare and 3 executions",
+						stats.prepared, after.prepared, stats.executed, after.executed)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := hook.containing(insert) - before; n != 0 {
+				t.Errorf("%d inserts went through Bun, want none", n)
+			}
+			// The pool itself, outside a transaction.
+			before = hook.containing(insert)
+			if err := ob.Publish(ctx, db, "eventgen-test", events(1)); err != nil {
+				t.Fatal(err)
+			}
+			if n := hook.containing(insert) - before; n != 0 {
+				t.Errorf("publishing on the pool: %d inserts through Bun, want none", n)
+			}
+
+			// Too many events to prepare: one statement through Bun.
+			before = hook.containing(insert)
+			if err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				return ob.Publish(ctx, tx, "eventgen-test", events(maxPreparedBatch+1))
+			}); err != nil {
+				t.Fatal(err)
+			}
+
+			// A connection taken from the pool.
+			conn, err := db.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = ob.Publish(ctx, conn, "eventgen-test", events(1))
+			conn.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := hook.containing(insert) - before; n != 2 {
+				t.Errorf("%d inserts through Bun, want 2 (the large batch and the bun.Conn)", n)
+			}
+
+			// A transaction of another handle on the same database.
+			other := openAgain(t, d, db)
+			otherHook := &statementCounter{}
+			other.AddQueryHook(otherHook)
+			if err := other.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				return ob.Publish(ctx, tx, "eventgen-test", events(1))
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if n := otherHook.containing(insert); n != 1 {
+				t.Errorf("another database's transaction: %d inserts through its Bun hooks, want 1", n)
+			}
+
+			run(t, ob)
+			got.waitDistinct(next)
+			for _, n := range []int{0, 2, next - 2, next - 1} {
+				env, err := wire.Decode(got.message(n))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if env.Name != "TestHappened" || env.Version != 2 || env.Key != fmt.Sprintf("k%d", n%7) || env.Source != "eventgen-test" {
+					t.Errorf("event %d: envelope = %+v", n, env)
+				}
+			}
+		})
+	}
+}
+
+// openAgain returns another handle on db's database.
+func openAgain(t *testing.T, d testenv.Database, db *bun.DB) *bun.DB {
+	t.Helper()
+	if d.Name != "sqlite" {
+		return d.Open(t)
+	}
+	var path string
+	if err := db.QueryRowContext(context.Background(), "SELECT file FROM pragma_database_list WHERE name = 'main'").Scan(&path); err != nil {
+		t.Fatal(err)
+	}
+	other, err := testenv.OpenSQLitePath(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	return other
+}
+
+// statementStats counts the prepared statements of tx's session where the
+// database can tell: on PostgreSQL those of the outbox table's INSERT and
+// their executions (pg_prepared_statements), on MySQL all prepares and
+// executions of prepared statements. SQLite cannot tell.
+type statementStats struct {
+	prepared, executed int
+}
+
+func preparedExecutions(t *testing.T, ctx context.Context, tx bun.Tx, dialect, table string) statementStats {
+	t.Helper()
+	var st statementStats
+	switch dialect {
+	case "postgres":
+		err := tx.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(generic_plans + custom_plans), 0)
+FROM pg_prepared_statements WHERE statement LIKE 'INSERT INTO ' || ? || ' %'`, table).Scan(&st.prepared, &st.executed)
+		if err != nil {
+			t.Fatal(err)
+		}
+	case "mysql":
+		status := func(name string) int {
+			var k string
+			var v int
+			if err := tx.QueryRowContext(ctx, "SHOW SESSION STATUS LIKE ?", name).Scan(&k, &v); err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+		st.prepared, st.executed = status("Com_stmt_prepare"), status("Com_stmt_execute")
+	}
+	return st
 }
 
 // statementCounter counts statements by their first word.

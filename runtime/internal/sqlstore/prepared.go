@@ -1,0 +1,137 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// Prepared runs a small, fixed set of statements as prepared statements of
+// one database: each is parsed and planned once per connection instead of
+// once per call. The statements are written with Bun's ? placeholders.
+//
+// A statement runs prepared when it is given the database itself or one of
+// its transactions (bun.Tx), once it has been prepared. Anything else, such
+// as a bun.Conn or a transaction of another *bun.DB, runs through Bun with
+// its values inlined, as it would without Prepared. Prepared statements do
+// not pass through Bun's query hooks.
+type Prepared struct {
+	db *bun.DB
+	d  Dialect
+
+	mu        sync.Mutex
+	stmts     map[string]*sql.Stmt
+	preparing map[string]bool
+	// failed holds when a statement last failed to prepare, so that a
+	// database that refuses it (say, behind a pooler) is asked again only
+	// after preparedRetryAfter.
+	failed map[string]time.Time
+}
+
+// preparedRetryAfter is how long a statement that failed to prepare runs
+// through Bun before it is prepared again.
+const preparedRetryAfter = time.Minute
+
+// prepareTimeout bounds the wait for a pool connection to prepare on.
+const prepareTimeout = time.Minute
+
+// NewPrepared returns a Prepared for db, whose dialect is d.
+func NewPrepared(db *bun.DB, d Dialect) *Prepared {
+	return &Prepared{
+		db:        db,
+		d:         d,
+		stmts:     make(map[string]*sql.Stmt),
+		preparing: make(map[string]bool),
+		failed:    make(map[string]time.Time),
+	}
+}
+
+// ExecContext runs query with args on idb: prepared if idb is p's database
+// or one of its transactions and query has been prepared, through Bun
+// otherwise.
+func (p *Prepared) ExecContext(ctx context.Context, idb bun.IDB, query string, args ...any) (sql.Result, error) {
+	switch db := idb.(type) {
+	case bun.Tx:
+		if db.Tx == nil || db.NewRaw("").DB() != p.db {
+			break
+		}
+		if stmt := p.stmt(query); stmt != nil {
+			// The transaction's copy reuses the statement already
+			// prepared on its connection, and prepares it there the
+			// first time.
+			txStmt := db.Tx.StmtContext(ctx, stmt)
+			defer txStmt.Close()
+			return txStmt.ExecContext(ctx, args...)
+		}
+	case *bun.DB:
+		if db != p.db {
+			break
+		}
+		if stmt := p.stmt(query); stmt != nil {
+			return stmt.ExecContext(ctx, args...)
+		}
+	}
+	return idb.ExecContext(ctx, query, args...)
+}
+
+// stmt returns query's prepared statement, or nil if it is not prepared
+// yet. The first call starts preparing it in the background, on the first
+// pool connection that is free: the caller may hold the pool's last
+// connection in its transaction, and must not wait for another.
+func (p *Prepared) stmt(query string) *sql.Stmt {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if stmt := p.stmts[query]; stmt != nil {
+		return stmt
+	}
+	if p.preparing[query] || time.Since(p.failed[query]) < preparedRetryAfter {
+		return nil
+	}
+	p.preparing[query] = true
+	go p.prepare(query)
+	return nil
+}
+
+func (p *Prepared) prepare(query string) {
+	ctx, cancel := context.WithTimeout(context.Background(), prepareTimeout)
+	defer cancel()
+	stmt, err := p.db.DB.PrepareContext(ctx, driverPlaceholders(p.d, query))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.preparing, query)
+	if err != nil {
+		p.failed[query] = time.Now()
+		return
+	}
+	delete(p.failed, query)
+	p.stmts[query] = stmt
+}
+
+// driverPlaceholders rewrites Bun's ? placeholders into the driver's: $1,
+// $2, ... on PostgreSQL, unchanged elsewhere. The runtime's statements have
+// no ? inside string literals, so every ? is a placeholder.
+func driverPlaceholders(d Dialect, query string) string {
+	if d.Name != "postgres" {
+		return query
+	}
+	var b strings.Builder
+	b.Grow(len(query) + strings.Count(query, "?")*2)
+	n := 0
+	for {
+		i := strings.IndexByte(query, '?')
+		if i < 0 {
+			b.WriteString(query)
+			return b.String()
+		}
+		n++
+		b.WriteString(query[:i])
+		b.WriteByte('$')
+		b.WriteString(strconv.Itoa(n))
+		query = query[i+1:]
+	}
+}
