@@ -25,11 +25,17 @@ const (
 	wakeFirstStep = time.Millisecond
 	wakeMaxStep   = 50 * time.Millisecond
 	wakeWindow    = time.Second
-	// claimLinger is how long the relay waits after a claim that found
-	// fewer rows than a batch before it claims again, so that under a
-	// steady stream of commits each claim takes several rows instead of
-	// one: every claim is a statement the producers' database also runs.
-	claimLinger = 2 * time.Millisecond
+	// After a claim that found fewer rows than a batch, the relay waits
+	// before it claims again, so that under a steady stream of commits
+	// each claim takes several rows instead of one: every claim is a
+	// statement the producers' database also runs. The wait is
+	// claimLingerFactor times as long as claims take on average, within
+	// [minClaimLinger, maxClaimLinger]: a loaded database, where
+	// statements are slow, gets fewer of them, and a quiet one the
+	// shortest wait. Marks wait the same way.
+	claimLingerFactor = 8
+	minClaimLinger    = 2 * time.Millisecond
+	maxClaimLinger    = 20 * time.Millisecond
 	// hintMargin is how far before the latest row claimed a claim starts
 	// while rows keep coming; see claim.
 	hintMargin = 250 * time.Millisecond
@@ -100,7 +106,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 	var watching sync.WaitGroup
 	watching.Add(1)
 	go watchPool(ctx, &watching, newPoolWatch(o.db.DB, r.log, time.Now()))
-	r.claimConn = newPinnedConn(o.db)
+	r.claimConn = newPinnedConn(o.db, o.dialect)
 	r.dispatchLoop(ctx)
 	r.claimConn.close()
 	r.publishing.Wait()
@@ -217,6 +223,7 @@ func (r *relay) dispatchLoop(ctx context.Context) {
 		fastUntil    time.Time // end of the wake-up schedule
 		lingerUntil  time.Time // no claim before, after a partial batch
 		step         time.Duration
+		claimTime    statementTime
 		dbErrors     int
 		brokerStreak int
 	)
@@ -255,8 +262,10 @@ func (r *relay) dispatchLoop(ctx context.Context) {
 			limit = min(limit, r.opts.RetryBatch)
 		}
 		limit = min(limit, r.maxOutstanding-int(r.outstanding.Load()))
+		began := time.Now()
 		n, err := r.claim(ctx, limit)
 		now := time.Now()
+		claimTime.add(now.Sub(began))
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -271,7 +280,7 @@ func (r *relay) dispatchLoop(ctx context.Context) {
 		case n > 0 && r.backlog:
 			next = now // more are due
 		case n > 0:
-			lingerUntil = now.Add(claimLinger)
+			lingerUntil = now.Add(claimTime.linger())
 			next = lingerUntil // more may come soon
 		case now.Before(fastUntil):
 			next = now.Add(step)
@@ -284,6 +293,23 @@ func (r *relay) dispatchLoop(ctx context.Context) {
 			brokerUntil = now.Add(pauseBackoff().Delay(brokerStreak))
 		}
 	}
+}
+
+// statementTime is a moving average of how long a statement takes.
+type statementTime struct{ avg time.Duration }
+
+func (t *statementTime) add(d time.Duration) {
+	if t.avg == 0 {
+		t.avg = d
+		return
+	}
+	t.avg += (d - t.avg) / 8
+}
+
+// linger is how long to wait before the statement runs again; see
+// claimLingerFactor.
+func (t *statementTime) linger() time.Duration {
+	return min(max(claimLingerFactor*t.avg, minClaimLinger), maxClaimLinger)
 }
 
 func laterOf(a, b time.Time) time.Time {
@@ -496,14 +522,19 @@ func (r *relay) publish(c *claimed) error {
 // used up their local retries to the table. After results is closed it
 // settles everything it still holds, with a context that outlives ctx.
 func (r *relay) coordinate(ctx context.Context) {
-	s := settler{r: r, published: map[int][]int64{}, stopping: ctx.Done(), conn: newPinnedConn(r.o.db)}
+	s := settler{r: r, published: map[int][]int64{}, stopping: ctx.Done(), conn: newPinnedConn(r.o.db, r.o.dialect)}
 	defer s.conn.close()
 	// Bookkeeping must outlive Run's context: rows already published are
 	// marked even while stopping.
 	ctx = context.WithoutCancel(ctx)
 	retryTimer := time.NewTimer(time.Hour)
 	defer retryTimer.Stop()
-	var flushRetry <-chan time.Time
+	var flushRetry, flushLater <-chan time.Time
+	// Marks wait like claims do (see claimLingerFactor) unless a batch's
+	// worth is pending: publishes finish one by one, and marking each
+	// handful at once would cost the database a statement per handful.
+	var markNotBefore time.Time
+	var markTime statementTime
 	results := r.results
 	// Run closes results after every publish and every batch's commit
 	// has been reported.
@@ -539,11 +570,30 @@ func (r *relay) coordinate(ctx context.Context) {
 		case <-due:
 			s.releaseDue()
 		case <-flushRetry:
+			flushRetry = nil
+		case <-flushLater:
+			flushLater = nil
 		}
-		flushRetry = nil
+		if flushRetry != nil {
+			continue // after a failed flush, wait for the retry
+		}
+		if wait := time.Until(markNotBefore); wait > 0 && results != nil &&
+			s.pendingMarks < r.opts.BatchSize && len(s.released) == 0 {
+			if flushLater == nil && s.pendingMarks > 0 {
+				flushLater = time.After(wait)
+			}
+			continue
+		}
+		marks, began := s.pendingMarks, time.Now()
 		if err := s.flush(ctx); err != nil {
 			r.log.Error("outbox: mark published", slog.Any("error", err))
 			flushRetry = time.After(pauseBackoff().Delay(1))
+			continue
+		}
+		if marks > 0 {
+			now := time.Now()
+			markTime.add(now.Sub(began))
+			markNotBefore = now.Add(markTime.linger())
 		}
 	}
 	s.shutdown(ctx)

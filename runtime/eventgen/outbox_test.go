@@ -1366,3 +1366,89 @@ func TestOutboxLateCommitIsPublished(t *testing.T) {
 		})
 	}
 }
+
+// TestRelayBatchesAStreamOfCommits checks that under a stream of commits,
+// each waking the relay, the relay does not claim and mark once per commit:
+// after a claim or a mark that was not a full batch, the next one waits at
+// least minClaimLinger.
+func TestRelayBatchesAStreamOfCommits(t *testing.T) {
+	for _, d := range testenv.Databases(t) {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			ps := newPubSub(t)
+			got := collect(t, ps)
+			// Batches too large to fill: after a full claim the relay may
+			// hold the next batch by row locks and mark it on its own.
+			ob := newOutbox(t, db, ps, OutboxOptions{BatchSize: 1000})
+			var mu sync.Mutex
+			var claims, marks []statementAt
+			ob.hooks = &outboxHooks{
+				claimed: func(n int, _ bool) {
+					if n > 0 {
+						mu.Lock()
+						claims = append(claims, statementAt{time.Now(), n})
+						mu.Unlock()
+					}
+				},
+				published: func(ids []int64) {
+					mu.Lock()
+					marks = append(marks, statementAt{time.Now(), len(ids)})
+					mu.Unlock()
+				},
+			}
+			run(t, ob)
+
+			var wg sync.WaitGroup
+			var commits atomic.Int64
+			start := time.Now()
+			for range 2 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for time.Since(start) < time.Second {
+						n := int(commits.Add(1)) - 1
+						if err := db.RunInTx(context.Background(), nil, func(ctx context.Context, tx bun.Tx) error {
+							return ob.Publish(ctx, tx, "eventgen-test", []Event{testEvent{N: n}})
+						}); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			got.waitDistinct(int(commits.Load()))
+
+			mu.Lock()
+			defer mu.Unlock()
+			t.Logf("%d commits: %d claims, %d mark statements", commits.Load(), len(claims), len(marks))
+			check := func(what string, ss []statementAt, forced func(prev, next statementAt) bool) {
+				checked := 0
+				for i := 1; i < len(ss); i++ {
+					if forced(ss[i-1], ss[i]) {
+						continue
+					}
+					checked++
+					if gap := ss[i].at.Sub(ss[i-1].at); gap < minClaimLinger {
+						t.Errorf("%s %d (%d rows) came %v after the one before (%d rows), want at least %v", what, i, ss[i].rows, gap, ss[i-1].rows, minClaimLinger)
+						return
+					}
+				}
+				if checked == 0 {
+					t.Errorf("no %s pairs to check", what)
+				}
+			}
+			batch := ob.opts.BatchSize
+			// A full claim is followed at once by another.
+			check("claim", claims, func(prev, _ statementAt) bool { return prev.rows >= batch })
+			// A batch's worth of marks is written at once.
+			check("mark", marks, func(_, next statementAt) bool { return next.rows >= batch })
+		})
+	}
+}
+
+// statementAt is when a relay statement ended, and how many rows it took.
+type statementAt struct {
+	at   time.Time
+	rows int
+}

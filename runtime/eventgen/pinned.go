@@ -7,6 +7,8 @@ import (
 	"errors"
 
 	"github.com/uptrace/bun"
+
+	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
 )
 
 // pinnedConn keeps one connection of a pool for a loop that runs one
@@ -21,18 +23,22 @@ import (
 //
 // A pool bounded to fewer than minPinnedPool connections is used as it is:
 // pinning would starve the application.
+//
+// The connection keeps the statements prepared on it, so that the store's
+// claims and marks are parsed and planned once (see sqlstore.StatementConn).
 type pinnedConn struct {
 	db   *bun.DB
-	conn *bun.Conn // nil until first use and after an error
-	off  bool      // the pool is too small to pin
+	d    sqlstore.Dialect
+	conn *sqlstore.StatementConn // nil until first use and after an error
+	off  bool                    // the pool is too small to pin
 }
 
 // minPinnedPool is the smallest bounded pool the runtime pins connections in.
 const minPinnedPool = 8
 
-func newPinnedConn(db *bun.DB) *pinnedConn {
+func newPinnedConn(db *bun.DB, d sqlstore.Dialect) *pinnedConn {
 	limit := db.Stats().MaxOpenConnections
-	return &pinnedConn{db: db, off: limit > 0 && limit < minPinnedPool}
+	return &pinnedConn{db: db, d: d, off: limit > 0 && limit < minPinnedPool}
 }
 
 // do runs f on the pinned connection. After an error the connection goes
@@ -49,7 +55,7 @@ func (p *pinnedConn) do(ctx context.Context, f func(bun.IDB) error) error {
 			if err != nil {
 				return err
 			}
-			p.conn = &c
+			p.conn = sqlstore.NewStatementConn(c, p.d)
 		}
 		err := f(p.conn)
 		if err == nil {

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/uptrace/bun"
 
+	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
 	"github.com/eventgen/eventgen/runtime/internal/testenv"
 )
 
@@ -21,7 +23,7 @@ func TestPinnedConnKeepsItsConnection(t *testing.T) {
 		t.Run(d.Name, func(t *testing.T) {
 			db := d.Open(t)
 			ctx := context.Background()
-			p := newPinnedConn(db)
+			p := newPinnedConn(db, dialectOf(t, db))
 			defer p.close()
 			if p.off {
 				t.Fatalf("a pool of %d connections is not pinned", db.Stats().MaxOpenConnections)
@@ -91,7 +93,7 @@ func TestPinnedConnKeepsItsConnection(t *testing.T) {
 			}
 
 			db.SetMaxOpenConns(minPinnedPool - 1)
-			small := newPinnedConn(db)
+			small := newPinnedConn(db, dialectOf(t, db))
 			if !small.off {
 				t.Errorf("a pool of %d connections is pinned", minPinnedPool-1)
 			}
@@ -99,6 +101,70 @@ func TestPinnedConnKeepsItsConnection(t *testing.T) {
 			_ = small.do(ctx, func(db bun.IDB) error { got = db; return nil })
 			if got != bun.IDB(db) {
 				t.Errorf("a small pool ran f on %T, want the *bun.DB itself", got)
+			}
+		})
+	}
+}
+
+func dialectOf(t *testing.T, db *bun.DB) sqlstore.Dialect {
+	t.Helper()
+	d, err := sqlstore.DialectOf(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestPinnedConnPreparesClaimsAndMarks checks that the relay's claims and
+// marks run as statements prepared once on its pinned connection (visible
+// on PostgreSQL), and that they claim and mark the right rows everywhere.
+func TestPinnedConnPreparesClaimsAndMarks(t *testing.T) {
+	for _, d := range testenv.Databases(t) {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			ob := newOutbox(t, db, newPubSub(t), OutboxOptions{})
+			ctx := context.Background()
+			p := newPinnedConn(db, ob.dialect)
+			defer p.close()
+			for round := range 2 {
+				publish(t, ob, db, 10*round, 3)
+				var rows []sqlstore.OutboxRow
+				err := p.do(ctx, func(db bun.IDB) (err error) {
+					rows, err = ob.store.Claim(ctx, db, sqlstore.Claim{Owner: ob.owner, Limit: 10, MaxBytes: 1 << 20, Lease: time.Minute})
+					return err
+				})
+				if err != nil || len(rows) != 3 {
+					t.Fatalf("round %d: claimed %d rows, %v; want 3", round, len(rows), err)
+				}
+				ids := []int64{rows[0].ID, rows[1].ID, rows[2].ID}
+				var n int64
+				err = p.do(ctx, func(db bun.IDB) (err error) {
+					n, err = ob.store.MarkPublished(ctx, db, ob.owner, ids, 0, time.Hour)
+					return err
+				})
+				if err != nil || n != 3 {
+					t.Fatalf("round %d: marked %d rows, %v; want 3", round, n, err)
+				}
+			}
+			if c := statusCounts(t, ob); c[sqlstore.StatusPublished] != 6 || len(c) != 1 {
+				t.Errorf("statuses = %v, want 6 published", c)
+			}
+			if d.Name != "postgres" {
+				return
+			}
+			// Statements with placeholders: pgx also prepares queries that
+			// Bun sends with their values inlined.
+			var statements, executions int
+			err := p.do(ctx, func(db bun.IDB) error {
+				return db.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(generic_plans + custom_plans), 0) FROM pg_prepared_statements
+WHERE strpos(statement, ?) > 0 AND strpos(statement, '$' || '1') > 0`,
+					ob.opts.Table).Scan(&statements, &executions)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if statements != 2 || executions != 4 {
+				t.Errorf("%d statements prepared on the connection, executed %d times; want the claim and the mark, twice each", statements, executions)
 			}
 		})
 	}

@@ -234,8 +234,18 @@ SELECT %s FROM %s WHERE id IN (SELECT id FROM s WHERE rn = 1 OR run <= ?) AND (S
 		s.leaseLocked = fmt.Sprintf("UPDATE %s SET %s WHERE id IN (?)", table, take)
 	}
 	mine := fmt.Sprintf("lock_owner = ? AND status = '%s'", StatusProcessing)
-	s.markPublished = fmt.Sprintf("UPDATE %s SET status = '%s', attempts = attempts + ?, published_at = %s, expires_at = %s + ?, next_attempt_at = NULL, lease_until = NULL WHERE id IN (?) AND %s",
-		table, StatusPublished, s.now, s.now, mine)
+	// The marks take their ids as one argument where the database can read
+	// a list from one, so that a relay's connection prepares the statement
+	// once for every batch size (see StatementConn).
+	ids := "id IN (?)"
+	switch d.Name {
+	case "postgres":
+		ids = "id = ANY(CAST(? AS BIGINT[]))"
+	case "sqlite":
+		ids = "id IN (SELECT value FROM json_each(?))"
+	}
+	s.markPublished = fmt.Sprintf("UPDATE %s SET status = '%s', attempts = attempts + ?, published_at = %s, expires_at = %s + ?, next_attempt_at = NULL, lease_until = NULL WHERE %s AND %s",
+		table, StatusPublished, s.now, s.now, ids, mine)
 	s.retry = fmt.Sprintf("UPDATE %s SET status = '%s', attempts = ?, next_attempt_at = %s + ?, lock_owner = NULL, lease_until = NULL, last_error = ? WHERE id = ? AND %s",
 		table, StatusPending, s.now, mine)
 	s.fail = fmt.Sprintf("UPDATE %s SET status = '%s', attempts = ?, next_attempt_at = NULL, lease_until = NULL, expires_at = %s + ?, last_error = ? WHERE id = ? AND %s",
@@ -382,7 +392,7 @@ func (s *OutboxStore) Claim(ctx context.Context, db bun.IDB, c Claim) ([]OutboxR
 			// The claim is short and bounded by its LIMIT.
 			ctx = context.WithoutCancel(ctx)
 		}
-		rows, err := db.QueryContext(ctx, s.claim, c.From, c.Limit, c.Owner, micros(c.Lease), micros(c.Lease), c.MaxBytes)
+		rows, err := queryPrepared(ctx, db, s.claim, c.From, c.Limit, c.Owner, micros(c.Lease), micros(c.Lease), c.MaxBytes)
 		if err != nil {
 			return nil, err
 		}
@@ -426,7 +436,27 @@ func scanRows(rows *sql.Rows, capacity int) ([]OutboxRow, error) {
 // attempts and setting them to expire after retention. Rows another relay
 // has taken over are left alone. It returns how many rows it marked.
 func (s *OutboxStore) MarkPublished(ctx context.Context, db bun.IDB, owner string, ids []int64, failures int, retention time.Duration) (int64, error) {
+	switch s.d.Name {
+	case "postgres":
+		return rowsAffected(execPrepared(ctx, db, s.markPublished, failures, micros(retention), idList(ids, '{', '}'), owner))
+	case "sqlite":
+		return rowsAffected(execPrepared(ctx, db, s.markPublished, failures, micros(retention), idList(ids, '[', ']'), owner))
+	}
 	return s.exec(ctx, db, s.markPublished, failures, micros(retention), bun.In(ids), owner)
+}
+
+// idList writes ids as one text argument: a PostgreSQL array literal
+// between { and }, or a JSON array between [ and ].
+func idList(ids []int64, open, close byte) string {
+	b := make([]byte, 0, 2+len(ids)*8)
+	b = append(b, open)
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, id, 10)
+	}
+	return string(append(b, close))
 }
 
 // Retry returns a row of owner to pending after a failed round, due after delay.

@@ -135,3 +135,66 @@ func driverPlaceholders(d Dialect, query string) string {
 		query = query[i+1:]
 	}
 }
+
+// StatementConn is a connection that keeps the statements prepared on it.
+// OutboxStore runs its claims and marks on a StatementConn as prepared
+// statements; everything else runs through Bun, as on a bun.Conn.
+type StatementConn struct {
+	bun.Conn
+	d     Dialect
+	stmts map[string]*sql.Stmt
+}
+
+// NewStatementConn returns conn, a connection of a database of dialect d,
+// as a StatementConn.
+func NewStatementConn(conn bun.Conn, d Dialect) *StatementConn {
+	return &StatementConn{Conn: conn, d: d, stmts: make(map[string]*sql.Stmt)}
+}
+
+// Close closes the statements and returns the connection to the pool.
+func (c *StatementConn) Close() error {
+	for q, stmt := range c.stmts {
+		_ = stmt.Close()
+		delete(c.stmts, q)
+	}
+	return c.Conn.Close()
+}
+
+// stmt returns query, in Bun's placeholders, prepared on the connection.
+// Not safe for concurrent use, like the connection itself.
+func (c *StatementConn) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if stmt := c.stmts[query]; stmt != nil {
+		return stmt, nil
+	}
+	stmt, err := c.Conn.Conn.PrepareContext(ctx, driverPlaceholders(c.d, query))
+	if err != nil {
+		return nil, err
+	}
+	c.stmts[query] = stmt
+	return stmt, nil
+}
+
+// queryPrepared runs query on db: prepared if db is a StatementConn, with
+// args that every driver takes as they are, through Bun otherwise.
+func queryPrepared(ctx context.Context, db bun.IDB, query string, args ...any) (*sql.Rows, error) {
+	if c, ok := db.(*StatementConn); ok {
+		stmt, err := c.stmt(ctx, query)
+		if err != nil {
+			return nil, err
+		}
+		return stmt.QueryContext(ctx, args...)
+	}
+	return db.QueryContext(ctx, query, args...)
+}
+
+// execPrepared is queryPrepared for statements that return no rows.
+func execPrepared(ctx context.Context, db bun.IDB, query string, args ...any) (sql.Result, error) {
+	if c, ok := db.(*StatementConn); ok {
+		stmt, err := c.stmt(ctx, query)
+		if err != nil {
+			return nil, err
+		}
+		return stmt.ExecContext(ctx, args...)
+	}
+	return db.ExecContext(ctx, query, args...)
+}
