@@ -119,11 +119,15 @@ func NewConsumer(db *bun.DB, sub message.Subscriber, opts ConsumerOptions) (*Con
 	if err != nil {
 		return nil, fmt.Errorf("eventgen: NewConsumer: %w", err)
 	}
+	var prepared *sqlstore.Prepared
+	if !opts.NoPreparedStatements {
+		prepared = sqlstore.NewPrepared(db, d)
+	}
 	return &Consumer{
 		db:         db,
 		sub:        sub,
 		opts:       opts,
-		inbox:      sqlstore.Inbox{D: d, Table: opts.Table, Group: opts.Group},
+		inbox:      sqlstore.Inbox{D: d, Table: opts.Table, Group: opts.Group, Prepared: prepared},
 		log:        opts.Logger.With("component", "eventgen.consumer", "group", opts.Group),
 		owner:      newOwnerID(),
 		sem:        make(chan struct{}, opts.Concurrency),

@@ -1213,3 +1213,46 @@ func benchmarkConsume(b *testing.B, db *bun.DB, concurrency int) {
 		b.Fatal(err)
 	}
 }
+
+// TestConsumerInboxInsertIsPrepared checks that the inbox insert of handled
+// messages comes to run as a prepared statement, out of Bun's hooks, and
+// through them with NoPreparedStatements; duplicates are absorbed either way.
+func TestConsumerInboxInsertIsPrepared(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, h *harness) {
+		hook := &statementCounter{}
+		h.db.AddQueryHook(hook)
+		const n = 100
+		trackers := map[bool]*tracker{}
+		for _, prepared := range []bool{true, false} {
+			opts := fastOptions()
+			opts.NoPreparedStatements = !prepared
+			c, tr := h.orders(fmt.Sprintf("prepared-%t", prepared), opts, func(ctx context.Context, e orderPlaced, m Metadata) error {
+				return h.effect(ctx, m.Group, m.ID)
+			})
+			trackers[prepared] = tr
+			h.run(c)
+		}
+		for i := range n {
+			// One at a time, each with a duplicate; both groups get both.
+			id := fmt.Sprintf("m-%d", i)
+			h.publish(topicOrders, eventMessage(t, orderPlaced{OrderID: "1"}, id, nil), eventMessage(t, orderPlaced{OrderID: "1"}, id, nil))
+			for _, tr := range trackers {
+				tr.wait(t, "message settled twice", func() bool { return len(tr.all(id)) == 2 })
+			}
+		}
+		for _, prepared := range []bool{true, false} {
+			group := fmt.Sprintf("prepared-%t", prepared)
+			// Through Bun the group is inlined in the statement.
+			viaBun := hook.containing("INTO "+h.table, "'"+group+"'")
+			if prepared && viaBun > n/2 {
+				t.Errorf("%d of %d inbox inserts went through Bun, want most of them prepared", viaBun, 2*n)
+			}
+			if !prepared && viaBun != 2*n {
+				t.Errorf("NoPreparedStatements: %d inbox inserts through Bun, want %d", viaBun, 2*n)
+			}
+			if rows, distinct := h.effectCounts(group); rows != n || distinct != n {
+				t.Errorf("group %s: %d effects for %d messages, want each once", group, rows, n)
+			}
+		}
+	})
+}

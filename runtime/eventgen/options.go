@@ -59,14 +59,14 @@ type OutboxOptions struct {
 	// DeleteBatch is how many rows one cleanup statement deletes. Default 1000.
 	DeleteBatch int
 
-	// NoPreparedStatements makes Publish send its INSERT through Bun with the
-	// values inlined, as Bun sends its own queries. By default Publish runs
-	// a statement prepared once per connection (for up to 16 events),
-	// which halves the database's work for a
-	// small transaction on PostgreSQL but is not seen by Bun's query hooks.
-	// Set it when Bun hooks must trace the insert, or behind a connection
-	// pooler that cannot keep prepared statements (PgBouncer in
-	// transaction mode before 1.21).
+	// NoPreparedStatements makes the outbox send its statements through
+	// Bun with the values inlined, as Bun sends its own queries. By
+	// default Publish's INSERT (for up to 16 events) and the relay's
+	// claims and marks are statements prepared once per connection, which
+	// PostgreSQL then need not parse and plan on every call; Bun's query
+	// hooks do not see them. Set it when Bun hooks must trace those
+	// statements, or behind a connection pooler that cannot keep prepared
+	// statements (PgBouncer in transaction mode before 1.21).
 	NoPreparedStatements bool
 
 	// Logger receives the relay's logs. Default slog.Default().
@@ -114,6 +114,11 @@ type ConsumerOptions struct {
 	FailedRetention time.Duration
 	// DeleteBatch, default 1000.
 	DeleteBatch int
+
+	// NoPreparedStatements makes the consumer send the inbox insert of
+	// each handled message through Bun with its values inlined, where Bun
+	// query hooks see it; see OutboxOptions.NoPreparedStatements.
+	NoPreparedStatements bool
 
 	// Logger receives the consumer's logs. Default slog.Default().
 	Logger *slog.Logger

@@ -106,7 +106,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 	var watching sync.WaitGroup
 	watching.Add(1)
 	go watchPool(ctx, &watching, newPoolWatch(o.db.DB, r.log, time.Now()))
-	r.claimConn = newPinnedConn(o.db, o.dialect)
+	r.claimConn = newPinnedConn(o.db, o.dialect, !o.opts.NoPreparedStatements)
 	r.dispatchLoop(ctx)
 	r.claimConn.close()
 	r.publishing.Wait()
@@ -522,7 +522,7 @@ func (r *relay) publish(c *claimed) error {
 // used up their local retries to the table. After results is closed it
 // settles everything it still holds, with a context that outlives ctx.
 func (r *relay) coordinate(ctx context.Context) {
-	s := settler{r: r, published: map[int][]int64{}, stopping: ctx.Done(), conn: newPinnedConn(r.o.db, r.o.dialect)}
+	s := settler{r: r, published: map[int][]int64{}, stopping: ctx.Done(), conn: newPinnedConn(r.o.db, r.o.dialect, !r.o.opts.NoPreparedStatements)}
 	defer s.conn.close()
 	// Bookkeeping must outlive Run's context: rows already published are
 	// marked even while stopping.

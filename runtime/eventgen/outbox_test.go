@@ -591,13 +591,13 @@ func (h *statementCounter) AfterQuery(_ context.Context, e *bun.QueryEvent) {
 	h.queries = append(h.queries, e.Query)
 }
 
-// containing counts the statements that contain s.
-func (h *statementCounter) containing(s string) int {
+// containing counts the statements that contain every one of ss.
+func (h *statementCounter) containing(ss ...string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := 0
 	for _, q := range h.queries {
-		if strings.Contains(q, s) {
+		if !slices.ContainsFunc(ss, func(s string) bool { return !strings.Contains(q, s) }) {
 			n++
 		}
 	}

@@ -27,18 +27,19 @@ import (
 // The connection keeps the statements prepared on it, so that the store's
 // claims and marks are parsed and planned once (see sqlstore.StatementConn).
 type pinnedConn struct {
-	db   *bun.DB
-	d    sqlstore.Dialect
-	conn *sqlstore.StatementConn // nil until first use and after an error
-	off  bool                    // the pool is too small to pin
+	db      *bun.DB
+	d       sqlstore.Dialect
+	prepare bool                    // keep statements prepared
+	conn    *sqlstore.StatementConn // nil until first use and after an error
+	off     bool                    // the pool is too small to pin
 }
 
 // minPinnedPool is the smallest bounded pool the runtime pins connections in.
 const minPinnedPool = 8
 
-func newPinnedConn(db *bun.DB, d sqlstore.Dialect) *pinnedConn {
+func newPinnedConn(db *bun.DB, d sqlstore.Dialect, prepare bool) *pinnedConn {
 	limit := db.Stats().MaxOpenConnections
-	return &pinnedConn{db: db, d: d, off: limit > 0 && limit < minPinnedPool}
+	return &pinnedConn{db: db, d: d, prepare: prepare, off: limit > 0 && limit < minPinnedPool}
 }
 
 // do runs f on the pinned connection. After an error the connection goes
@@ -55,7 +56,7 @@ func (p *pinnedConn) do(ctx context.Context, f func(bun.IDB) error) error {
 			if err != nil {
 				return err
 			}
-			p.conn = sqlstore.NewStatementConn(c, p.d)
+			p.conn = sqlstore.NewStatementConn(c, p.d, p.prepare)
 		}
 		err := f(p.conn)
 		if err == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ func TestPinnedConnKeepsItsConnection(t *testing.T) {
 		t.Run(d.Name, func(t *testing.T) {
 			db := d.Open(t)
 			ctx := context.Background()
-			p := newPinnedConn(db, dialectOf(t, db))
+			p := newPinnedConn(db, dialectOf(t, db), true)
 			defer p.close()
 			if p.off {
 				t.Fatalf("a pool of %d connections is not pinned", db.Stats().MaxOpenConnections)
@@ -93,7 +94,7 @@ func TestPinnedConnKeepsItsConnection(t *testing.T) {
 			}
 
 			db.SetMaxOpenConns(minPinnedPool - 1)
-			small := newPinnedConn(db, dialectOf(t, db))
+			small := newPinnedConn(db, dialectOf(t, db), true)
 			if !small.off {
 				t.Errorf("a pool of %d connections is pinned", minPinnedPool-1)
 			}
@@ -117,55 +118,65 @@ func dialectOf(t *testing.T, db *bun.DB) sqlstore.Dialect {
 
 // TestPinnedConnPreparesClaimsAndMarks checks that the relay's claims and
 // marks run as statements prepared once on its pinned connection (visible
-// on PostgreSQL), and that they claim and mark the right rows everywhere.
+// on PostgreSQL) unless told not to, and that they claim and mark the right
+// rows everywhere.
 func TestPinnedConnPreparesClaimsAndMarks(t *testing.T) {
 	for _, d := range testenv.Databases(t) {
-		t.Run(d.Name, func(t *testing.T) {
-			db := d.Open(t)
-			ob := newOutbox(t, db, newPubSub(t), OutboxOptions{})
-			ctx := context.Background()
-			p := newPinnedConn(db, ob.dialect)
-			defer p.close()
-			for round := range 2 {
-				publish(t, ob, db, 10*round, 3)
-				var rows []sqlstore.OutboxRow
-				err := p.do(ctx, func(db bun.IDB) (err error) {
-					rows, err = ob.store.Claim(ctx, db, sqlstore.Claim{Owner: ob.owner, Limit: 10, MaxBytes: 1 << 20, Lease: time.Minute})
-					return err
-				})
-				if err != nil || len(rows) != 3 {
-					t.Fatalf("round %d: claimed %d rows, %v; want 3", round, len(rows), err)
-				}
-				ids := []int64{rows[0].ID, rows[1].ID, rows[2].ID}
-				var n int64
-				err = p.do(ctx, func(db bun.IDB) (err error) {
-					n, err = ob.store.MarkPublished(ctx, db, ob.owner, ids, 0, time.Hour)
-					return err
-				})
-				if err != nil || n != 3 {
-					t.Fatalf("round %d: marked %d rows, %v; want 3", round, n, err)
-				}
-			}
-			if c := statusCounts(t, ob); c[sqlstore.StatusPublished] != 6 || len(c) != 1 {
-				t.Errorf("statuses = %v, want 6 published", c)
-			}
-			if d.Name != "postgres" {
-				return
-			}
-			// Statements with placeholders: pgx also prepares queries that
-			// Bun sends with their values inlined.
-			var statements, executions int
-			err := p.do(ctx, func(db bun.IDB) error {
-				return db.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(generic_plans + custom_plans), 0) FROM pg_prepared_statements
-WHERE strpos(statement, ?) > 0 AND strpos(statement, '$' || '1') > 0`,
-					ob.opts.Table).Scan(&statements, &executions)
+		for _, prepare := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/prepare=%t", d.Name, prepare), func(t *testing.T) {
+				testPinnedConnStatements(t, d, prepare)
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if statements != 2 || executions != 4 {
-				t.Errorf("%d statements prepared on the connection, executed %d times; want the claim and the mark, twice each", statements, executions)
-			}
+		}
+	}
+}
+
+func testPinnedConnStatements(t *testing.T, d testenv.Database, prepare bool) {
+	db := d.Open(t)
+	ob := newOutbox(t, db, newPubSub(t), OutboxOptions{})
+	ctx := context.Background()
+	p := newPinnedConn(db, ob.dialect, prepare)
+	defer p.close()
+	for round := range 2 {
+		publish(t, ob, db, 10*round, 3)
+		var rows []sqlstore.OutboxRow
+		err := p.do(ctx, func(db bun.IDB) (err error) {
+			rows, err = ob.store.Claim(ctx, db, sqlstore.Claim{Owner: ob.owner, Limit: 10, MaxBytes: 1 << 20, Lease: time.Minute})
+			return err
 		})
+		if err != nil || len(rows) != 3 {
+			t.Fatalf("round %d: claimed %d rows, %v; want 3", round, len(rows), err)
+		}
+		ids := []int64{rows[0].ID, rows[1].ID, rows[2].ID}
+		var n int64
+		err = p.do(ctx, func(db bun.IDB) (err error) {
+			n, err = ob.store.MarkPublished(ctx, db, ob.owner, ids, 0, time.Hour)
+			return err
+		})
+		if err != nil || n != 3 {
+			t.Fatalf("round %d: marked %d rows, %v; want 3", round, n, err)
+		}
+	}
+	if c := statusCounts(t, ob); c[sqlstore.StatusPublished] != 6 || len(c) != 1 {
+		t.Errorf("statuses = %v, want 6 published", c)
+	}
+	if d.Name != "postgres" {
+		return
+	}
+	// Statements with placeholders: pgx also prepares queries that Bun
+	// sends with their values inlined.
+	var statements, executions int
+	err := p.do(ctx, func(db bun.IDB) error {
+		return db.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(generic_plans + custom_plans), 0) FROM pg_prepared_statements
+WHERE strpos(statement, ?) > 0 AND strpos(statement, '$' || '1') > 0`, ob.opts.Table).Scan(&statements, &executions)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	if prepare {
+		want = 2 // the claim and the mark
+	}
+	if statements != want || executions != 2*want {
+		t.Errorf("%d statements prepared on the connection, executed %d times; want %d, twice each", statements, executions, want)
 	}
 }

@@ -120,6 +120,9 @@ type Inbox struct {
 	D     Dialect
 	Table string // validated
 	Group string
+	// Prepared, if set, runs the insert of every handled message as a
+	// prepared statement; see Prepared.
+	Prepared *Prepared
 }
 
 // nowValue is the database clock as a value computed once per statement.
@@ -185,8 +188,15 @@ func (in Inbox) Insert(ctx context.Context, db bun.IDB, r InboxRow, o Outcome) (
 	if payload == nil {
 		payload = []byte{}
 	}
-	res, err := db.ExecContext(ctx, q, in.Group, r.MessageID, r.Name, r.Version, r.Topic, r.Key, r.Source, r.EventTime,
-		payload, r.Headers, o.Status, o.Attempts, lastErr, arg)
+	args := []any{in.Group, r.MessageID, r.Name, r.Version, r.Topic, r.Key, r.Source, r.EventTime,
+		payload, r.Headers, o.Status, o.Attempts, lastErr, arg}
+	var res sql.Result
+	var err error
+	if in.Prepared != nil {
+		res, err = in.Prepared.ExecContext(ctx, db, q, args...)
+	} else {
+		res, err = db.ExecContext(ctx, q, args...)
+	}
 	if err != nil {
 		return false, err
 	}

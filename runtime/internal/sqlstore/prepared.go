@@ -142,13 +142,18 @@ func driverPlaceholders(d Dialect, query string) string {
 type StatementConn struct {
 	bun.Conn
 	d     Dialect
-	stmts map[string]*sql.Stmt
+	stmts map[string]*sql.Stmt // nil: statements run through Bun
 }
 
 // NewStatementConn returns conn, a connection of a database of dialect d,
-// as a StatementConn.
-func NewStatementConn(conn bun.Conn, d Dialect) *StatementConn {
-	return &StatementConn{Conn: conn, d: d, stmts: make(map[string]*sql.Stmt)}
+// as a StatementConn. Unless prepare is set, it runs every statement
+// through Bun, as a bun.Conn does.
+func NewStatementConn(conn bun.Conn, d Dialect, prepare bool) *StatementConn {
+	c := &StatementConn{Conn: conn, d: d}
+	if prepare {
+		c.stmts = make(map[string]*sql.Stmt)
+	}
+	return c
 }
 
 // Close closes the statements and returns the connection to the pool.
@@ -177,7 +182,7 @@ func (c *StatementConn) stmt(ctx context.Context, query string) (*sql.Stmt, erro
 // queryPrepared runs query on db: prepared if db is a StatementConn, with
 // args that every driver takes as they are, through Bun otherwise.
 func queryPrepared(ctx context.Context, db bun.IDB, query string, args ...any) (*sql.Rows, error) {
-	if c, ok := db.(*StatementConn); ok {
+	if c, ok := db.(*StatementConn); ok && c.stmts != nil {
 		stmt, err := c.stmt(ctx, query)
 		if err != nil {
 			return nil, err
@@ -189,7 +194,7 @@ func queryPrepared(ctx context.Context, db bun.IDB, query string, args ...any) (
 
 // execPrepared is queryPrepared for statements that return no rows.
 func execPrepared(ctx context.Context, db bun.IDB, query string, args ...any) (sql.Result, error) {
-	if c, ok := db.(*StatementConn); ok {
+	if c, ok := db.(*StatementConn); ok && c.stmts != nil {
 		stmt, err := c.stmt(ctx, query)
 		if err != nil {
 			return nil, err
