@@ -29,13 +29,12 @@ const (
 	// before it claims again, so that under a steady stream of commits
 	// each claim takes several rows instead of one: every claim is a
 	// statement the producers' database also runs. The wait is
-	// claimLingerFactor times as long as claims take on average, within
-	// [minClaimLinger, maxClaimLinger]: a loaded database, where
-	// statements are slow, gets fewer of them, and a quiet one the
-	// shortest wait. Marks wait the same way.
-	claimLingerFactor = 8
-	minClaimLinger    = 2 * time.Millisecond
-	maxClaimLinger    = 20 * time.Millisecond
+	// minClaimLinger on a quiet database and grows, up to maxClaimLinger,
+	// as claims get slower than the fastest claims lately: slow statements
+	// mean a busy database, which then gets fewer of them. Marks wait the
+	// same way.
+	minClaimLinger = 2 * time.Millisecond
+	maxClaimLinger = 20 * time.Millisecond
 	// hintMargin is how far before the latest row claimed a claim starts
 	// while rows keep coming; see claim.
 	hintMargin = 250 * time.Millisecond
@@ -265,7 +264,9 @@ func (r *relay) dispatchLoop(ctx context.Context) {
 		began := time.Now()
 		n, err := r.claim(ctx, limit)
 		now := time.Now()
-		claimTime.add(now.Sub(began))
+		if n > 0 {
+			claimTime.add(now.Sub(began))
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -295,21 +296,33 @@ func (r *relay) dispatchLoop(ctx context.Context) {
 	}
 }
 
-// statementTime is a moving average of how long a statement takes.
-type statementTime struct{ avg time.Duration }
+// statementTime follows how long a statement takes: a moving average, and
+// a floor that drops to the fastest run at once and rises slowly, so that
+// it stays the database's quiet-time speed through a busy spell but
+// follows a database that became slower for good.
+type statementTime struct{ avg, floor time.Duration }
 
 func (t *statementTime) add(d time.Duration) {
+	d = max(d, time.Microsecond)
 	if t.avg == 0 {
-		t.avg = d
+		t.avg, t.floor = d, d
 		return
 	}
 	t.avg += (d - t.avg) / 8
+	if d < t.floor {
+		t.floor = d
+	} else {
+		t.floor += (d - t.floor) / 1024
+	}
 }
 
-// linger is how long to wait before the statement runs again; see
-// claimLingerFactor.
+// linger is how long to wait before the statement runs again: the
+// minimum, stretched by how much slower than the floor it now runs.
 func (t *statementTime) linger() time.Duration {
-	return min(max(claimLingerFactor*t.avg, minClaimLinger), maxClaimLinger)
+	if t.floor == 0 {
+		return minClaimLinger
+	}
+	return min(max(minClaimLinger*t.avg/t.floor, minClaimLinger), maxClaimLinger)
 }
 
 func laterOf(a, b time.Time) time.Time {
@@ -530,7 +543,7 @@ func (r *relay) coordinate(ctx context.Context) {
 	retryTimer := time.NewTimer(time.Hour)
 	defer retryTimer.Stop()
 	var flushRetry, flushLater <-chan time.Time
-	// Marks wait like claims do (see claimLingerFactor) unless a batch's
+	// Marks wait like claims do (see minClaimLinger) unless a batch's
 	// worth is pending: publishes finish one by one, and marking each
 	// handful at once would cost the database a statement per handful.
 	var markNotBefore time.Time

@@ -1452,3 +1452,37 @@ type statementAt struct {
 	at   time.Time
 	rows int
 }
+
+// TestStatementTimeLinger checks the relay's wait between statements: the
+// minimum while statements run at their usual speed, longer as they slow
+// down, at most maxClaimLinger, and back to the minimum when they recover.
+func TestStatementTimeLinger(t *testing.T) {
+	var st statementTime
+	if got := st.linger(); got != minClaimLinger {
+		t.Errorf("no samples: linger %v, want %v", got, minClaimLinger)
+	}
+	for range 50 {
+		st.add(time.Millisecond)
+	}
+	if got := st.linger(); got != minClaimLinger {
+		t.Errorf("steady 1ms statements: linger %v, want %v", got, minClaimLinger)
+	}
+	for range 50 {
+		st.add(5 * time.Millisecond)
+	}
+	if got := st.linger(); got < 4*minClaimLinger || got > 5*minClaimLinger {
+		t.Errorf("statements 5x slower: linger %v, want about %v", got, 5*minClaimLinger)
+	}
+	for range 50 {
+		st.add(time.Second)
+	}
+	if got := st.linger(); got != maxClaimLinger {
+		t.Errorf("very slow statements: linger %v, want the cap %v", got, maxClaimLinger)
+	}
+	for range 100 {
+		st.add(time.Millisecond)
+	}
+	if got := st.linger(); got > minClaimLinger*21/20 {
+		t.Errorf("recovered: linger %v, want about %v", got, minClaimLinger)
+	}
+}
