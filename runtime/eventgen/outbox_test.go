@@ -1486,3 +1486,40 @@ func TestStatementTimeLinger(t *testing.T) {
 		t.Errorf("recovered: linger %v, want about %v", got, minClaimLinger)
 	}
 }
+
+// TestOutboxPublishBeforeMigrate checks that Publish into a table that does
+// not exist yet fails with the database's error, not a hang, and that once
+// the table is migrated Publish works at once (through Bun until the failed
+// preparation is tried again).
+func TestOutboxPublishBeforeMigrate(t *testing.T) {
+	for _, d := range testenv.Databases(t) {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			table := testenv.TableName(t, "outbox")
+			testenv.DropTables(t, db, table)
+			ps := newPubSub(t)
+			got := collect(t, ps)
+			ob, err := NewOutbox(db, ps, OutboxOptions{Table: table, Logger: outboxLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			for i := range 3 {
+				err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+					return ob.Publish(ctx, tx, "eventgen-test", []Event{testEvent{N: i}})
+				})
+				if err == nil || !strings.Contains(err.Error(), table) {
+					t.Fatalf("publish %d before Migrate: %v, want an error naming %s", i, err, table)
+				}
+			}
+			if err := ob.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			publish(t, ob, db, 0, 1)
+			publish(t, ob, db, 1, 2)
+			run(t, ob)
+			got.waitDistinct(3)
+		})
+	}
+}
