@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,13 +100,18 @@ func cleanupAtScale(t *testing.T, e *env, rows int) string {
 	go func() { relayDone <- ob.Run(runCtx) }()
 
 	prodCtx, stopProducers := context.WithCancel(ctx)
-	prod := startSteadyProducers(prodCtx, e, ob, cleanupRate)
+	prodDone := make(chan chaos.ProducerStats, 1)
+	go func() {
+		st, _ := chaos.RunProducer(prodCtx, e.db, ob, e.tables, chaos.ProducerOptions{Workers: 4, Rate: cleanupRate})
+		prodDone <- st
+	}()
 
 	start := time.Now()
 	deleted, err := ob.Clean(ctx)
 	took := time.Since(start)
 	stopProducers()
-	committed, failures, latencies := prod.wait()
+	prod := <-prodDone
+	committed, failures, latencies := prod.Committed, prod.Failures, prod.Latencies
 	stopRelay()
 	if err := <-relayDone; err != nil {
 		t.Errorf("relay: %v", err)
@@ -200,65 +204,6 @@ func (d *deleteTimer) result() (statements int, rows int64, longest time.Duratio
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.count, d.rows, d.longest
-}
-
-// steadyProducers commit one event per business transaction at a fixed
-// rate, from a few workers, until their context is done.
-type steadyProducers struct {
-	wg        sync.WaitGroup
-	committed atomic.Int64
-	mu        sync.Mutex
-	failures  []error
-	latencies []time.Duration
-}
-
-func startSteadyProducers(ctx context.Context, e *env, ob *eventgen.Outbox, rate int) *steadyProducers {
-	p := &steadyProducers{}
-	jobs := make(chan struct{})
-	for range 4 {
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			for range jobs {
-				start := time.Now()
-				_, err := chaos.PublishOne(ctx, e.db, ob, e.tables, chaos.KindGood, false)
-				p.mu.Lock()
-				switch {
-				case err == nil:
-					p.committed.Add(1)
-					p.latencies = append(p.latencies, time.Since(start))
-				case ctx.Err() == nil: // not cut short by the end of the run
-					p.failures = append(p.failures, err)
-				}
-				p.mu.Unlock()
-			}
-		}()
-	}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		defer close(jobs)
-		tick := time.NewTicker(time.Second / time.Duration(rate))
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				select {
-				case jobs <- struct{}{}:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
-	return p
-}
-
-func (p *steadyProducers) wait() (committed int, failures []error, latencies []time.Duration) {
-	p.wg.Wait()
-	return int(p.committed.Load()), p.failures, p.latencies
 }
 
 func p99(ds []time.Duration) time.Duration {

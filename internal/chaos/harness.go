@@ -227,7 +227,7 @@ func WriteEvent(ctx context.Context, tx bun.Tx, ob *eventgen.Outbox, t Tables, k
 
 // ProducerOptions configures RunProducer.
 type ProducerOptions struct {
-	Events        int     // transactions to commit in all (rolled-back ones not counted)
+	Events        int     // transactions to commit in all (rolled-back ones not counted); 0: until ctx is done
 	Workers       int     // goroutines
 	RollbackEvery int     // every n-th transaction rolls back after the publish; 0 never
 	Rate          float64 // transactions per second in all; 0 unlimited
@@ -239,12 +239,26 @@ type ProducerStats struct {
 	Committed  int `json:"committed"`
 	RolledBack int `json:"rolled_back"`
 	Errors     int `json:"errors"`
+	// Failures are the errors counted in Errors, and Latencies the
+	// durations of the committed transactions.
+	Failures  []error         `json:"-"`
+	Latencies []time.Duration `json:"-"`
 }
 
-// RunProducer commits opts.Events good events from opts.Workers goroutines,
-// rolling back every RollbackEvery-th transaction after its publish.
-// Transactions that fail (a busy database) are counted and not retried:
-// the committed table says what happened.
+func (s *ProducerStats) add(o ProducerStats) {
+	s.Committed += o.Committed
+	s.RolledBack += o.RolledBack
+	s.Errors += o.Errors
+	s.Failures = append(s.Failures, o.Failures...)
+	s.Latencies = append(s.Latencies, o.Latencies...)
+}
+
+// RunProducer commits opts.Events good events (or commits until ctx is
+// done, if Events is 0) from opts.Workers goroutines, rolling back every
+// RollbackEvery-th transaction after its publish. Transactions that fail (a
+// busy database) are counted and not retried: the committed table says what
+// happened. A transaction cut short because ctx is done is not a failure.
+// With Events set, RunProducer returns ctx's error if ctx ends first.
 func RunProducer(ctx context.Context, db *bun.DB, ob *eventgen.Outbox, t Tables, opts ProducerOptions) (ProducerStats, error) {
 	workers := max(opts.Workers, 1)
 	out := make(chan ProducerStats, workers)
@@ -258,14 +272,19 @@ func RunProducer(ctx context.Context, db *bun.DB, ob *eventgen.Outbox, t Tables,
 				if opts.FlakyEvery > 0 && n%opts.FlakyEvery == 0 {
 					kind = KindFlaky
 				}
+				start := time.Now()
 				_, err := PublishOne(ctx, db, ob, t, kind, rollback)
 				switch {
+				case err != nil && ctx.Err() != nil:
+					// cut short by the end of the run
 				case err != nil:
 					st.Errors++
+					st.Failures = append(st.Failures, err)
 				case rollback:
 					st.RolledBack++
 				default:
 					st.Committed++
+					st.Latencies = append(st.Latencies, time.Since(start))
 				}
 			}
 			out <- st
@@ -284,7 +303,7 @@ func RunProducer(ctx context.Context, db *bun.DB, ob *eventgen.Outbox, t Tables,
 	}
 	var err error
 feed:
-	for n := range total {
+	for n := 0; opts.Events == 0 || n < total; n++ {
 		if tick != nil {
 			select {
 			case <-tick:
@@ -294,17 +313,16 @@ feed:
 		select {
 		case jobs <- n:
 		case <-ctx.Done():
-			err = ctx.Err()
+			if opts.Events > 0 {
+				err = ctx.Err()
+			}
 			break feed
 		}
 	}
 	close(jobs)
 	var sum ProducerStats
 	for range workers {
-		st := <-out
-		sum.Committed += st.Committed
-		sum.RolledBack += st.RolledBack
-		sum.Errors += st.Errors
+		sum.add(<-out)
 	}
 	return sum, err
 }
