@@ -209,10 +209,10 @@ type result struct {
 
 // dispatchLoop claims due rows and starts their publishes until ctx is done.
 //
-// It claims again at once after a full batch, claimLinger after a
-// non-empty one that was not full, on the wake-up schedule for wakeWindow
-// after a Publish in this process (but not within claimLinger of the last
-// claim), and every PollInterval otherwise. While the broker fails,
+// It claims again at once after a full batch, after a linger (see
+// minClaimLinger) after a non-empty one that was not full, on the wake-up
+// schedule for wakeWindow after a Publish in this process (but not within
+// the linger), and every PollInterval otherwise. While the broker fails,
 // claims back off; local retries run on their own schedule.
 func (r *relay) dispatchLoop(ctx context.Context) {
 	var (
