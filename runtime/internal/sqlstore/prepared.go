@@ -24,7 +24,7 @@ type Prepared struct {
 	db *bun.DB
 	d  Dialect
 
-	mu        sync.Mutex
+	mu        sync.RWMutex
 	stmts     map[string]*sql.Stmt
 	preparing map[string]bool
 	// failed holds when a statement last failed to prepare, so that a
@@ -84,6 +84,12 @@ func (p *Prepared) ExecContext(ctx context.Context, idb bun.IDB, query string, a
 // pool connection that is free: the caller may hold the pool's last
 // connection in its transaction, and must not wait for another.
 func (p *Prepared) stmt(query string) *sql.Stmt {
+	p.mu.RLock()
+	stmt := p.stmts[query]
+	p.mu.RUnlock()
+	if stmt != nil {
+		return stmt
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if stmt := p.stmts[query]; stmt != nil {
