@@ -436,18 +436,19 @@ func scanRows(rows *sql.Rows, capacity int) ([]OutboxRow, error) {
 // attempts and setting them to expire after retention. Rows another relay
 // has taken over are left alone. It returns how many rows it marked.
 func (s *OutboxStore) MarkPublished(ctx context.Context, db bun.IDB, owner string, ids []int64, failures int, retention time.Duration) (int64, error) {
-	switch s.d.Name {
-	case "postgres":
-		return rowsAffected(execPrepared(ctx, db, s.markPublished, failures, micros(retention), idList(ids, '{', '}'), owner))
-	case "sqlite":
-		return rowsAffected(execPrepared(ctx, db, s.markPublished, failures, micros(retention), idList(ids, '[', ']'), owner))
+	if s.d.Name == "mysql" {
+		return s.exec(ctx, db, s.markPublished, failures, micros(retention), bun.In(ids), owner)
 	}
-	return s.exec(ctx, db, s.markPublished, failures, micros(retention), bun.In(ids), owner)
+	return rowsAffected(execPrepared(ctx, db, s.markPublished, failures, micros(retention), idList(s.d, ids), owner))
 }
 
-// idList writes ids as one text argument: a PostgreSQL array literal
-// between { and }, or a JSON array between [ and ].
-func idList(ids []int64, open, close byte) string {
+// idList writes ids as the one text argument of a mark: a PostgreSQL
+// array literal, or a JSON array on SQLite.
+func idList(d Dialect, ids []int64) string {
+	open, close := byte('['), byte(']')
+	if d.Name == "postgres" {
+		open, close = '{', '}'
+	}
 	b := make([]byte, 0, 2+len(ids)*8)
 	b = append(b, open)
 	for i, id := range ids {
