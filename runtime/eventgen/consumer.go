@@ -137,7 +137,9 @@ func NewConsumer(db *bun.DB, sub message.Subscriber, opts ConsumerOptions) (*Con
 }
 
 // Migrate creates the inbox table and its indexes, or upgrades them. It is
-// idempotent and safe to call from several replicas at once.
+// idempotent and safe to call from several replicas at once. A table that
+// was dropped while its versions stayed recorded in eventgen_migrations is
+// created again.
 func (c *Consumer) Migrate(ctx context.Context) error {
 	if err := sqlstore.Migrate(ctx, c.db, c.opts.Table, sqlstore.InboxMigrations); err != nil {
 		return fmt.Errorf("consumer: %w", err)

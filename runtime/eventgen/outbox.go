@@ -105,7 +105,9 @@ func newOwnerID() string {
 }
 
 // Migrate creates the outbox table and its indexes, or upgrades them. It is
-// idempotent and safe to call from several replicas at once.
+// idempotent and safe to call from several replicas at once. A table that
+// was dropped while its versions stayed recorded in eventgen_migrations is
+// created again.
 func (o *Outbox) Migrate(ctx context.Context) error {
 	if err := sqlstore.Migrate(ctx, o.db, o.opts.Table, sqlstore.OutboxMigrations); err != nil {
 		return fmt.Errorf("outbox: %w", err)

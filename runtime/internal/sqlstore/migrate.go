@@ -49,6 +49,12 @@ func createMigrationsTable(d Dialect, name string) string {
 // Migrate applies the steps of migrations that table does not have yet.
 // Concurrent callers (several replicas starting at once) are serialized by a
 // database lock where the database has one.
+//
+// The bookkeeping rows alone do not make a table: when table does not exist
+// although steps are recorded for it (it was dropped, or restored from a
+// backup without it), Migrate forgets those steps and applies every step
+// again from the first, which creates the table anew. The first step of
+// every table creates it, and a missing table has no rows to lose.
 func Migrate(ctx context.Context, db *bun.DB, table string, migrations []Migration) error {
 	if err := ValidateTableName(table); err != nil {
 		return err
@@ -76,11 +82,16 @@ func Migrate(ctx context.Context, db *bun.DB, table string, migrations []Migrati
 	if _, err := conn.ExecContext(ctx, createMigrationsTable(d, mt)); err != nil {
 		return fmt.Errorf("migrate %s: create %s: %w", table, mt, err)
 	}
-	for _, m := range migrations {
+	for i, m := range migrations {
 		err := conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 			if d.Name == "postgres" {
 				if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext(?))", "eventgen_migrate:"+table); err != nil {
 					return fmt.Errorf("lock: %w", err)
+				}
+			}
+			if i == 0 {
+				if err := forgetIfMissing(ctx, tx, d, mt, table); err != nil {
+					return err
 				}
 			}
 			var n int
@@ -104,4 +115,52 @@ func Migrate(ctx context.Context, db *bun.DB, table string, migrations []Migrati
 		}
 	}
 	return nil
+}
+
+// forgetIfMissing deletes the bookkeeping rows of table when the table itself
+// does not exist, so that every step is applied again.
+func forgetIfMissing(ctx context.Context, tx bun.Tx, d Dialect, mt, table string) error {
+	exists, err := tableExists(ctx, tx, d, table)
+	if err != nil {
+		return fmt.Errorf("check that the table exists: %w", err)
+	}
+	if exists {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s WHERE table_name = ?", mt), table); err != nil {
+		return fmt.Errorf("forget the versions of the missing table: %w", err)
+	}
+	return nil
+}
+
+// tableExists reports whether the validated name table resolves to a table
+// the way the outbox's and inbox's own statements resolve it: through the
+// search path on PostgreSQL, in the current database on MySQL unless
+// qualified, and case-insensitively on SQLite.
+func tableExists(ctx context.Context, tx bun.Tx, d Dialect, table string) (bool, error) {
+	schema, name := "", table
+	if i := strings.IndexByte(table, '.'); i >= 0 {
+		schema, name = table[:i], table[i+1:]
+	}
+	var q string
+	var args []any
+	switch d.Name {
+	case "postgres":
+		q, args = "SELECT CASE WHEN to_regclass(?) IS NULL THEN 0 ELSE 1 END", []any{table}
+	case "mysql":
+		q, args = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?", []any{name}
+		if schema != "" {
+			q, args = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", []any{schema, name}
+		}
+	default:
+		q, args = "SELECT COUNT(*) FROM pragma_table_info(?)", []any{name}
+		if schema != "" {
+			q, args = "SELECT COUNT(*) FROM pragma_table_info(?, ?)", []any{name, schema}
+		}
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+		return false, err
+	}
+	return n > 0, nil
 }
