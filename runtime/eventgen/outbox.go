@@ -56,12 +56,14 @@ type Outbox struct {
 
 // NewOutbox returns an Outbox that stores events in db and relays them to
 // pub. Invalid options are reported here, all at once.
+//
+// pub may be nil for a publish-only Outbox: a service that writes events but
+// leaves relaying them to another process, or a tool that lists and requeues
+// failed rows. Everything but [Outbox.Run] then works; Run returns an error
+// at once.
 func NewOutbox(db *bun.DB, pub message.Publisher, opts OutboxOptions) (*Outbox, error) {
 	if db == nil {
 		return nil, errors.New("eventgen: NewOutbox: db is nil")
-	}
-	if pub == nil {
-		return nil, errors.New("eventgen: NewOutbox: publisher is nil")
 	}
 	opts, err := opts.withDefaults()
 	if err != nil {

@@ -74,6 +74,9 @@ func pauseBackoff() backoff.Policy {
 // RetryInterval); after MaxRetries attempts in all it is marked failed and
 // kept until FailedRetention has passed, for [Outbox.Requeue].
 func (o *Outbox) Run(ctx context.Context) error {
+	if o.pub == nil {
+		return errors.New("outbox: Run needs a publisher; this Outbox was created with none (publish-only)")
+	}
 	if !o.running.CompareAndSwap(false, true) {
 		return errors.New("outbox: Run is already running for this Outbox")
 	}

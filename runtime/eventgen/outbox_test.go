@@ -1123,9 +1123,6 @@ func TestNewOutboxRejectsBadOptions(t *testing.T) {
 	if _, err := NewOutbox(nil, ps, OutboxOptions{}); err == nil {
 		t.Error("nil db accepted")
 	}
-	if _, err := NewOutbox(db, nil, OutboxOptions{}); err == nil {
-		t.Error("nil publisher accepted")
-	}
 	for _, tc := range []struct {
 		opts OutboxOptions
 		want []string
@@ -1152,6 +1149,40 @@ func TestNewOutboxRejectsBadOptions(t *testing.T) {
 	ob, err := NewOutbox(db, ps, OutboxOptions{Table: "app.events_outbox"})
 	if err != nil || ob.opts.Table != "app.events_outbox" || ob.opts.BatchSize != DefaultBatchSize {
 		t.Errorf("schema-qualified table: %v", err)
+	}
+}
+
+// TestOutboxPublishOnly checks that an Outbox made without a publisher
+// writes events, lists and requeues failed rows, and refuses to Run, and that
+// a relay on another Outbox of the same table then publishes the events.
+func TestOutboxPublishOnly(t *testing.T) {
+	for _, d := range testenv.Databases(t) {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			ob := newOutbox(t, db, nil, OutboxOptions{})
+			publish(t, ob, db, 0, 3)
+			ctx := context.Background()
+			if _, err := db.ExecContext(ctx, "UPDATE "+ob.opts.Table+" SET status = ?, next_attempt_at = NULL WHERE id = 1", sqlstore.StatusFailed); err != nil {
+				t.Fatal(err)
+			}
+			if failed, err := ob.Failed(ctx, 10); err != nil || len(failed) != 1 {
+				t.Fatalf("Failed = %d rows, %v; want 1", len(failed), err)
+			}
+			if n, err := ob.RequeueFailed(ctx); n != 1 || err != nil {
+				t.Fatalf("RequeueFailed = %d, %v; want 1", n, err)
+			}
+			runCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			err := ob.Run(runCtx)
+			if err == nil || !strings.Contains(err.Error(), "needs a publisher") || runCtx.Err() != nil {
+				t.Fatalf("Run without a publisher = %v, want an error at once saying it needs a publisher", err)
+			}
+			ps := newPubSub(t)
+			got := collect(t, ps)
+			relay := newOutbox(t, db, ps, OutboxOptions{Table: ob.opts.Table})
+			run(t, relay)
+			got.waitDistinct(3)
+		})
 	}
 }
 
