@@ -104,12 +104,14 @@ type Consumer struct {
 // NewConsumer returns a consumer that reads from sub and keeps its inbox in
 // db. Invalid options are reported here, all at once. The caller keeps
 // ownership of sub and closes it after Run returns.
+//
+// sub may be nil for a Consumer that only works on the inbox table: a tool
+// that lists and re-executes failed messages needs no broker. Migrate,
+// Failed, Reexecute, ReexecuteFailed and Clean then work; Run returns an
+// error at once.
 func NewConsumer(db *bun.DB, sub message.Subscriber, opts ConsumerOptions) (*Consumer, error) {
 	if db == nil {
 		return nil, errors.New("eventgen: NewConsumer: db is nil")
-	}
-	if sub == nil {
-		return nil, errors.New("eventgen: NewConsumer: subscriber is nil")
 	}
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -212,6 +214,9 @@ func (c *Consumer) start() ([]string, error) {
 // returned, with nil, or with an error if a subscription failed or closed
 // before ctx was done. Run may be called once.
 func (c *Consumer) Run(ctx context.Context) error {
+	if c.sub == nil {
+		return fmt.Errorf("consumer %s: Run needs a subscriber; this Consumer was created with none (database operations only)", c.opts.Group)
+	}
 	topics, err := c.start()
 	if err != nil {
 		return err

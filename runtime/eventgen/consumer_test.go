@@ -1038,9 +1038,6 @@ func TestConsumerOptionsAndRegistration(t *testing.T) {
 	if _, err := NewConsumer(nil, ps, ConsumerOptions{Group: "g"}); err == nil {
 		t.Error("NewConsumer with a nil db: no error")
 	}
-	if _, err := NewConsumer(db, nil, ConsumerOptions{Group: "g"}); err == nil {
-		t.Error("NewConsumer with a nil subscriber: no error")
-	}
 
 	c, err := NewConsumer(db, ps, ConsumerOptions{Group: "g", Logger: testLogger()})
 	if err != nil {
@@ -1084,6 +1081,58 @@ func TestConsumerOptionsAndRegistration(t *testing.T) {
 	if _, err := c.Failed(context.Background(), 0); err == nil {
 		t.Error("Failed(0): no error")
 	}
+}
+
+// storeFailed writes a failed inbox row for message id straight into c's
+// table, as a consumer whose handler gave up would have left it.
+func storeFailed(t testing.TB, c *Consumer, id string) {
+	t.Helper()
+	row := sqlstore.InboxRow{MessageID: id, Name: "OrderPlaced", Version: 1, Topic: topicOrders, Payload: []byte(`{"order_id":"o1"}`)}
+	if _, err := c.inbox.Insert(context.Background(), c.db, row, c.finished(sqlstore.StatusFailed, 1, "boom")); err != nil {
+		t.Fatalf("store failed row %s: %v", id, err)
+	}
+}
+
+// TestConsumerWithoutSubscriber checks that a Consumer made without a
+// subscriber migrates, lists, re-executes and cleans its inbox, and that Run
+// refuses at once.
+func TestConsumerWithoutSubscriber(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, h *harness) {
+		ctx := context.Background()
+		c, err := NewConsumer(h.db, nil, ConsumerOptions{Group: "ops", Table: h.table, Logger: testLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		storeFailed(t, c, "m1")
+		storeFailed(t, c, "m2")
+		if failed, err := c.Failed(ctx, 10); err != nil || len(failed) != 2 || failed[0].ID != "m1" || failed[0].Error != "boom" {
+			t.Fatalf("Failed = %+v, %v; want m1 and m2", failed, err)
+		}
+		if n, err := c.Reexecute(ctx, "m1"); n != 1 || err != nil {
+			t.Errorf("Reexecute(m1) = %d, %v; want 1", n, err)
+		}
+		if n, err := c.ReexecuteFailed(ctx); n != 1 || err != nil {
+			t.Errorf("ReexecuteFailed = %d, %v; want 1 (m2)", n, err)
+		}
+		if got := h.statusCounts("ops"); got[sqlstore.StatusPending] != 2 {
+			t.Errorf("statuses after re-execution: %v, want 2 pending", got)
+		}
+		if _, err := c.Clean(ctx); err != nil {
+			t.Errorf("Clean: %v", err)
+		}
+		if err := Handle(c, func(context.Context, orderPlaced, Metadata) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		runCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		err = c.Run(runCtx)
+		if err == nil || !strings.Contains(err.Error(), "Run needs a subscriber") || runCtx.Err() != nil {
+			t.Fatalf("Run without a subscriber = %v, want an error at once saying it needs a subscriber", err)
+		}
+	})
 }
 
 func TestConsumerRunFailsWhenSubscriptionCloses(t *testing.T) {

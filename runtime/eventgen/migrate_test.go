@@ -85,10 +85,7 @@ func testMigrateRecreates(t *testing.T, db *bun.DB, schema string) {
 	if _, err := ob.Failed(ctx, 10); err != nil {
 		t.Errorf("outbox Failed after Migrate: %v", err)
 	}
-	row := sqlstore.InboxRow{MessageID: "m1", Name: "OrderPlaced", Version: 1, Topic: "test.orders", Payload: []byte("{}")}
-	if _, err := c.inbox.Insert(ctx, db, row, c.finished(sqlstore.StatusFailed, 1, "boom")); err != nil {
-		t.Fatalf("insert into the recreated inbox: %v", err)
-	}
+	storeFailed(t, c, "m1")
 	failed, err := c.Failed(ctx, 10)
 	if err != nil || len(failed) != 1 {
 		t.Fatalf("consumer Failed after Migrate = %d rows, %v; want 1", len(failed), err)
