@@ -93,8 +93,8 @@ func (f *inboxFlags) define(fs *flag.FlagSet) {
 	fs.StringVar(&f.group, "group", "", "the consumer `group` (required)")
 }
 
-// withConsumer runs fn with a Consumer of the group of f, one that only
-// reaches its table: it has no broker.
+// withConsumer runs fn with a Consumer of the group of f made without a
+// subscriber: it reaches its table and no broker.
 func (e *env) withConsumer(name string, f *inboxFlags, fn func(context.Context, *eventgen.Consumer) int) int {
 	if f.group == "" {
 		fmt.Fprintf(e.stderr, "eventgen %s: -group is required\n", name)
@@ -106,7 +106,7 @@ func (e *env) withConsumer(name string, f *inboxFlags, fn func(context.Context, 
 		return code
 	}
 	defer db.Close()
-	c, err := eventgen.NewConsumer(db, noBroker{}, eventgen.ConsumerOptions{Group: f.group, Table: f.table, Logger: e.logger()})
+	c, err := eventgen.NewConsumer(db, nil, eventgen.ConsumerOptions{Group: f.group, Table: f.table, Logger: e.logger()})
 	if err != nil {
 		fmt.Fprintf(e.stderr, "eventgen %s: %v\n", name, err)
 		return ExitUsage

@@ -14,7 +14,6 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/uptrace/bun"
 
 	"github.com/eventgen/eventgen/internal/dbopen"
@@ -129,8 +128,8 @@ func (e *env) open(ctx context.Context, name string, f *dbFlags) (*bun.DB, int) 
 	return db, ExitOK
 }
 
-// withOutbox runs fn with an Outbox on the table of f, one that only
-// reaches its table: it has no broker.
+// withOutbox runs fn with a publish-only Outbox on the table of f: it
+// reaches its table and no broker.
 func (e *env) withOutbox(name string, f *dbFlags, fn func(context.Context, *eventgen.Outbox) int) int {
 	ctx := context.Background()
 	db, code := e.open(ctx, name, f)
@@ -138,7 +137,7 @@ func (e *env) withOutbox(name string, f *dbFlags, fn func(context.Context, *even
 		return code
 	}
 	defer db.Close()
-	ob, err := eventgen.NewOutbox(db, noBroker{}, eventgen.OutboxOptions{Table: f.table, Logger: e.logger()})
+	ob, err := eventgen.NewOutbox(db, nil, eventgen.OutboxOptions{Table: f.table, Logger: e.logger()})
 	if err != nil {
 		fmt.Fprintf(e.stderr, "eventgen %s: %v\n", name, err)
 		return ExitUsage
@@ -304,17 +303,3 @@ func (l *stringList) Set(s string) error {
 	}
 	return nil
 }
-
-// noBroker stands in for the broker of the Outbox and Consumer that the
-// commands build only to reach their tables: they never relay or subscribe.
-type noBroker struct{}
-
-var errNoBroker = errors.New("the eventgen command has no broker")
-
-func (noBroker) Publish(string, ...*message.Message) error { return errNoBroker }
-
-func (noBroker) Subscribe(context.Context, string) (<-chan *message.Message, error) {
-	return nil, errNoBroker
-}
-
-func (noBroker) Close() error { return nil }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -185,7 +186,7 @@ func TestOutboxFailedAndRequeue(t *testing.T) {
 func TestOutboxCommandErrors(t *testing.T) {
 	dsn, db := sqliteDB(t)
 	table := tableName(t, "cli_outbox")
-	newOutbox(t, db, table, noBroker{})
+	newOutbox(t, db, table, nil)
 	dir := t.TempDir()
 	for _, tt := range []struct {
 		args   []string
@@ -386,6 +387,29 @@ func TestGroupHelp(t *testing.T) {
 		code, stdout, stderr := run(t, dir, tt.args...)
 		if code != tt.code || !strings.Contains(stdout, tt.stdout) || !strings.Contains(stderr, tt.stderr) {
 			t.Errorf("eventgen %s = %d\nstdout:\n%s\nstderr:\n%s", strings.Join(tt.args, " "), code, stdout, stderr)
+		}
+	}
+}
+
+// TestCommandLinksNoBroker checks that the eventgen command, whose outbox and
+// inbox commands list and requeue failed rows, needs only a database: it
+// compiles no transport and no broker client, so it can open no broker
+// connection.
+func TestCommandLinksNoBroker(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/eventgen/eventgen/cmd/eventgen").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	for _, pkg := range []string{
+		"github.com/eventgen/eventgen/runtime/transport",
+		"github.com/rabbitmq/amqp091-go",
+		"github.com/nats-io/nats.go",
+		"github.com/redis/go-redis/v9",
+		"github.com/ThreeDotsLabs/watermill-sql/v4",
+		"github.com/ThreeDotsLabs/watermill/pubsub/gochannel",
+	} {
+		if strings.Contains(string(out), pkg) {
+			t.Errorf("cmd/eventgen depends on %s", pkg)
 		}
 	}
 }
