@@ -6,6 +6,7 @@ package shopevents
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/eventgen/eventgen/runtime/eventgen"
 )
@@ -124,10 +125,16 @@ type BillingHandler interface {
 }
 
 // RegisterBilling registers h as c's handler of every event that the consumer
-// "billing" handles. c should be a Consumer of group GroupBilling.
+// "billing" handles. It refuses a Consumer of a group other than GroupBilling.
 func RegisterBilling(c *eventgen.Consumer, h BillingHandler) error {
 	if h == nil {
 		return errors.New("shopevents: RegisterBilling: nil handler")
+	}
+	if c == nil {
+		return errors.New("shopevents: RegisterBilling: nil consumer")
+	}
+	if g := c.Group(); g != GroupBilling {
+		return fmt.Errorf("shopevents: RegisterBilling: consumer is for group %q, not %q", g, GroupBilling)
 	}
 	if err := RegisterOrderPlacedHandler(c, h); err != nil {
 		return err
@@ -151,10 +158,16 @@ type ShippingHandler interface {
 }
 
 // RegisterShipping registers h as c's handler of every event that the consumer
-// "shipping" handles. c should be a Consumer of group GroupShipping.
+// "shipping" handles. It refuses a Consumer of a group other than GroupShipping.
 func RegisterShipping(c *eventgen.Consumer, h ShippingHandler) error {
 	if h == nil {
 		return errors.New("shopevents: RegisterShipping: nil handler")
+	}
+	if c == nil {
+		return errors.New("shopevents: RegisterShipping: nil consumer")
+	}
+	if g := c.Group(); g != GroupShipping {
+		return fmt.Errorf("shopevents: RegisterShipping: consumer is for group %q, not %q", g, GroupShipping)
 	}
 	if err := RegisterPaymentCapturedHandler(c, h); err != nil {
 		return err

@@ -246,6 +246,28 @@ func (shipping) HandleOrderCancelled(context.Context, shopevents.OrderCancelled,
 	return nil
 }
 
+// TestRegisterChecksTheGroup checks that a generated Register function
+// refuses a Consumer of another group before registering anything, so that
+// the right group's handlers can still be registered on it.
+func TestRegisterChecksTheGroup(t *testing.T) {
+	c, err := eventgen.NewConsumer(openSQLite(t), nil, eventgen.ConsumerOptions{Group: shopevents.GroupShipping})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = shopevents.RegisterBilling(c, &billing{})
+	if want := `shopevents: RegisterBilling: consumer is for group "shipping", not "billing"`; err == nil || err.Error() != want {
+		t.Errorf("RegisterBilling on a shipping consumer = %v, want %q", err, want)
+	}
+	if err := shopevents.RegisterBilling(nil, &billing{}); err == nil || !strings.Contains(err.Error(), "nil consumer") {
+		t.Errorf("RegisterBilling(nil) = %v, want a nil consumer error", err)
+	}
+	// Billing and shipping both handle PaymentCaptured and OrderCancelled:
+	// had RegisterBilling registered them, this would fail.
+	if err := shopevents.RegisterShipping(c, shipping{}); err != nil {
+		t.Errorf("RegisterShipping after the refused RegisterBilling: %v", err)
+	}
+}
+
 // TestPublishAndConsume sends events through the real runtime: the
 // generated Publisher writes them in a transaction to an outbox in SQLite,
 // the relay publishes them to an in-process broker, and a consumer of the

@@ -138,6 +138,10 @@ func NewConsumer(db *bun.DB, sub message.Subscriber, opts ConsumerOptions) (*Con
 	}, nil
 }
 
+// Group returns the consumer group c handles messages for, as given in
+// ConsumerOptions.Group. Generated Register functions check it.
+func (c *Consumer) Group() string { return c.opts.Group }
+
 // Migrate creates the inbox table and its indexes, or upgrades them. It is
 // idempotent and safe to call from several replicas at once. A table that
 // was dropped while its versions stayed recorded in eventgen_migrations is

@@ -345,11 +345,17 @@ func handlersFile(f *jen.File, p *model.Package) {
 		f.Line()
 		doc := comment(
 			c.Register+" registers h as c's handler of every event that the consumer",
-			strconv.Quote(c.Name)+" handles. c should be a Consumer of group "+c.GroupConst+".",
+			strconv.Quote(c.Name)+" handles. It refuses a Consumer of a group other than "+c.GroupConst+".",
 		)
 		params := []jen.Code{jen.Id("c").Op("*").Qual(runtimePath, "Consumer"), jen.Id("h").Id(c.Interface)}
 		f.Add(doc).Func().Id(c.Register).Params(params...).Error().BlockFunc(func(g *jen.Group) {
 			g.Add(nilHandler(c.Register))
+			g.If(jen.Id("c").Op("==").Nil()).Block(
+				jen.Return(jen.Qual("errors", "New").Call(jen.Lit(pkg + ": " + c.Register + ": nil consumer"))),
+			)
+			g.If(jen.Id("g").Op(":=").Id("c").Dot("Group").Call(), jen.Id("g").Op("!=").Id(c.GroupConst)).Block(
+				jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit(pkg+": "+c.Register+": consumer is for group %q, not %q"), jen.Id("g"), jen.Id(c.GroupConst))),
+			)
 			for _, e := range c.Handles {
 				g.If(jen.Err().Op(":=").Id(e.RegisterHandler).Call(jen.Id("c"), jen.Id("h")), jen.Err().Op("!=").Nil()).Block(
 					jen.Return(jen.Err()),

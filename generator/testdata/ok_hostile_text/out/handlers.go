@@ -6,6 +6,7 @@ package hostile
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/eventgen/eventgen/runtime/eventgen"
 )
@@ -40,10 +41,16 @@ type CHandler interface {
 }
 
 // RegisterC registers h as c's handler of every event that the consumer
-// "c" handles. c should be a Consumer of group GroupC.
+// "c" handles. It refuses a Consumer of a group other than GroupC.
 func RegisterC(c *eventgen.Consumer, h CHandler) error {
 	if h == nil {
 		return errors.New("hostile: RegisterC: nil handler")
+	}
+	if c == nil {
+		return errors.New("hostile: RegisterC: nil consumer")
+	}
+	if g := c.Group(); g != GroupC {
+		return fmt.Errorf("hostile: RegisterC: consumer is for group %q, not %q", g, GroupC)
 	}
 	if err := RegisterEvilHandler(c, h); err != nil {
 		return err

@@ -6,6 +6,7 @@ package naming
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/eventgen/eventgen/runtime/eventgen"
 )
@@ -74,10 +75,16 @@ type AuditLogHandler interface {
 }
 
 // RegisterAuditLog registers h as c's handler of every event that the consumer
-// "audit-log" handles. c should be a Consumer of group GroupAuditLog.
+// "audit-log" handles. It refuses a Consumer of a group other than GroupAuditLog.
 func RegisterAuditLog(c *eventgen.Consumer, h AuditLogHandler) error {
 	if h == nil {
 		return errors.New("naming: RegisterAuditLog: nil handler")
+	}
+	if c == nil {
+		return errors.New("naming: RegisterAuditLog: nil consumer")
+	}
+	if g := c.Group(); g != GroupAuditLog {
+		return fmt.Errorf("naming: RegisterAuditLog: consumer is for group %q, not %q", g, GroupAuditLog)
 	}
 	if err := RegisterUserSignedUpHandler(c, h); err != nil {
 		return err
@@ -97,10 +104,16 @@ type EmailsHandler interface {
 }
 
 // RegisterEmails registers h as c's handler of every event that the consumer
-// "mailer" handles. c should be a Consumer of group GroupEmails.
+// "mailer" handles. It refuses a Consumer of a group other than GroupEmails.
 func RegisterEmails(c *eventgen.Consumer, h EmailsHandler) error {
 	if h == nil {
 		return errors.New("naming: RegisterEmails: nil handler")
+	}
+	if c == nil {
+		return errors.New("naming: RegisterEmails: nil consumer")
+	}
+	if g := c.Group(); g != GroupEmails {
+		return fmt.Errorf("naming: RegisterEmails: consumer is for group %q, not %q", g, GroupEmails)
 	}
 	if err := RegisterUserSignedUpHandler(c, h); err != nil {
 		return err
