@@ -45,7 +45,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
@@ -266,7 +265,7 @@ func newConsumers(ctx context.Context, db *bun.DB, tr *transport.Transport, logg
 		// published: on some brokers a group receives only what is
 		// published after it exists.
 		for _, e := range g.handles {
-			if err := sub.(message.SubscribeInitializer).SubscribeInitialize(e.Topic()); err != nil {
+			if err := sub.SubscribeInitialize(e.Topic()); err != nil {
 				return nil, fmt.Errorf("create group %s on %s: %w", g.name, e.Topic(), err)
 			}
 		}

@@ -338,11 +338,9 @@ func (e *env) newSubscriber(prefix, group, topic string) (*subscriber, error) {
 		return nil, fmt.Errorf("subscriber %s: %w", group, err)
 	}
 	e.track(prefix+topic, group)
-	if si, ok := sub.(message.SubscribeInitializer); ok {
-		if err := si.SubscribeInitialize(prefix + topic); err != nil {
-			sub.Close()
-			return nil, fmt.Errorf("create group %s on %s: %w", group, prefix+topic, err)
-		}
+	if err := sub.SubscribeInitialize(prefix + topic); err != nil {
+		sub.Close()
+		return nil, fmt.Errorf("create group %s on %s: %w", group, prefix+topic, err)
 	}
 	return &subscriber{inner: sub, prefix: prefix}, nil
 }

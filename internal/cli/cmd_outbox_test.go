@@ -248,7 +248,7 @@ func TestInboxFailedAndReexecute(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := sub.(message.SubscribeInitializer).SubscribeInitialize(shopevents.TopicPayments); err != nil {
+		if err := sub.SubscribeInitialize(shopevents.TopicPayments); err != nil {
 			t.Fatal(err)
 		}
 		c, err := eventgen.NewConsumer(db, sub, eventgen.ConsumerOptions{

@@ -26,14 +26,21 @@ func ExampleOpen() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	msgs, err := sub.Subscribe(ctx, "shop.orders")
-	if err != nil {
+	// Create the group's subscription before publishing, so that the group
+	// gets what is published from now on (on mem and AMQP it would not
+	// otherwise). No type assertion is needed.
+	if err := sub.SubscribeInitialize("shop.orders"); err != nil {
 		log.Fatal(err)
 	}
 
 	m := message.NewMessage("0b3c7e5e-8d5c-4bb0-9d1a-3f2f0d4b8f10", []byte(`{"order_id":"42"}`))
 	m.Metadata.Set("ce_type", "OrderPlaced")
 	if err := t.Publisher().Publish("shop.orders", m); err != nil {
+		log.Fatal(err)
+	}
+
+	msgs, err := sub.Subscribe(ctx, "shop.orders")
+	if err != nil {
 		log.Fatal(err)
 	}
 

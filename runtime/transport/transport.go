@@ -24,11 +24,19 @@
 // they take turns, batch by batch). An unacked or nacked message is
 // delivered again (at least once), so consumers must be idempotent.
 //
-// A group exists from its first Subscribe, or from SubscribeInitialize
-// (every Subscriber implements message.SubscribeInitializer). On mem and
-// AMQP a group gets only what is published after that; NATS, Redis and SQL
-// keep topics' history, and a new group reads all of it. So create each
-// group, with SubscribeInitialize or Subscribe, before publishing to it.
+// A group exists from its first Subscribe, or from SubscribeInitialize. On
+// mem and AMQP a group gets only what is published after that; NATS, Redis
+// and SQL keep topics' history, and a new group reads all of it. So create
+// each group, with SubscribeInitialize or Subscribe, before publishing to it.
+// Subscriber returns a [Subscriber], which has SubscribeInitialize in its
+// method set, so no type assertion is needed:
+//
+//	sub, err := t.Subscriber("billing")
+//	...
+//	err = sub.SubscribeInitialize("shop.orders") // the group now gets what is published
+//
+// A Subscriber is a message.Subscriber, so code that holds the result in a
+// message.Subscriber compiles as before.
 //
 // The subpackages document each broker's topology, publish confirmation
 // and redelivery.
@@ -75,10 +83,16 @@ type Transport struct {
 	b        broker
 }
 
+// Subscriber is one replica of a consumer group: a Watermill subscriber
+// whose SubscribeInitialize (message.SubscribeInitializer) creates the
+// group's subscription to a topic without consuming. Every broker
+// subpackage's Broker.Subscriber returns this same type.
+type Subscriber = support.GroupSubscriber
+
 // broker is what every subpackage's Broker provides.
 type broker interface {
 	Publisher() message.Publisher
-	Subscriber(group string) (message.Subscriber, error)
+	Subscriber(group string) (Subscriber, error)
 	DeleteTopic(ctx context.Context, topic string, groups ...string) error
 	Close() error
 }
@@ -137,7 +151,7 @@ func (t *Transport) Publisher() message.Publisher { return t.b.Publisher() }
 // group. Each Subscribe on it delivers the group's messages of one topic.
 // Closing the subscriber stops its subscriptions; messages it held unacked
 // go back to the group. The Transport's Close closes it too.
-func (t *Transport) Subscriber(group string) (message.Subscriber, error) {
+func (t *Transport) Subscriber(group string) (Subscriber, error) {
 	return t.b.Subscriber(group)
 }
 

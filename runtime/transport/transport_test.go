@@ -342,8 +342,9 @@ func testGroupOutlivesSubscribers(t *testing.T, tc testenv.TransportCase) {
 	receiveAll(t, ch, msgs)
 }
 
-// testSubscribeInitialize checks that SubscribeInitialize makes a group
-// exist, so that what is published before its first Subscribe reaches it.
+// testSubscribeInitialize checks that SubscribeInitialize, called on the
+// Subscriber as returned, makes a group exist, so that what is published
+// before its first Subscribe reaches it.
 func testSubscribeInitialize(t *testing.T, tc testenv.TransportCase) {
 	tr, topic := setup(t, tc, "billing")
 	sub, err := tr.Subscriber("billing")
@@ -351,11 +352,7 @@ func testSubscribeInitialize(t *testing.T, tc testenv.TransportCase) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	si, ok := sub.(message.SubscribeInitializer)
-	if !ok {
-		t.Fatalf("%T does not implement message.SubscribeInitializer", sub)
-	}
-	if err := si.SubscribeInitialize(topic); err != nil {
+	if err := sub.SubscribeInitialize(topic); err != nil {
 		t.Fatalf("SubscribeInitialize: %v", err)
 	}
 	msgs := newMessages(5)

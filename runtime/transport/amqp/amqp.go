@@ -167,7 +167,7 @@ func (b *Broker) Publisher() message.Publisher { return b.pub }
 // Subscriber returns a new subscriber in consumer group, on the broker's
 // subscriber connection. Its Subscribe declares the exchange, the group's
 // queue and the binding, then consumes from the queue.
-func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
+func (b *Broker) Subscriber(group string) (support.GroupSubscriber, error) {
 	if err := b.closers.NewSubscriber(pkg, group); err != nil {
 		return nil, err
 	}

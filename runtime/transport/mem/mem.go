@@ -88,7 +88,7 @@ func (b *Broker) Publisher() message.Publisher { return b.pub }
 
 // Subscriber returns a new subscriber in consumer group. Each subscriber is
 // one replica of the group; see the package documentation.
-func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
+func (b *Broker) Subscriber(group string) (support.GroupSubscriber, error) {
 	if err := b.closers.NewSubscriber(pkg, group); err != nil {
 		return nil, err
 	}

@@ -108,7 +108,7 @@ func (b *Broker) Publisher() message.Publisher { return b.pub }
 
 // Subscriber returns a new subscriber in consumer group, with a client of
 // its own (Redis blocks a connection for each XREADGROUP).
-func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
+func (b *Broker) Subscriber(group string) (support.GroupSubscriber, error) {
 	if err := b.closers.NewSubscriber(pkg, group); err != nil {
 		return nil, err
 	}

@@ -197,7 +197,7 @@ func (b *Broker) checkTopic(topic string) error {
 func (b *Broker) Publisher() message.Publisher { return b.pub }
 
 // Subscriber returns a new subscriber in consumer group.
-func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
+func (b *Broker) Subscriber(group string) (support.GroupSubscriber, error) {
 	if err := b.closers.NewSubscriber(pkg, group); err != nil {
 		return nil, err
 	}

@@ -371,6 +371,15 @@ func (l *Lifecycle) Close() error {
 	return nil
 }
 
+// GroupSubscriber is what every broker's Subscriber returns (package
+// transport names it transport.Subscriber): a Watermill subscriber of one
+// consumer group that can also create the group's subscription to a topic
+// before the first Subscribe.
+type GroupSubscriber interface {
+	message.Subscriber
+	message.SubscribeInitializer
+}
+
 // Subscriber wraps a broker's Watermill subscriber: every topic is checked
 // before use, errors are redacted, and Close also forgets the subscriber in
 // the broker's Closers.
@@ -384,8 +393,10 @@ type Subscriber struct {
 
 // Track registers sub in c. prepare, if not nil, runs before each Subscribe
 // and SubscribeInitialize with the validated topic (to check broker-specific
-// limits or create resources). pkg prefixes error messages.
-func Track(c *Closers, ep *Endpoint, pkg string, sub message.Subscriber, prepare func(topic string) error) (*Subscriber, error) {
+// limits or create resources). pkg prefixes error messages. On error the
+// GroupSubscriber is nil, not a nil *Subscriber, so that a broker's
+// Subscriber can return Track's results as they are.
+func Track(c *Closers, ep *Endpoint, pkg string, sub message.Subscriber, prepare func(topic string) error) (GroupSubscriber, error) {
 	closeFn, err := c.Add(sub.Close)
 	if err != nil {
 		_ = sub.Close()
