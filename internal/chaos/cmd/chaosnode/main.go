@@ -4,8 +4,10 @@
 // URL come from CHAOS_DSN and CHAOS_BROKER, so no password shows in the
 // process list.
 //
-// It stops by itself when its standard input reaches EOF (its parent
-// closed it, or died) or after -max-runtime.
+// It stops cleanly when its standard input reaches EOF (its parent closed
+// it, or died), on SIGTERM or SIGINT, or after -max-runtime. Relays and
+// consumers then exit 0 if they stopped without an error; a producer
+// stopped before its -events exits 1; a stop that takes over 20s exits 3.
 //
 // EVENTGEN_FAILPOINT makes it SIGKILL itself at an exact window, on the
 // EVENTGEN_FAILPOINT_AFTER-th time (default 1) it is reached:
@@ -24,6 +26,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -67,7 +70,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), *maxRun)
+	ctx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stopSignals()
+	ctx, cancel := context.WithTimeout(ctx, *maxRun)
 	defer cancel()
 	go func() { // the parent closed stdin or died
 		_, _ = io.Copy(io.Discard, stdin)
