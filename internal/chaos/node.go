@@ -29,6 +29,8 @@ type NodeConfig struct {
 	Relays int
 	// RawDir receives the raw delivery log.
 	RawDir string
+	// ProgressFile, if set, receives the node's ProgressLog.
+	ProgressFile string
 	// MaxRetries of the consumers; 0 for the default.
 	MaxRetries int
 	// TuneOutbox, if set, adjusts the relays' options.
@@ -54,6 +56,7 @@ type Node struct {
 	wg     sync.WaitGroup
 	subs   []*Subscriber
 	raw    *RawLog
+	prog   *ProgressLog
 
 	mu   sync.Mutex
 	errs []error
@@ -85,6 +88,11 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 			return nil, err
 		}
 	}
+	if cfg.ProgressFile != "" {
+		if n.prog, err = OpenProgressLog(cfg.ProgressFile); err != nil {
+			return nil, err
+		}
+	}
 	var acks *AckWaiter
 	if n.Transport.Scheme() == "mem" && len(cfg.Groups) > 0 {
 		acks = NewAckWaiter(len(cfg.Groups), 10*time.Second)
@@ -95,7 +103,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 			return nil, err
 		}
 		sub := NewSubscriber(inner, cfg.Namespace, g, n.raw, acks)
-		sub.BeforeAck = cfg.BeforeAck
+		sub.BeforeAck, sub.Progress = cfg.BeforeAck, n.prog
 		n.subs = append(n.subs, sub)
 		if err := sub.SubscribeInitialize(shopevents.TopicOrders); err != nil {
 			return nil, fmt.Errorf("chaos: create group %s: %w", g, err)
@@ -109,7 +117,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	}
 	for range cfg.Relays {
 		p := NewPublisher(n.Transport.Publisher(), cfg.Namespace, acks)
-		p.BeforePublish, p.AfterPublish = cfg.BeforePublish, cfg.AfterPublish
+		p.BeforePublish, p.AfterPublish, p.Progress = cfg.BeforePublish, cfg.AfterPublish, n.prog
 		opts := RelayOptions(cfg.Tables, log)
 		if cfg.TuneOutbox != nil {
 			cfg.TuneOutbox(&opts)
@@ -156,6 +164,9 @@ func (n *Node) Stop() error {
 		}
 	}
 	if err := n.raw.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := n.prog.Close(); err != nil {
 		errs = append(errs, err)
 	}
 	if n.DB != nil {

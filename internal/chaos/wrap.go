@@ -35,6 +35,8 @@ type Publisher struct {
 	// the relay can mark the rows published.
 	AfterPublish func()
 	acks         *AckWaiter
+	// Progress, if set, records each publish the broker confirmed.
+	Progress *ProgressLog
 
 	down     atomic.Bool
 	reject   atomic.Bool
@@ -90,6 +92,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 			}
 		}
 	}
+	start := time.Now()
 	if p.BeforePublish != nil {
 		p.BeforePublish()
 	}
@@ -106,6 +109,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	if err := p.acks.wait(waits); err != nil {
 		return err
 	}
+	p.Progress.Record(ProgressPublish, start)
 	if p.AfterPublish != nil {
 		p.AfterPublish()
 	}
@@ -213,6 +217,8 @@ type Subscriber struct {
 	// BeforeAck runs after the consumer acked message id, before the ack
 	// reaches the broker.
 	BeforeAck func(id string)
+	// Progress, if set, records each message the consumer acked.
+	Progress *ProgressLog
 
 	wg sync.WaitGroup
 }
@@ -242,6 +248,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		defer s.wg.Done()
 		defer close(out)
 		for m := range in {
+			delivered := time.Now()
 			id := MessageID(m)
 			s.raw.Record(s.group, id)
 			m2 := m.Copy()
@@ -257,6 +264,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 				defer s.wg.Done()
 				select {
 				case <-m2.Acked():
+					s.Progress.Record(ProgressHandle, delivered)
 					if s.BeforeAck != nil {
 						s.BeforeAck(id)
 					}
@@ -296,22 +304,49 @@ func (s *Subscriber) Close() error {
 	return err
 }
 
-// RawLog appends one line per raw delivery to a file of its own. Each line
-// is one write(2), so a SIGKILL loses no line that was recorded.
-type RawLog struct {
+// lineFile appends lines to a file. Each line is one write(2), so a
+// SIGKILL loses no line that was written. A nil lineFile writes nothing.
+type lineFile struct {
 	f *os.File
+}
+
+func openLineFile(path string) (*lineFile, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return &lineFile{f: f}, nil
+}
+
+func (l *lineFile) write(line string) {
+	if l == nil {
+		return
+	}
+	_, _ = l.f.Write([]byte(line + "\n"))
+}
+
+// Close closes the file.
+func (l *lineFile) Close() error {
+	if l == nil {
+		return nil
+	}
+	return l.f.Close()
+}
+
+// RawLog appends one line per raw delivery to a file of its own.
+type RawLog struct {
+	*lineFile
 }
 
 // OpenRawLog creates a new log file in dir.
 func OpenRawLog(dir string) (*RawLog, error) {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("raw-%d-%s.log", os.Getpid(), hex.EncodeToString(b[:]))),
-		os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := openLineFile(filepath.Join(dir, fmt.Sprintf("raw-%d-%s.log", os.Getpid(), hex.EncodeToString(b[:]))))
 	if err != nil {
 		return nil, fmt.Errorf("chaos: open raw log: %w", err)
 	}
-	return &RawLog{f: f}, nil
+	return &RawLog{f}, nil
 }
 
 // Record logs a delivery of message id to group.
@@ -319,7 +354,7 @@ func (l *RawLog) Record(group, id string) {
 	if l == nil {
 		return
 	}
-	_, _ = l.f.Write([]byte(group + " " + id + "\n"))
+	l.write(group + " " + id)
 }
 
 // Close closes the file.
@@ -327,7 +362,73 @@ func (l *RawLog) Close() error {
 	if l == nil {
 		return nil
 	}
-	return l.f.Close()
+	return l.lineFile.Close()
+}
+
+// Progress kinds in a ProgressLog.
+const (
+	ProgressPublish = "publish" // a relay's publish, from its call to the broker's confirm
+	ProgressHandle  = "handle"  // a consumer's message, from its delivery to the consumer's ack
+)
+
+// ProgressLog records, with timestamps, each publish a process's relays
+// completed and each message its consumers handled, so that a test can
+// tell when a process worked again after a pause.
+type ProgressLog struct {
+	*lineFile
+}
+
+// OpenProgressLog opens (or creates) the progress log at path.
+func OpenProgressLog(path string) (*ProgressLog, error) {
+	f, err := openLineFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("chaos: open progress log: %w", err)
+	}
+	return &ProgressLog{f}, nil
+}
+
+// Record logs a piece of work of kind that began at start and ends now.
+func (l *ProgressLog) Record(kind string, start time.Time) {
+	if l == nil {
+		return
+	}
+	l.write(fmt.Sprintf("%d %d %s", start.UnixMicro(), time.Now().UnixMicro(), kind))
+}
+
+// Close closes the file.
+func (l *ProgressLog) Close() error {
+	if l == nil {
+		return nil
+	}
+	return l.lineFile.Close()
+}
+
+// Progress is one line of a ProgressLog.
+type Progress struct {
+	Kind       string
+	Start, End time.Time
+}
+
+// ReadProgress returns the lines of the progress log at path, in the order
+// they were written; a missing file has none.
+func ReadProgress(path string) ([]Progress, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chaos: read progress log: %w", err)
+	}
+	var out []Progress
+	for _, line := range strings.Split(string(b), "\n") {
+		var start, end int64
+		var kind string
+		if _, err := fmt.Sscanf(line, "%d %d %s", &start, &end, &kind); err != nil {
+			continue // an empty last line, or one cut by a crash mid-write
+		}
+		out = append(out, Progress{Kind: kind, Start: time.UnixMicro(start), End: time.UnixMicro(end)})
+	}
+	return out, nil
 }
 
 // ReadRawLogs returns the deliveries logged in dir: counts by group and

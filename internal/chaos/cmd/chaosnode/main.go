@@ -9,6 +9,9 @@
 // consumers then exit 0 if they stopped without an error; a producer
 // stopped before its -events exits 1; a stop that takes over 20s exits 3.
 //
+// With -progress, relays and consumers log each completed publish and each
+// handled message to that file, with timestamps (see chaos.ProgressLog).
+//
 // EVENTGEN_FAILPOINT makes it SIGKILL itself at an exact window, on the
 // EVENTGEN_FAILPOINT_AFTER-th time (default 1) it is reached:
 //
@@ -59,6 +62,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		rate       = fs.Float64("rate", 0, "producer: transactions per second (0: unlimited)")
 		flaky      = fs.Int("flaky-every", 0, "producer: every n-th transaction writes an event whose first handler run fails (0: never)")
 		lease      = fs.Duration("lease", 0, "relay LeaseDuration (0: the harness's short lease)")
+		progress   = fs.String("progress", "", "file that receives the relays' and consumers' progress log")
 		maxRun     = fs.Duration("max-runtime", 5*time.Minute, "exit after this long whatever happens")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -112,7 +116,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 	cfg := chaos.NodeConfig{
 		DB: *dbKind, DSN: dsn, Broker: os.Getenv("CHAOS_BROKER"),
-		Namespace: *ns, Tables: tables, RawDir: *rawDir, MaxRetries: *maxRetries, Logger: log,
+		Namespace: *ns, Tables: tables, RawDir: *rawDir, ProgressFile: *progress, MaxRetries: *maxRetries, Logger: log,
 	}
 	if *lease > 0 {
 		cfg.TuneOutbox = func(o *eventgen.OutboxOptions) { o.LeaseDuration = *lease }
