@@ -15,6 +15,17 @@
 // see chaos.AckWaiter), and PostgreSQL+RabbitMQ, PostgreSQL+NATS JetStream
 // and MariaDB+RabbitMQ where EVENTGEN_TEST_* name them.
 //
+// The zombie scenarios (zombie-two-relays, zombie-one-relay) pause a relay,
+// then a consumer replica, with SIGSTOP and resume them with SIGCONT, as a
+// long GC pause, a throttled container or a VM migration does, while a
+// producer commits 150 events/s. Each pause outlasts the harness's 3s
+// leases and, on RabbitMQ, the connection: the scenario's AMQP URL sets
+// heartbeat=2 and RabbitMQ drops a client after two missed heartbeats; on
+// NATS and Redis a consumer's pause also outlasts their 30s redelivery.
+// The resumed process must publish or handle again within 15s of SIGCONT
+// (by its -progress log), and exit 0 within 15s of SIGTERM; with one relay
+// the resumed relay alone delivers every event. See zombie_test.go.
+//
 // Sizes are reduced for CI. The full sizes run with:
 //
 //	EVENTGEN_CHAOS_FULL=1 go test -run TestChaos -timeout 2h ./internal/chaos/
@@ -159,6 +170,8 @@ func TestChaos(t *testing.T) {
 		{"broker-outage", brokerOutage},
 		{"long-transaction", longTransaction},
 		{"db-connection-kill", dbConnectionKill},
+		{"zombie-two-relays", zombie(2)},
+		{"zombie-one-relay", zombie(1)},
 	}
 	// Scenarios run a few at a time: most of their time is spent waiting
 	// (kill schedules, NATS's 30s AckWait), not computing.
