@@ -43,7 +43,7 @@ func (c TransportCase) Open(t testing.TB) *transport.Transport {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	tr, err := transport.Open(ctx, c.URL, transport.Options{Logger: testLogger(t)})
+	tr, err := transport.Open(ctx, c.URL, transport.Options{Logger: Logger(t)})
 	if err != nil {
 		Unavailable(t, c.Name, err)
 	}
@@ -178,11 +178,11 @@ func DeleteTopicAtCleanup(t testing.TB, tr *transport.Transport, topic string, g
 	})
 }
 
-// testLogger logs warnings and errors through t.Log. Its own cleanup (which
+// Logger logs warnings and errors through t.Log. Its own cleanup (which
 // runs after those registered later, such as closing a transport) stops it:
 // records from goroutines still stopping are dropped, since logging to a
 // finished test panics.
-func testLogger(t testing.TB) *slog.Logger {
+func Logger(t testing.TB) *slog.Logger {
 	w := &testWriter{t: t}
 	t.Cleanup(w.stop)
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
