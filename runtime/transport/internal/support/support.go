@@ -178,12 +178,9 @@ func (r *redactHandler) attr(a slog.Attr) slog.Attr {
 		}
 		return slog.Group(a.Key, red...)
 	case slog.KindAny:
-		if err, ok := v.Any().(error); ok && err != nil {
-			return slog.String(a.Key, r.ep.Redact(err.Error()))
-		}
-		if s, ok := v.Any().(fmt.Stringer); ok {
-			return slog.String(a.Key, r.ep.Redact(s.String()))
-		}
+		// fmt calls Error and String, and survives a nil pointer in an
+		// interface (amqp091 sends a nil *Error when a connection closes
+		// cleanly), which a direct call would not.
 		return slog.String(a.Key, r.ep.Redact(fmt.Sprint(v.Any())))
 	}
 	return slog.Attr{Key: a.Key, Value: v}
@@ -383,12 +380,20 @@ type GroupSubscriber interface {
 // Subscriber wraps a broker's Watermill subscriber: every topic is checked
 // before use, errors are redacted, and Close also forgets the subscriber in
 // the broker's Closers.
+//
+// Close cancels the context of every subscription before it closes the
+// inner subscriber, so that a subscription blocked on a broker that stopped
+// answering (a query, a fetch) ends at once instead of holding Close until
+// the network gives up.
 type Subscriber struct {
 	inner   message.Subscriber
 	ep      *Endpoint
 	pkg     string
 	close   func() error
 	prepare func(topic string) error
+
+	mu      sync.Mutex
+	cancels []context.CancelFunc
 }
 
 // Track registers sub in c. prepare, if not nil, runs before each Subscribe
@@ -397,12 +402,27 @@ type Subscriber struct {
 // GroupSubscriber is nil, not a nil *Subscriber, so that a broker's
 // Subscriber can return Track's results as they are.
 func Track(c *Closers, ep *Endpoint, pkg string, sub message.Subscriber, prepare func(topic string) error) (GroupSubscriber, error) {
-	closeFn, err := c.Add(sub.Close)
+	s := &Subscriber{inner: sub, ep: ep, pkg: pkg, prepare: prepare}
+	closeFn, err := c.Add(func() error {
+		s.cancelAll()
+		return sub.Close()
+	})
 	if err != nil {
 		_ = sub.Close()
 		return nil, fmt.Errorf("%s: new subscriber: %w", pkg, err)
 	}
-	return &Subscriber{inner: sub, ep: ep, pkg: pkg, close: closeFn, prepare: prepare}, nil
+	s.close = closeFn
+	return s, nil
+}
+
+func (s *Subscriber) cancelAll() {
+	s.mu.Lock()
+	cancels := s.cancels
+	s.cancels = nil
+	s.mu.Unlock()
+	for _, cancel := range cancels {
+		cancel()
+	}
 }
 
 // CompetingSubscriptions reports true: on every broker of package transport,
@@ -416,8 +436,13 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if err := check(topic, s.prepare); err != nil {
 		return nil, s.ep.Errorf("%s: subscribe to %s: %w", s.pkg, topic, err)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	s.mu.Lock()
+	s.cancels = append(s.cancels, cancel)
+	s.mu.Unlock()
 	ch, err := s.inner.Subscribe(ctx, topic)
 	if err != nil {
+		cancel()
 		return nil, s.ep.Errorf("%s: subscribe to %s: %w", s.pkg, topic, err)
 	}
 	return ch, nil

@@ -74,6 +74,26 @@ func TestLoggerMasks(t *testing.T) {
 	}
 }
 
+// TestLoggerSurvivesNilPointerError logs an error interface holding a nil
+// pointer, as amqp091 hands watermill-amqp when a connection closes
+// cleanly: the masking handler must log it, not panic.
+func TestLoggerSurvivesNilPointerError(t *testing.T) {
+	ep, err := Parse("test", "amqp://u:"+secret+"@h/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	var closeErr *nilError
+	Watermill(ep.Logger(slog.New(slog.NewTextHandler(&buf, nil)))).Error("connection closed", closeErr, nil)
+	if !strings.Contains(buf.String(), "connection closed") {
+		t.Errorf("nothing logged:\n%s", buf.String())
+	}
+}
+
+type nilError struct{ reason string }
+
+func (e *nilError) Error() string { return e.reason }
+
 type stringer string
 
 func (s stringer) String() string { return string(s) }
