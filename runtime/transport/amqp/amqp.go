@@ -17,7 +17,35 @@
 //
 // Ack acks the delivery; Nack, and a delivery left unacked when its
 // subscriber stops or its connection drops, requeue it for the group.
-// Connections are re-established with backoff after a failure.
+//
+// # Failures
+//
+// Every Publish ends by a deadline: its messages' context deadline, else
+// DefaultPublishTimeout. A publish that fails is never retried here (the
+// caller, such as eventgen's outbox relay, decides); what it leaves in
+// doubt is dropped: a failed channel is closed, and a connection that
+// closed, or on which a confirm did not come in time, is closed and dialled
+// again by the next Publish, with backoff while dials fail. So a publisher
+// whose connection died while the process was frozen (SIGSTOP, a long GC
+// pause, a VM migration) publishes again at the first Publish after it
+// resumes. While RabbitMQ blocks publishers (a memory or disk alarm),
+// Publish fails at once and says why.
+//
+// Heartbeats are every 10 seconds unless the URL sets another interval
+// (amqps://host/vhost?heartbeat=5; 0 turns them off, which is unwise).
+// RabbitMQ closes a connection that missed two heartbeats; the client
+// closes one whose server sent nothing for three intervals, which bounds
+// how long a send to a broker that stopped answering can block.
+//
+// A subscription whose channel or connection fails consumes again, on a new
+// channel and if need be a new connection, with backoff while that fails;
+// the message it held unacked goes back to the group. Close returns within
+// about two seconds whatever the broker does.
+//
+// The connections, channels and their recovery are this package's own, on
+// amqp091-go; the topology and the mapping of messages are watermill-amqp's
+// durable pub/sub configuration, so its subscribers and publishers
+// interoperate with these.
 package amqp
 
 import (
@@ -27,10 +55,8 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -40,8 +66,8 @@ import (
 
 const pkg = "amqp"
 
-// publishChannels is how many AMQP channels the publisher keeps open for
-// concurrent publishes (each waits for its confirms).
+// publishChannels bounds concurrent publishes, each on an AMQP channel of
+// its own while it waits for its confirms.
 const publishChannels = 8
 
 // dialTimeout bounds connecting and the handshakes that follow.
@@ -54,13 +80,15 @@ type Options struct {
 }
 
 // Broker is a connection to RabbitMQ: one connection for publishing and one
-// shared by the subscribers, as RabbitMQ recommends.
+// shared by the subscribers, as RabbitMQ recommends. Each is dialled again
+// when it fails.
 type Broker struct {
 	ep      *support.Endpoint
 	uri     string
-	log     watermill.LoggerAdapter
+	log     *slog.Logger
 	pub     *support.Publisher
-	subConn *wamqp.ConnectionWrapper
+	pubConn *connector
+	subConn *connector
 	closers support.Closers
 }
 
@@ -73,39 +101,26 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
 	if s := ep.URL.Scheme; s != "amqp" && s != "amqps" {
 		return nil, fmt.Errorf("amqp: URL scheme %q is not amqp or amqps", s)
 	}
-	b := &Broker{ep: ep, uri: rawURL, log: support.Watermill(ep.Logger(opts.Logger))}
-	dial := func() (*wamqp.ConnectionWrapper, error) {
-		return wamqp.NewConnection(wamqp.ConnectionConfig{
-			AmqpURI:    rawURL,
-			AmqpConfig: clientConfig(ctx),
-		}, b.log)
+	log := ep.Logger(opts.Logger)
+	dial := func(ctx context.Context) (*amqp091.Connection, error) {
+		return amqp091.DialConfig(rawURL, *clientConfig(ctx))
 	}
-	pubConn, err := dial()
-	if err != nil {
-		return nil, ep.Errorf("amqp: connect to %s: %w", ep.Redacted, err)
+	b := &Broker{
+		ep:      ep,
+		uri:     rawURL,
+		log:     log,
+		pubConn: newConnector("publisher", log, dial),
+		subConn: newConnector("subscribers", log, dial),
 	}
-	cfg := b.config("")
-	cfg.Publish.ConfirmDelivery = true
-	cfg.Publish.ChannelPoolSize = publishChannels
-	pub, err := wamqp.NewPublisherWithConnection(cfg, b.log, pubConn)
-	if err != nil {
-		_ = pubConn.Close()
-		return nil, ep.Errorf("amqp: new publisher: %w", err)
+	// Connect now, so that a wrong URL or an unreachable broker fails Open.
+	for _, c := range []*connector{b.pubConn, b.subConn} {
+		if _, err := c.get(ctx); err != nil {
+			_ = b.pubConn.close()
+			_ = b.subConn.close()
+			return nil, ep.Errorf("amqp: %s: %w", ep.Redacted, err)
+		}
 	}
-	b.subConn, err = dial()
-	if err != nil {
-		_ = pub.Close()
-		_ = pubConn.Close()
-		return nil, ep.Errorf("amqp: connect to %s: %w", ep.Redacted, err)
-	}
-	// Closers run newest first: the publisher, then its connection.
-	if _, err := b.closers.Add(pubConn.Close); err != nil {
-		return nil, err
-	}
-	if _, err := b.closers.Add(pub.Close); err != nil {
-		return nil, err
-	}
-	b.pub = support.NewPublisher(&b.closers, ep, pkg, pub, checkTopic)
+	b.pub = support.NewPublisher(&b.closers, ep, pkg, newPublisher(b.config(""), publishChannels, b.pubConn), checkTopic)
 	return b, nil
 }
 
@@ -120,19 +135,14 @@ func checkTopic(topic string) error {
 	return nil
 }
 
-// clientConfig is the AMQP client configuration: RabbitMQ shows the
-// connection as "eventgen"; heartbeats are amqp091's default or the URL's.
-// The first dial honours ctx; reconnects do not, since ctx may be long done.
+// clientConfig is the AMQP client configuration for one dial bounded by
+// ctx and dialTimeout: RabbitMQ shows the connection as "eventgen";
+// heartbeats are amqp091's default (10s) or the URL's.
 func clientConfig(ctx context.Context) *amqp091.Config {
 	props := amqp091.NewConnectionProperties()
 	props.SetClientConnectionName("eventgen")
-	var dialed atomic.Bool
 	dial := func(network, addr string) (net.Conn, error) {
-		dctx := context.WithoutCancel(ctx)
-		if !dialed.Swap(true) {
-			dctx = ctx
-		}
-		dctx, cancel := context.WithTimeout(dctx, dialTimeout)
+		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 		defer cancel()
 		conn, err := (&net.Dialer{}).DialContext(dctx, network, addr)
 		if err != nil {
@@ -171,10 +181,7 @@ func (b *Broker) Subscriber(group string) (support.GroupSubscriber, error) {
 	if err := b.closers.NewSubscriber(pkg, group); err != nil {
 		return nil, err
 	}
-	sub, err := wamqp.NewSubscriberWithConnection(b.config(group), b.log, b.subConn)
-	if err != nil {
-		return nil, b.ep.Errorf("amqp: new subscriber: %w", err)
-	}
+	sub := newSubscriber(b.config(group), b.subConn, b.log)
 	return support.Track(&b.closers, b.ep, pkg, sub, func(topic string) error {
 		if q := QueueName(topic, group); len(q) > maxName {
 			return fmt.Errorf("queue name %q is longer than AMQP's %d bytes: shorten the topic or the group", q, maxName)
@@ -210,12 +217,17 @@ func (b *Broker) DeleteTopic(ctx context.Context, topic string, groups ...string
 	return nil
 }
 
-// Close closes every subscriber, the publisher and both connections.
+// Close closes every subscriber, the publisher and both connections. It
+// is safe to call more than once, and in any state of the connections. It
+// returns within about two seconds even when the broker no longer
+// answers: what has not closed by then is dropped without the close
+// handshake.
 func (b *Broker) Close() error {
-	err := b.closers.CloseAll()
-	if b.subConn != nil {
-		err = errors.Join(err, b.subConn.Close())
+	if b.ep == nil {
+		return nil // the zero Broker holds nothing
 	}
+	err := b.closers.CloseAll()
+	err = errors.Join(err, b.pubConn.close(), b.subConn.close())
 	if err != nil {
 		return b.ep.Errorf("amqp: close: %w", err)
 	}
