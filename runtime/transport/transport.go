@@ -164,8 +164,15 @@ func (t *Transport) DeleteTopic(ctx context.Context, topic string, groups ...str
 }
 
 // Close closes every subscriber and the publisher, then the connections.
-// It is safe to call more than once.
-func (t *Transport) Close() error { return t.b.Close() }
+// It is safe to call more than once, and on a Transport that was never
+// opened. It does not wait for a broker that stopped answering: see each
+// broker's Close.
+func (t *Transport) Close() error {
+	if t.b == nil {
+		return nil
+	}
+	return t.b.Close()
+}
 
 // Redact returns rawURL with its password and secret query parameters
 // masked, for logs. A malformed URL is returned as a placeholder.

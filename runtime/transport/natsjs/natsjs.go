@@ -60,6 +60,8 @@ const (
 	retryWait = time.Second
 	// ackTimeout bounds waiting for the server to confirm an ack.
 	ackTimeout = 10 * time.Second
+	// stopGrace bounds it instead once the subscription is stopping.
+	stopGrace = time.Second
 )
 
 // Options configure a Broker. The zero value is ready to use.
@@ -194,8 +196,20 @@ func (b *Broker) DeleteTopic(ctx context.Context, topic string, _ ...string) err
 }
 
 // Close closes every subscriber, then the connection.
+//
+// A subscription drains before it stops, which takes a round trip to the
+// server: if that has not happened within stopGrace (a server that stopped
+// answering), the connection is closed under it, which ends it at once.
 func (b *Broker) Close() error {
-	err := b.closers.CloseAll()
+	done := make(chan error, 1)
+	go func() { done <- b.closers.CloseAll() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(stopGrace):
+		b.nc.Close()
+		err = <-done
+	}
 	b.nc.Close()
 	if err != nil {
 		return b.ep.Errorf("natsjs: close: %w", err)
@@ -347,8 +361,44 @@ func (s *subscriber) consume(ctx context.Context, cons jetstream.Consumer, out c
 		case <-stopped:
 		}
 	}()
+	// Next runs in a goroutine of its own, one call per request, because
+	// after Drain it blocks until the server has answered: a server that
+	// stopped answering must not hold the subscription (and Close) for
+	// good. Once stop has been closed for stopGrace, consume returns
+	// without it; the call ends when the drain does, and a message it
+	// returns then is redelivered after ackWait.
+	type next struct {
+		jm  jetstream.Msg
+		err error
+	}
+	requests := make(chan struct{})
+	defer close(requests)
+	results := make(chan next, 1)
+	go func() {
+		for range requests {
+			jm, err := iter.Next()
+			results <- next{jm, err}
+		}
+	}()
+	stopping := stop
+	var abandon <-chan time.Time
 	for {
-		jm, err := iter.Next()
+		requests <- struct{}{}
+		var r next
+		for received := false; !received; {
+			select {
+			case r = <-results:
+				received = true
+			case <-stopping:
+				stopping = nil
+				t := time.NewTimer(stopGrace)
+				defer t.Stop()
+				abandon = t.C
+			case <-abandon:
+				return nil
+			}
+		}
+		jm, err := r.jm, r.err
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 			select {
 			case <-stop:
@@ -394,7 +444,7 @@ func (s *subscriber) handle(ctx context.Context, jm jetstream.Msg, out chan<- *m
 	for {
 		select {
 		case <-m.Acked():
-			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+			actx, cancel := ackContext(ctx, stop)
 			err := jm.DoubleAck(actx)
 			cancel()
 			if err != nil {
@@ -412,13 +462,35 @@ func (s *subscriber) handle(ctx context.Context, jm jetstream.Msg, out chan<- *m
 			if m.Nack() {
 				s.nak(jm)
 			} else { // the handler acked just now
-				actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+				actx, cancel := ackContext(ctx, stop)
 				_ = jm.DoubleAck(actx)
 				cancel()
 			}
 			return
 		}
 	}
+}
+
+// ackContext bounds waiting for the server to confirm an ack: ackTimeout,
+// or stopGrace once stop is closed, so that a server that stopped answering
+// cannot hold up Close. An ack left unconfirmed is redelivered after
+// ackWait, which consumers absorb.
+func ackContext(ctx context.Context, stop <-chan struct{}) (context.Context, context.CancelFunc) {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+	go func() {
+		select {
+		case <-stop:
+			t := time.NewTimer(stopGrace)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				cancel()
+			case <-actx.Done():
+			}
+		case <-actx.Done():
+		}
+	}()
+	return actx, cancel
 }
 
 func (s *subscriber) nak(jm jetstream.Msg) {

@@ -136,9 +136,11 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
 		_ = b.db.Close()
 		return nil, ep.Errorf("sqlbroker: new publisher: %w", err)
 	}
-	if _, err := b.closers.Add(pub.Close); err != nil {
-		return nil, err
-	}
+	// watermill-sql's Publisher.Close is not registered: it only refuses
+	// later publishes, which the wrapper does, and it waits for publishes
+	// in progress, which a database that stopped answering would make it
+	// do for good (and it reads its closed flag without synchronisation).
+	// Closing the database releases everything the publisher holds.
 	b.pub = support.NewPublisher(&b.closers, ep, pkg, pub, b.checkTopic)
 	return b, nil
 }
