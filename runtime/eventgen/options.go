@@ -49,6 +49,14 @@ type OutboxOptions struct {
 	// LeaseDuration is how long a claimed row stays with one relay before
 	// another may take it over. Default 30s.
 	LeaseDuration time.Duration
+	// PublishTimeout bounds each publish: it is the deadline of the
+	// message's context, which the transports of package transport
+	// honour, and the relay stops waiting for a publisher that ignores it
+	// shortly after. A publish that times out fails and is retried like
+	// any other failure. It must be at most half of LeaseDuration, so that
+	// no publish outlives its row's lease. Default 10s, or a third of
+	// LeaseDuration if that is shorter.
+	PublishTimeout time.Duration
 
 	// CleanInterval is the time between cleanup passes. Default 300s.
 	CleanInterval time.Duration
@@ -101,8 +109,11 @@ type ConsumerOptions struct {
 	// PollInterval is how often the persistent retrier looks for due rows.
 	// Default 1s.
 	PollInterval time.Duration
-	// LeaseDuration is how long a handler run owns its row before another
-	// replica may take it over. Default 30s.
+	// LeaseDuration is how long a retried row, once claimed, waits for
+	// its run to start before another replica may take it over. A run
+	// that has started holds the row, however long its handler takes: it
+	// renews the lease and locks the row in the handler's transaction,
+	// and claims skip locked rows. Default 30s.
 	LeaseDuration time.Duration
 
 	// CleanInterval, default 300s.
@@ -139,6 +150,7 @@ const (
 	DefaultMaxInFlight        = 16
 	DefaultPollInterval       = time.Second
 	DefaultLeaseDuration      = 30 * time.Second
+	DefaultPublishTimeout     = 10 * time.Second
 	DefaultCleanInterval      = 300 * time.Second
 	DefaultRetention          = 24 * time.Hour
 	DefaultFailedRetention    = 15 * 24 * time.Hour
@@ -164,6 +176,10 @@ func (o OutboxOptions) withDefaults() (OutboxOptions, error) {
 	errs = intOpt(errs, "MaxInFlight", &o.MaxInFlight, DefaultMaxInFlight)
 	errs = durOpt(errs, "PollInterval", &o.PollInterval, DefaultPollInterval)
 	errs = durOpt(errs, "LeaseDuration", &o.LeaseDuration, DefaultLeaseDuration)
+	errs = durOpt(errs, "PublishTimeout", &o.PublishTimeout, min(DefaultPublishTimeout, o.LeaseDuration/3))
+	if o.PublishTimeout > o.LeaseDuration/2 {
+		errs = append(errs, fmt.Errorf("PublishTimeout (%s) must be at most half of LeaseDuration (%s), so that a publish ends before its row's lease", o.PublishTimeout, o.LeaseDuration))
+	}
 	errs = durOpt(errs, "CleanInterval", &o.CleanInterval, DefaultCleanInterval)
 	errs = durOpt(errs, "PublishedRetention", &o.PublishedRetention, DefaultRetention)
 	errs = durOpt(errs, "FailedRetention", &o.FailedRetention, DefaultFailedRetention)

@@ -53,11 +53,16 @@ func pauseBackoff() backoff.Policy {
 }
 
 // Run relays committed events to the publisher until ctx is done, then
-// stops cleanly: it waits for the publishes in flight to return, marks the
-// published rows and hands back the rows it holds but has not published.
-// It returns nil after a clean stop; database and broker errors are logged
-// and retried with backoff, never returned. Run also deletes expired rows
-// every CleanInterval.
+// stops cleanly: it waits for the publishes in flight, marks the published
+// rows and hands back the rows it holds but has not published. It returns
+// nil after a clean stop; database and broker errors are logged and retried
+// with backoff, never returned. Run also deletes expired rows every
+// CleanInterval.
+//
+// Run returns within PublishTimeout (and a tenth of it) after ctx is done,
+// plus the time its last statements take, each bounded by 10 seconds,
+// whatever the broker does: a publisher call that has not returned by then
+// is left running, and its row is retried.
 //
 // Rows are claimed in batches by status and due time (on the database's
 // clock) and held for LeaseDuration: by a lease written to each row, or,
@@ -73,6 +78,17 @@ func pauseBackoff() backoff.Policy {
 // to the table, due after max(RetryMinAge, the persistent backoff from
 // RetryInterval); after MaxRetries attempts in all it is marked failed and
 // kept until FailedRetention has passed, for [Outbox.Requeue].
+//
+// A publish that does not end within PublishTimeout fails like any other,
+// so a publisher that hangs cannot hold a row or a goroutine of the relay:
+// the relay stops waiting for it, and its call keeps its MaxInFlight slot
+// until it returns, so a publisher that hangs for good stops this relay's
+// publishing (and says so in the log) instead of piling up calls. No
+// publish starts unless it can end, by PublishTimeout, before its row's
+// lease does; a row that waited too long for a slot goes back to the table
+// unpublished. So, with a publisher that honours its message's context (as
+// those of package transport do), this relay never publishes a row after
+// another may have taken it over, and leases need no renewal.
 func (o *Outbox) Run(ctx context.Context) error {
 	if o.pub == nil {
 		return errors.New("outbox: Run needs a publisher; this Outbox was created with none (publish-only)")
@@ -147,6 +163,8 @@ type relay struct {
 	claimConn *pinnedConn
 	// brokerFailures counts publishes failed since the last success.
 	brokerFailures atomic.Int64
+	// stuck counts publisher calls still running past their timeout.
+	stuck atomic.Int64
 
 	slots      chan struct{}     // one per publish in flight
 	results    chan result       // publish outcomes of leased rows, to the coordinator
@@ -162,8 +180,9 @@ type relay struct {
 type claimed struct {
 	row     sqlstore.OutboxRow
 	headers map[string]string
-	// deadline is when local retries give up, well before the lease ends.
-	deadline time.Time
+	// lastStart is the last moment a publish of the row may start and
+	// still end, by PublishTimeout, before the row's lease does.
+	lastStart time.Time
 	// tries counts publishes of this row in this claim.
 	tries int
 	// err is the last publish error.
@@ -199,6 +218,7 @@ type batchOutcome struct {
 	b         *lockedBatch
 	published []int64
 	failed    []result
+	leased    time.Time // when the failed rows' leases began, at the latest
 	err       error
 }
 
@@ -375,6 +395,7 @@ func (r *relay) lockWrites() (unlock func()) {
 // take claims and dispatches rows. full reports a batch cut by BatchSize
 // or, probably, by BatchBytes: more rows are likely due.
 func (r *relay) take(ctx context.Context, c sqlstore.Claim, lock bool) (n int, full bool, err error) {
+	began := time.Now() // no later than the database starts the leases
 	var (
 		rows  []sqlstore.OutboxRow
 		batch *lockedBatch
@@ -414,11 +435,9 @@ func (r *relay) take(ctx context.Context, c sqlstore.Claim, lock bool) (n int, f
 	if h := r.o.hooks; h != nil && h.claimed != nil {
 		h.claimed(len(rows), batch != nil)
 	}
-	// Local retries must end well before the lease, or another relay
-	// could take the row over while this one still retries it.
-	deadline := time.Now().Add(r.opts.LeaseDuration * 4 / 5)
+	lastStart := r.lastStart(began)
 	for i := range rows {
-		c := &claimed{row: rows[i], deadline: deadline, batch: batch}
+		c := &claimed{row: rows[i], lastStart: lastStart, batch: batch}
 		if rows[i].Headers.Valid {
 			if err := json.Unmarshal([]byte(rows[i].Headers.String), &c.headers); err != nil {
 				c.permanent = true
@@ -435,21 +454,42 @@ func (r *relay) take(ctx context.Context, c sqlstore.Claim, lock bool) (n int, f
 	return len(rows), full, nil
 }
 
-// dispatch publishes c once, when a slot is free.
+// dispatch publishes c once, when a slot is free. A row whose lease no
+// longer leaves time for a publish, because it waited too long for a slot,
+// goes back to the table instead.
 func (r *relay) dispatch(ctx context.Context, c *claimed) {
+	giveBack := func() { r.report(result{c: c, released: c.tries == 0, err: c.err}) }
+	late := time.NewTimer(time.Until(c.lastStart))
+	defer late.Stop()
 	select {
 	case r.slots <- struct{}{}:
 	case <-ctx.Done():
-		r.report(result{c: c, released: c.tries == 0, err: c.err})
+		giveBack()
+		return
+	case <-late.C:
+		if c.err == nil {
+			c.err = errors.New("no publish slot was free before the row's lease ran short")
+		}
+		giveBack()
 		return
 	}
 	r.publishing.Add(1)
 	go func() {
 		defer r.publishing.Done()
-		err := r.publish(c)
-		<-r.slots
-		r.report(result{c: c, err: err})
+		r.report(result{c: c, err: r.publish(c)})
 	}()
+}
+
+// publishGrace is how long after PublishTimeout the relay still waits for
+// a publisher that ignores its message's context deadline.
+func (r *relay) publishGrace() time.Duration {
+	return max(r.opts.PublishTimeout/10, 50*time.Millisecond)
+}
+
+// lastStart returns the last moment a publish of a row leased at leased
+// may start: PublishTimeout and its grace before the lease ends.
+func (r *relay) lastStart(leased time.Time) time.Time {
+	return leased.Add(r.opts.LeaseDuration - r.opts.PublishTimeout - r.publishGrace())
 }
 
 // report hands the outcome of a publish (or of a release) to the row's
@@ -500,6 +540,7 @@ func (r *relay) finishBatch(b *lockedBatch) batchOutcome {
 			}
 		}
 		if len(failedIDs) > 0 {
+			o.leased = time.Now()
 			if err := r.o.store.LeaseLocked(b.ctx, *b.tx, r.o.owner, failedIDs, r.opts.LeaseDuration); err != nil {
 				return fmt.Errorf("lease %d failed rows: %w", len(failedIDs), err)
 			}
@@ -512,8 +553,15 @@ func (r *relay) finishBatch(b *lockedBatch) batchOutcome {
 	return o
 }
 
-// publish sends c to the broker once. A nil error means the publisher
-// returned nil: for brokers with confirms, that the broker has the message.
+// publish sends c to the broker once and releases its slot when the
+// publisher returns. A nil error means the publisher returned nil: for
+// brokers with confirms, that the broker has the message.
+//
+// The message's context ends after PublishTimeout. If the publisher has not
+// returned a little after that, publish returns an error without it: the
+// row is retried like any failed publish, and the publisher's call keeps
+// its slot until it returns, so that a publisher that blocks for good
+// stops the relay's publishing instead of piling up goroutines.
 func (r *relay) publish(c *claimed) error {
 	c.tries++
 	row := &c.row
@@ -527,7 +575,36 @@ func (r *relay) publish(c *claimed) error {
 		Payload: row.Payload,
 		Headers: c.headers,
 	})
-	if err := r.o.pub.Publish(row.Topic, msg); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), r.opts.PublishTimeout)
+	msg.SetContext(ctx)
+	const running, returned, abandoned = 0, 1, 2
+	var state atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		defer cancel()
+		err := r.o.pub.Publish(row.Topic, msg)
+		<-r.slots
+		if !state.CompareAndSwap(running, returned) {
+			r.stuck.Add(-1)
+		}
+		done <- err
+	}()
+	watchdog := time.NewTimer(r.opts.PublishTimeout + r.publishGrace())
+	defer watchdog.Stop()
+	var err error
+	select {
+	case err = <-done:
+	case <-watchdog.C:
+		if state.CompareAndSwap(running, abandoned) {
+			n := r.stuck.Add(1)
+			r.log.Error("outbox: the publisher did not return within PublishTimeout; the row will be retried, and the call keeps its publish slot until it returns",
+				slog.String("message_id", row.MessageID), slog.String("topic", row.Topic),
+				slog.Duration("publish_timeout", r.opts.PublishTimeout), slog.Int64("stuck_publishes", n), slog.Int("max_in_flight", r.opts.MaxInFlight))
+			return fmt.Errorf("publish to %s: the publisher did not return within %s", row.Topic, r.opts.PublishTimeout)
+		}
+		err = <-done // it has just returned
+	}
+	if err != nil {
 		return fmt.Errorf("publish to %s: %w", row.Topic, err)
 	}
 	return nil
@@ -668,9 +745,9 @@ func (s *settler) batchFinished(ctx context.Context, o batchOutcome) {
 	if h := r.o.hooks; h != nil && h.published != nil && len(o.published) > 0 {
 		h.published(o.published)
 	}
-	deadline := time.Now().Add(r.opts.LeaseDuration * 4 / 5)
+	lastStart := r.lastStart(o.leased)
 	for _, res := range o.failed {
-		res.c.batch, res.c.deadline = nil, deadline
+		res.c.batch, res.c.lastStart = nil, lastStart
 		s.failed(ctx, res.c, res.err)
 	}
 }
@@ -690,7 +767,7 @@ func (s *settler) failed(ctx context.Context, c *claimed, err error) {
 	}
 	if !c.permanent && c.tries <= local && attempts < r.opts.MaxRetries && !s.isStopping() {
 		c.due = time.Now().Add(r.localBackoff.Delay(c.tries))
-		if c.due.Before(c.deadline) {
+		if c.due.Before(c.lastStart) {
 			s.waiting = append(s.waiting, c)
 			return
 		}

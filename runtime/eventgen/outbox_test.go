@@ -1129,6 +1129,8 @@ func TestNewOutboxRejectsBadOptions(t *testing.T) {
 	}{
 		{OutboxOptions{BatchSize: -1, LeaseDuration: -time.Second}, []string{"BatchSize is -1", "LeaseDuration is -1s"}},
 		{OutboxOptions{LocalRetries: 5, MaxRetries: 5}, []string{"LocalRetries (5) must be less than MaxRetries (5)"}},
+		{OutboxOptions{PublishTimeout: 20 * time.Second}, []string{"PublishTimeout (20s) must be at most half of LeaseDuration (30s)"}},
+		{OutboxOptions{PublishTimeout: -time.Second}, []string{"PublishTimeout is -1s"}},
 		{OutboxOptions{Table: "outbox; DROP TABLE users"}, []string{"invalid table name"}},
 		{OutboxOptions{Table: `outbox" --`}, []string{"invalid table name"}},
 		{OutboxOptions{Table: "a.b.c"}, []string{"invalid table name"}},
@@ -1149,6 +1151,12 @@ func TestNewOutboxRejectsBadOptions(t *testing.T) {
 	ob, err := NewOutbox(db, ps, OutboxOptions{Table: "app.events_outbox"})
 	if err != nil || ob.opts.Table != "app.events_outbox" || ob.opts.BatchSize != DefaultBatchSize {
 		t.Errorf("schema-qualified table: %v", err)
+	}
+	for lease, want := range map[time.Duration]time.Duration{0: DefaultPublishTimeout, 6 * time.Second: 2 * time.Second} {
+		ob, err := NewOutbox(db, ps, OutboxOptions{LeaseDuration: lease})
+		if err != nil || ob.opts.PublishTimeout != want {
+			t.Errorf("LeaseDuration %s: PublishTimeout defaults to %s (%v), want %s", lease, ob.opts.PublishTimeout, err, want)
+		}
 	}
 }
 
@@ -1271,8 +1279,14 @@ func TestOutboxHungRelayLosesItsRows(t *testing.T) {
 			hung := &hangingPublisher{Publisher: ps, release: make(chan struct{})}
 			const lease = 300 * time.Millisecond
 			// Two batches of 5: the first leased, the second (a backlog)
-			// held by row locks where the database has SKIP LOCKED.
-			stuck := newOutbox(t, db, hung, OutboxOptions{LeaseDuration: lease, BatchSize: 5, MaxInFlight: 10})
+			// held by row locks where the database has SKIP LOCKED. Its
+			// publishes time out after PublishTimeout (100ms) and its rows
+			// go back to the table, due after RetryMinAge; its slots stay
+			// taken by the calls that hang, so it publishes nothing more.
+			stuck := newOutbox(t, db, hung, OutboxOptions{
+				LeaseDuration: lease, BatchSize: 5, MaxInFlight: 10,
+				RetryInterval: 10 * time.Millisecond, RetryMinAge: 10 * time.Millisecond,
+			})
 			claimed := make(chan int, 2)
 			stuck.hooks = &outboxHooks{claimed: func(n int, _ bool) { claimed <- n }}
 			publish(t, stuck, db, 0, 10)
@@ -1286,8 +1300,8 @@ func TestOutboxHungRelayLosesItsRows(t *testing.T) {
 			}
 			marked := countMarked(healthy)
 			run(t, healthy)
-			// The stuck relay's hold ends with its lease, and the healthy
-			// one publishes everything while the other still hangs.
+			// The stuck relay gives its rows back, and the healthy one
+			// publishes everything while the other's calls still hang.
 			got.waitDistinct(10)
 			marked.wait(t, 10)
 			close(hung.release)
