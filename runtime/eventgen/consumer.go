@@ -217,6 +217,12 @@ func (c *Consumer) start() ([]string, error) {
 // to pending (so they are retried). Run returns once all of them have
 // returned, with nil, or with an error if a subscription failed or closed
 // before ctx was done. Run may be called once.
+//
+// So Run returns as soon as the handlers running return after their
+// context is cancelled (and the short writes that record their outcome, at
+// most 5 seconds each), whatever the broker does: it does not wait for the
+// subscriber to close its channels. Close the subscriber after Run
+// returns.
 func (c *Consumer) Run(ctx context.Context) error {
 	if c.sub == nil {
 		return fmt.Errorf("consumer %s: Run needs a subscriber; this Consumer was created with none (database operations only)", c.opts.Group)
@@ -296,7 +302,23 @@ func (c *Consumer) Subscribed() <-chan struct{} {
 // within the concurrency bound, until the subscriber closes the channel.
 func (c *Consumer) receive(ctx context.Context, wg *sync.WaitGroup, topic string, ch <-chan *message.Message, fatal chan<- error) {
 	defer wg.Done()
-	for msg := range ch {
+	for {
+		var msg *message.Message
+		select {
+		case m, ok := <-ch:
+			if !ok {
+				if ctx.Err() == nil {
+					fatal <- fmt.Errorf("consumer %s: subscription to %s closed", c.opts.Group, topic)
+				}
+				return
+			}
+			msg = m
+		case <-ctx.Done():
+			// Stop here rather than wait for the subscriber to close
+			// the channel, which a subscriber stuck on its broker may
+			// not do for a long time.
+			return
+		}
 		if !c.acquire(ctx) {
 			msg.Nack() // shutting down: leave it to a redelivery
 			continue
@@ -307,9 +329,6 @@ func (c *Consumer) receive(ctx context.Context, wg *sync.WaitGroup, topic string
 			defer c.release(1)
 			c.deliver(ctx, topic, msg)
 		}()
-	}
-	if ctx.Err() == nil {
-		fatal <- fmt.Errorf("consumer %s: subscription to %s closed", c.opts.Group, topic)
 	}
 }
 

@@ -1305,3 +1305,92 @@ func TestConsumerInboxInsertIsPrepared(t *testing.T) {
 		}
 	})
 }
+
+// stuckSubscriber is a broker client that stopped answering: its
+// subscriptions deliver nothing, and it never closes their channels, not
+// even when their context ends.
+type stuckSubscriber struct{}
+
+func (stuckSubscriber) Subscribe(context.Context, string) (<-chan *message.Message, error) {
+	return make(chan *message.Message), nil
+}
+
+func (stuckSubscriber) Close() error { return nil }
+
+// TestConsumerRunReturnsWhileSubscriberHangs stops a consumer whose
+// subscriber never closes its channels: Run must return at once instead of
+// waiting for the subscriber.
+func TestConsumerRunReturnsWhileSubscriberHangs(t *testing.T) {
+	db := testenv.OpenSQLite(t)
+	c, err := NewConsumer(db, stuckSubscriber{}, ConsumerOptions{Group: "g", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := Handle(c, func(context.Context, orderPlaced, Metadata) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	<-c.Subscribed()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v, want nil after its context ended", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5s of its context ending")
+	}
+}
+
+// TestConsumerSlowRetryKeepsItsRow runs a retry whose handler takes three
+// leases, with a second replica polling all the while: the row lock taken
+// by the lease check holds the row for the whole run, so the other replica
+// never claims it, and the handler runs once.
+func TestConsumerSlowRetryKeepsItsRow(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, h *harness) {
+		const lease = 200 * time.Millisecond
+		var retries atomic.Int64
+		handler := func(ctx context.Context, e orderPlaced, m Metadata) error {
+			if m.Attempt == 1 {
+				return errors.New("first run fails")
+			}
+			retries.Add(1)
+			select {
+			case <-time.After(3 * lease): // slow work, past the lease
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return h.effect(ctx, m.Group, m.ID)
+		}
+		opts := fastOptions()
+		opts.LeaseDuration = lease
+		a, tr := h.orders("billing", opts, handler)
+		b, _ := h.orders("billing", opts, handler)
+		h.run(a)
+		h.run(b)
+		h.publish(topicOrders, eventMessage(t, orderPlaced{OrderID: "1"}, "slow", nil))
+		tr.waitOutcome(t, "slow", sqlstore.StatusPending)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if rows, _ := h.effectCounts("billing"); rows > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the retry never succeeded")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(2 * lease) // time for a second run, were one started
+		if n := retries.Load(); n != 1 {
+			t.Errorf("the slow retry ran %d times, want once", n)
+		}
+		if rows, _ := h.effectCounts("billing"); rows != 1 {
+			t.Errorf("%d effects, want 1", rows)
+		}
+	})
+}
