@@ -1135,10 +1135,11 @@ func TestConsumerWithoutSubscriber(t *testing.T) {
 	})
 }
 
-func TestConsumerRunFailsWhenSubscriptionCloses(t *testing.T) {
-	db := testenv.OpenSQLite(t)
-	ps := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
-	c, err := NewConsumer(db, ps, ConsumerOptions{Group: "g", Logger: testLogger()})
+// orderConsumer returns a migrated consumer of group g on SQLite, reading
+// from sub, whose handler accepts every OrderPlaced.
+func orderConsumer(t *testing.T, sub message.Subscriber) *Consumer {
+	t.Helper()
+	c, err := NewConsumer(testenv.OpenSQLite(t), sub, ConsumerOptions{Group: "g", Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1148,6 +1149,12 @@ func TestConsumerRunFailsWhenSubscriptionCloses(t *testing.T) {
 	if err := Handle(c, func(context.Context, orderPlaced, Metadata) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+func TestConsumerRunFailsWhenSubscriptionCloses(t *testing.T) {
+	ps := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
+	c := orderConsumer(t, ps)
 	subscribed := c.Subscribed()
 	done := make(chan error, 1)
 	go func() { done <- c.Run(context.Background()) }()
@@ -1321,17 +1328,7 @@ func (stuckSubscriber) Close() error { return nil }
 // subscriber never closes its channels: Run must return at once instead of
 // waiting for the subscriber.
 func TestConsumerRunReturnsWhileSubscriberHangs(t *testing.T) {
-	db := testenv.OpenSQLite(t)
-	c, err := NewConsumer(db, stuckSubscriber{}, ConsumerOptions{Group: "g", Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if err := Handle(c, func(context.Context, orderPlaced, Metadata) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
+	c := orderConsumer(t, stuckSubscriber{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
