@@ -165,10 +165,10 @@ func (t *Transport) DeleteTopic(ctx context.Context, topic string, groups ...str
 
 // Close closes every subscriber and the publisher, then the connections.
 // It is safe to call more than once, and on a Transport that was never
-// opened. It does not wait for a broker that stopped answering: see each
+// opened (nil, or the zero value). It does not wait for a broker that stopped answering: see each
 // broker's Close.
 func (t *Transport) Close() error {
-	if t.b == nil {
+	if t == nil || t.b == nil {
 		return nil
 	}
 	return t.b.Close()

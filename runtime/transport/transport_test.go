@@ -490,11 +490,19 @@ func testCloseWhileFrozen(t *testing.T, tc testenv.TransportCase) {
 	}
 }
 
-// TestCloseZeroTransport closes a Transport that was never opened.
+// TestCloseZeroTransport closes a Transport that was never opened: the
+// zero value, and the nil that a failed Open returns.
 func TestCloseZeroTransport(t *testing.T) {
 	var tr transport.Transport
 	if err := tr.Close(); err != nil {
 		t.Fatalf("Close of the zero Transport: %v", err)
+	}
+	failed, err := transport.Open(context.Background(), "nosuch://", transport.Options{})
+	if err == nil {
+		t.Fatal("Open of an unknown scheme succeeded")
+	}
+	if err := failed.Close(); err != nil {
+		t.Fatalf("Close of the nil Transport a failed Open returned: %v", err)
 	}
 }
 

@@ -223,8 +223,8 @@ func (b *Broker) DeleteTopic(ctx context.Context, topic string, groups ...string
 // answers: what has not closed by then is dropped without the close
 // handshake.
 func (b *Broker) Close() error {
-	if b.ep == nil {
-		return nil // the zero Broker holds nothing
+	if b == nil || b.ep == nil {
+		return nil // a nil or zero Broker holds nothing
 	}
 	err := b.closers.CloseAll()
 	err = errors.Join(err, b.pubConn.close(), b.subConn.close())

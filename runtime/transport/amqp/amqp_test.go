@@ -10,6 +10,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp091 "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/goleak"
 
 	"github.com/eventgen/eventgen/runtime/internal/testenv"
 	"github.com/eventgen/eventgen/runtime/transport/amqp"
@@ -210,5 +211,63 @@ func waitWithin(t *testing.T, wg *sync.WaitGroup, d time.Duration, what string) 
 	case <-done:
 	case <-time.After(d):
 		t.Fatalf("%s did not return within %s", what, d)
+	}
+}
+
+// TestCloseInEveryState closes a Broker in each state it can be in: never
+// opened, open with a live subscription, after the broker dropped its
+// connections, and closed already. None may panic or hang, or leave a
+// goroutine behind.
+func TestCloseInEveryState(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) }) // runs last
+	var zero amqp.Broker
+	if err := zero.Close(); err != nil {
+		t.Errorf("zero Broker: %v", err)
+	}
+	var none *amqp.Broker
+	if err := none.Close(); err != nil {
+		t.Errorf("nil Broker: %v", err)
+	}
+	if b, err := amqp.Open(context.Background(), "amqp://guest:guest@127.0.0.1:1/", amqp.Options{}); err == nil {
+		t.Error("Open of a closed port succeeded")
+	} else if err := b.Close(); err != nil {
+		t.Errorf("Close of the nil Broker a failed Open returned: %v", err)
+	}
+
+	proxy, url := proxied(t, testenv.TransportURL(t, "amqp"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := amqp.Open(ctx, url, amqp.Options{Logger: testenv.Logger(t)})
+	if err != nil {
+		testenv.Unavailable(t, "amqp", err)
+	}
+	topic := testenv.Topic(t, "close")
+	defer func() {
+		if reader, err := amqp.Open(context.Background(), testenv.TransportURL(t, "amqp"), amqp.Options{}); err == nil {
+			_ = reader.DeleteTopic(context.Background(), topic, "g")
+			reader.Close()
+		}
+	}()
+	sub, err := b.Subscriber("g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.Subscribe(ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publisher().Publish(topic, within(t, "m", 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Cut() // the broker side is gone: a half-closed Broker
+	began := time.Now()
+	if err := b.Close(); err != nil {
+		t.Logf("Close after the connections were cut: %v", err)
+	}
+	if d := time.Since(began); d > 3*time.Second {
+		t.Errorf("Close after the connections were cut took %s", d)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
 	}
 }
