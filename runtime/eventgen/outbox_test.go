@@ -846,9 +846,10 @@ func TestOutboxLeaseTakeover(t *testing.T) {
 			crashed := newOutbox(t, db, ps, OutboxOptions{})
 			publish(t, crashed, db, 0, 5)
 			// The first relay claims with a short lease and "crashes":
-			// it never publishes nor releases.
+			// it never publishes nor releases. The lease must outlast the
+			// next claim below on a loaded machine.
 			ctx := context.Background()
-			held, err := crashed.store.Claim(ctx, db, sqlstore.Claim{Owner: crashed.owner, Limit: 100, MaxBytes: 1 << 20, Lease: 200 * time.Millisecond})
+			held, err := crashed.store.Claim(ctx, db, sqlstore.Claim{Owner: crashed.owner, Limit: 100, MaxBytes: 1 << 20, Lease: time.Second})
 			if err != nil || len(held) != 5 {
 				t.Fatalf("claim: %d rows, %v", len(held), err)
 			}
@@ -1469,6 +1470,21 @@ func TestRelayBatchesAStreamOfCommits(t *testing.T) {
 			}
 			wg.Wait()
 			got.waitDistinct(int(commits.Load()))
+			// Delivery comes before the mark: wait for the marks too.
+			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				mu.Lock()
+				marked := 0
+				for _, m := range marks {
+					marked += m.rows
+				}
+				mu.Unlock()
+				if marked >= int(commits.Load()) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d of %d rows marked published after 30s", marked, commits.Load())
+				}
+			}
 
 			mu.Lock()
 			defer mu.Unlock()
