@@ -74,7 +74,7 @@ func TestOutboxClockSkewChangesNothing(t *testing.T) {
 		delayed    = 0 // published WithDelay
 		minAge     = 300 * time.Millisecond
 		delay      = 500 * time.Millisecond
-		retention  = time.Second
+		retention  = time.Minute // far longer than the run, however loaded the machine
 		longEnough = 8 * time.Second
 	)
 	for _, d := range testenv.Databases(t) {
@@ -94,11 +94,13 @@ func TestOutboxClockSkewChangesNothing(t *testing.T) {
 				ob.dialect = skewed(ob.dialect, skew)
 				ob.store = sqlstore.NewOutboxStore(ob.dialect, ob.opts.Table)
 
+				marked := countMarked(ob)
 				start := time.Now()
 				publish(t, ob, db, delayed, 1, WithDelay(delay))
 				publish(t, ob, db, 1, n-1)
-				run(t, ob)
+				stop := run(t, ob)
 				got.waitDistinct(n)
+				marked.wait(t, n)
 				if took := time.Since(start); took > longEnough {
 					t.Errorf("publishing took %s, want well under %s", took, longEnough)
 				}
@@ -117,14 +119,17 @@ func TestOutboxClockSkewChangesNothing(t *testing.T) {
 				}
 
 				// Published rows expire PublishedRetention after publishing,
-				// on the database's clock.
+				// on the database's clock: moved forward by the retention,
+				// that clock finds every row expired.
+				stop() // the relay must not run while its store changes
 				ctx := context.Background()
 				if c, err := ob.Clean(ctx); err != nil || c != 0 {
 					t.Errorf("Clean at once = %d, %v; want 0: nothing has expired", c, err)
 				}
-				time.Sleep(retention + 200*time.Millisecond)
+				ob.dialect = skewed(ob.dialect, retention+time.Second)
+				ob.store = sqlstore.NewOutboxStore(ob.dialect, ob.opts.Table)
 				if c, err := ob.Clean(ctx); err != nil || c != n {
-					t.Errorf("Clean after the retention = %d, %v; want %d", c, err, n)
+					t.Errorf("Clean a retention later = %d, %v; want %d", c, err, n)
 				}
 			})
 		}
@@ -137,11 +142,9 @@ func TestOutboxClockSkewChangesNothing(t *testing.T) {
 // retention, whichever way the database's clock is off.
 func TestConsumerClockSkewChangesNothing(t *testing.T) {
 	const (
-		n      = 6
-		minAge = 300 * time.Millisecond
-		// retention must outlast handling all n messages, or the first
-		// expire before "Clean at once" runs on a loaded machine.
-		retention = 3 * time.Second
+		n         = 6
+		minAge    = 300 * time.Millisecond
+		retention = time.Minute // far longer than the run, however loaded the machine
 	)
 	for _, skew := range clockSkews {
 		forEachDatabase(t, func(t *testing.T, h *harness) {
@@ -165,7 +168,7 @@ func TestConsumerClockSkewChangesNothing(t *testing.T) {
 				return h.effect(ctx, m.Group, m.ID)
 			})
 			c.inbox.D = skewed(c.inbox.D, skew)
-			h.run(c)
+			stop := h.run(c)
 			var msgs []*message.Message
 			for i := range n {
 				msgs = append(msgs, eventMessage(t, orderPlaced{OrderID: fmt.Sprint(i)}, fmt.Sprint(i), nil))
@@ -185,13 +188,19 @@ func TestConsumerClockSkewChangesNothing(t *testing.T) {
 				t.Errorf("effects: %d rows for %d messages, want %d each", rows, distinct, n)
 			}
 
+			// Handled rows expire SucceededRetention after handling, on
+			// the database's clock: moved forward by the retention, that
+			// clock finds every row expired.
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
 			ctx := context.Background()
 			if got, err := c.Clean(ctx); err != nil || got != 0 {
 				t.Errorf("Clean at once = %d, %v; want 0: nothing has expired", got, err)
 			}
-			time.Sleep(retention + 200*time.Millisecond)
+			c.inbox.D = skewed(c.inbox.D, retention+time.Second)
 			if got, err := c.Clean(ctx); err != nil || got != n {
-				t.Errorf("Clean after the retention = %d, %v; want %d", got, err, n)
+				t.Errorf("Clean a retention later = %d, %v; want %d", got, err, n)
 			}
 		})
 	}
