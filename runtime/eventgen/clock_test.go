@@ -88,7 +88,7 @@ func TestOutboxClockSkewChangesNothing(t *testing.T) {
 				pub := &attemptLog{Publisher: ps, fail: func(n int) bool { return n%2 == 1 }, failures: 2, times: map[int][]time.Time{}}
 				ob := newOutbox(t, db, pub, OutboxOptions{
 					LocalRetries: 1, LocalRetryInterval: time.Millisecond, RetryInterval: time.Millisecond, RetryMinAge: minAge,
-					PollInterval: 20 * time.Millisecond, LeaseDuration: 2 * time.Second,
+					PollInterval: 20 * time.Millisecond, LeaseDuration: 10 * time.Second,
 					PublishedRetention: retention, CleanInterval: time.Hour,
 				})
 				ob.dialect = skewed(ob.dialect, skew)
