@@ -95,7 +95,7 @@ func (e OrderPlaced) Validate() error {
 		errs = append(errs, errors.New("customer_id is required"))
 	}
 	if !e.Status.Valid() {
-		errs = append(errs, fmt.Errorf("%s: unknown value %q", "status", e.Status))
+		errs = append(errs, fmt.Errorf("status: unknown value %q", e.Status))
 	}
 	for i, x := range e.Lines {
 		errs = append(errs, x.validate("lines["+strconv.Itoa(i)+"].")...)
@@ -209,7 +209,7 @@ func (e PaymentCaptured) Validate() error {
 		errs = append(errs, errors.New("payment_id is required"))
 	}
 	if !e.Method.Valid() {
-		errs = append(errs, fmt.Errorf("%s: unknown value %q", "method", e.Method))
+		errs = append(errs, fmt.Errorf("method: unknown value %q", e.Method))
 	}
 	errs = append(errs, e.Amount.validate("amount.")...)
 	if e.CapturedAt.IsZero() {
@@ -348,7 +348,7 @@ func (e LegacyOrderUpdated) Validate() error {
 		errs = append(errs, errors.New("order_id is required"))
 	}
 	if !e.Status.Valid() {
-		errs = append(errs, fmt.Errorf("%s: unknown value %q", "status", e.Status))
+		errs = append(errs, fmt.Errorf("status: unknown value %q", e.Status))
 	}
 	return errors.Join(errs...)
 }

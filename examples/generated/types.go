@@ -123,10 +123,10 @@ func (v OrderStatus) Valid() bool {
 func (v *OrderStatus) UnmarshalJSON(data []byte) error {
 	var s string
 	if err := json.Unmarshal(data, &s); err != nil {
-		return fmt.Errorf("decode %s: %w", "OrderStatus", err)
+		return fmt.Errorf("decode OrderStatus: %w", err)
 	}
 	if !OrderStatus(s).Valid() {
-		return fmt.Errorf("unknown %s value %q", "OrderStatus", s)
+		return fmt.Errorf("unknown OrderStatus value %q", s)
 	}
 	*v = OrderStatus(s)
 	return nil
@@ -156,10 +156,10 @@ func (v PaymentMethod) Valid() bool {
 func (v *PaymentMethod) UnmarshalJSON(data []byte) error {
 	var s string
 	if err := json.Unmarshal(data, &s); err != nil {
-		return fmt.Errorf("decode %s: %w", "PaymentMethod", err)
+		return fmt.Errorf("decode PaymentMethod: %w", err)
 	}
 	if !PaymentMethod(s).Valid() {
-		return fmt.Errorf("unknown %s value %q", "PaymentMethod", s)
+		return fmt.Errorf("unknown PaymentMethod value %q", s)
 	}
 	*v = PaymentMethod(s)
 	return nil

@@ -235,10 +235,10 @@ func enumDecl(f *jen.File, t *model.Type) {
 	f.Add(doc).Func().Params(jen.Id("v").Op("*").Id(t.GoName)).Id("UnmarshalJSON").Params(jen.Id("data").Index().Byte()).Error().Block(
 		jen.Var().Id("s").String(),
 		jen.If(jen.Err().Op(":=").Qual("encoding/json", "Unmarshal").Call(jen.Id("data"), jen.Op("&").Id("s")), jen.Err().Op("!=").Nil()).Block(
-			jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("decode %s: %w"), jen.Lit(t.Name), jen.Err())),
+			jen.Return(errorf("decode "+escapeVerbs(t.Name)+": %w", jen.Err())),
 		),
 		jen.If(jen.Op("!").Id(t.GoName).Call(jen.Id("s")).Dot("Valid").Call()).Block(
-			jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("unknown %s value %q"), jen.Lit(t.Name), jen.Id("s"))),
+			jen.Return(errorf("unknown "+escapeVerbs(t.Name)+" value %q", jen.Id("s"))),
 		),
 		jen.Op("*").Id("v").Op("=").Id(t.GoName).Call(jen.Id("s")),
 		jen.Return(jen.Nil()),

@@ -2,6 +2,7 @@ package emit
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/dave/jennifer/jen"
 
@@ -35,7 +36,7 @@ func validateMethods(f *jen.File, goName, recv string, fields []*model.Field, va
 	params := []jen.Code{jen.Id("p").String()}
 	f.Add(doc).Func().Params(jen.Id(recv).Id(goName)).Id("validate").Params(params...).Index().Error().BlockFunc(func(g *jen.Group) {
 		g.Var().Id("errs").Index().Error()
-		checkFields(g, recv, fields, path{}.code(jen.Id("p")))
+		checkFields(g, recv, fields, path{}.arg("%s", jen.Id("p")))
 		g.Return(jen.Id("errs"))
 	})
 }
@@ -52,7 +53,7 @@ func checkFields(g *jen.Group, recv string, fields []*model.Field, base path) {
 			// the pointer.
 			if fd.Type.Named.IsEnum() {
 				g.If(v.Clone().Op("!=").Nil().Op("&&").Op("!").Add(v.Clone()).Dot("Valid").Call()).Block(appendErr(
-					jen.Qual("fmt", "Errorf").Call(jen.Lit("%s: unknown value %q"), p.expr(), jen.Op("*").Add(v.Clone())),
+					p.errorf(": unknown value %q", jen.Op("*").Add(v.Clone())),
 				))
 			} else {
 				g.If(v.Clone().Op("!=").Nil()).Block(
@@ -76,7 +77,7 @@ func checkValue(g *jen.Group, v *jen.Statement, t *model.TypeRef, p path, depth 
 	case model.Named:
 		if t.Named.IsEnum() {
 			g.If(jen.Op("!").Add(v.Clone()).Dot("Valid").Call()).Block(appendErr(
-				jen.Qual("fmt", "Errorf").Call(jen.Lit("%s: unknown value %q"), p.expr(), v.Clone()),
+				p.errorf(": unknown value %q", v.Clone()),
 			))
 			return
 		}
@@ -84,14 +85,14 @@ func checkValue(g *jen.Group, v *jen.Statement, t *model.TypeRef, p path, depth 
 	case model.Slice:
 		i, x := jen.Id("i"+suffix), jen.Id("x"+suffix)
 		g.For(jen.List(i.Clone(), x.Clone()).Op(":=").Range().Add(v.Clone())).BlockFunc(func(g *jen.Group) {
-			elem := p.lit("[").code(jen.Qual("strconv", "Itoa").Call(i.Clone())).lit("]")
+			elem := p.lit("[").arg("%d", i.Clone()).lit("]")
 			checkValue(g, x.Clone(), t.Elem, elem, depth+1)
 		})
 	case model.Map:
 		k := jen.Id("k" + suffix)
 		keys := jen.Qual("slices", "Sorted").Call(jen.Qual("maps", "Keys").Call(v.Clone()))
 		g.For(jen.List(jen.Id("_"), k.Clone()).Op(":=").Range().Add(keys)).BlockFunc(func(g *jen.Group) {
-			elem := p.lit("[").code(jen.Qual("strconv", "Quote").Call(k.Clone())).lit("]")
+			elem := p.lit("[").arg("%q", k.Clone()).lit("]")
 			checkValue(g, v.Clone().Index(k.Clone()), t.Elem, elem, depth+1)
 		})
 	}
@@ -122,12 +123,16 @@ func appendErr(err jen.Code) jen.Code {
 type path []pathPart
 
 type pathPart struct {
-	lit  string
-	code jen.Code // nil for a literal part
+	lit string
+	// arg is a value known only at run time (nil for a literal part), and
+	// verb how it is formatted: "%s" for a string, "%d" for an int, "%q"
+	// for a string to quote.
+	arg  jen.Code
+	verb string
 }
 
 func (p path) lit(s string) path {
-	if n := len(p); n > 0 && p[n-1].code == nil {
+	if n := len(p); n > 0 && p[n-1].arg == nil {
 		out := append(path(nil), p...)
 		out[n-1].lit += s
 		return out
@@ -135,8 +140,8 @@ func (p path) lit(s string) path {
 	return append(append(path(nil), p...), pathPart{lit: s})
 }
 
-func (p path) code(c jen.Code) path {
-	return append(append(path(nil), p...), pathPart{code: c})
+func (p path) arg(verb string, c jen.Code) path {
+	return append(append(path(nil), p...), pathPart{arg: c, verb: verb})
 }
 
 // expr returns the string expression that computes the path.
@@ -149,11 +154,45 @@ func (p path) expr() jen.Code {
 		if i > 0 {
 			s.Op("+")
 		}
-		if part.code == nil {
+		switch part.verb {
+		case "":
 			s.Lit(part.lit)
-		} else {
-			s.Add(part.code)
+		case "%d":
+			s.Qual("strconv", "Itoa").Call(part.arg)
+		case "%q":
+			s.Qual("strconv", "Quote").Call(part.arg)
+		default:
+			s.Add(part.arg)
 		}
 	}
 	return s
+}
+
+// errorf returns a fmt.Errorf call whose format is the path followed by
+// format, with the path's literal parts written into the format and its
+// run-time parts passed as arguments before args.
+func (p path) errorf(format string, args ...jen.Code) jen.Code {
+	var lits strings.Builder
+	var pathArgs []jen.Code
+	for _, part := range p {
+		if part.arg == nil {
+			lits.WriteString(escapeVerbs(part.lit))
+		} else {
+			lits.WriteString(part.verb)
+			pathArgs = append(pathArgs, part.arg)
+		}
+	}
+	return errorf(lits.String()+format, append(pathArgs, args...)...)
+}
+
+// errorf returns a fmt.Errorf call with the given format. Text known when
+// generating is written into the format, never passed to a verb; text from
+// the spec must go through escapeVerbs first.
+func errorf(format string, args ...jen.Code) jen.Code {
+	return jen.Qual("fmt", "Errorf").Call(append([]jen.Code{jen.Op(strconv.Quote(format))}, args...)...)
+}
+
+// escapeVerbs escapes s for a format string, so that fmt prints it as it is.
+func escapeVerbs(s string) string {
+	return strings.ReplaceAll(s, "%", "%%")
 }

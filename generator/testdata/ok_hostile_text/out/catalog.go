@@ -31,6 +31,14 @@ func Catalog() []eventgen.EventInfo {
 					Type:     "string",
 					Optional: true,
 				},
+				{
+					Name: "state%",
+					Type: "Mode",
+				},
+				{
+					Name: "states%",
+					Type: "map[string][]Mode",
+				},
 			},
 		},
 	}

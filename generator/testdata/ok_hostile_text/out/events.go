@@ -6,6 +6,8 @@ package hostile
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/eventgen/eventgen/runtime/eventgen"
 )
@@ -53,8 +55,10 @@ type Evil struct {
 	// %v
 	//
 	// after blank lines
-	OddName string  `json:"odd$name"`
-	Percent *string `json:"percent%,omitempty"`
+	OddName string            `json:"odd$name"`
+	Percent *string           `json:"percent%,omitempty"`
+	State   Mode              `json:"state%"`
+	States  map[string][]Mode `json:"states%"`
 }
 
 // EventName returns "Evil", the event's wire name.
@@ -76,10 +80,20 @@ func (Evil) Topic() string {
 func (e Evil) Validate() error {
 	var errs []error
 	if !e.Mode.Valid() {
-		errs = append(errs, fmt.Errorf("%s: unknown value %q", "mode", e.Mode))
+		errs = append(errs, fmt.Errorf("mode: unknown value %q", e.Mode))
 	}
 	if e.OddName == "" {
 		errs = append(errs, errors.New("odd$name is required"))
+	}
+	if !e.State.Valid() {
+		errs = append(errs, fmt.Errorf("state%%: unknown value %q", e.State))
+	}
+	for _, k := range slices.Sorted(maps.Keys(e.States)) {
+		for i1, x1 := range e.States[k] {
+			if !x1.Valid() {
+				errs = append(errs, fmt.Errorf("states%%[%q][%d]: unknown value %q", k, i1, x1))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

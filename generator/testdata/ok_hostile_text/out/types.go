@@ -40,10 +40,10 @@ func (v Mode) Valid() bool {
 func (v *Mode) UnmarshalJSON(data []byte) error {
 	var s string
 	if err := json.Unmarshal(data, &s); err != nil {
-		return fmt.Errorf("decode %s: %w", "Mode", err)
+		return fmt.Errorf("decode Mode: %w", err)
 	}
 	if !Mode(s).Valid() {
-		return fmt.Errorf("unknown %s value %q", "Mode", s)
+		return fmt.Errorf("unknown Mode value %q", s)
 	}
 	*v = Mode(s)
 	return nil

@@ -304,7 +304,7 @@ func (e ByEnum) Key() string {
 func (e ByEnum) Validate() error {
 	var errs []error
 	if !e.K.Valid() {
-		errs = append(errs, fmt.Errorf("%s: unknown value %q", "k", e.K))
+		errs = append(errs, fmt.Errorf("k: unknown value %q", e.K))
 	}
 	return errors.Join(errs...)
 }

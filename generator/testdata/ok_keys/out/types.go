@@ -31,10 +31,10 @@ func (v Region) Valid() bool {
 func (v *Region) UnmarshalJSON(data []byte) error {
 	var s string
 	if err := json.Unmarshal(data, &s); err != nil {
-		return fmt.Errorf("decode %s: %w", "Region", err)
+		return fmt.Errorf("decode Region: %w", err)
 	}
 	if !Region(s).Valid() {
-		return fmt.Errorf("unknown %s value %q", "Region", s)
+		return fmt.Errorf("unknown Region value %q", s)
 	}
 	*v = Region(s)
 	return nil

@@ -70,7 +70,7 @@ func (e UserSignedUp) Validate() error {
 		errs = append(errs, errors.New("email_address is required"))
 	}
 	if !e.Kind.Valid() {
-		errs = append(errs, fmt.Errorf("%s: unknown value %q", "kind", e.Kind))
+		errs = append(errs, fmt.Errorf("kind: unknown value %q", e.Kind))
 	}
 	return errors.Join(errs...)
 }

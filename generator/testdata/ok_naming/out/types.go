@@ -68,10 +68,10 @@ func (v RequestKind) Valid() bool {
 func (v *RequestKind) UnmarshalJSON(data []byte) error {
 	var s string
 	if err := json.Unmarshal(data, &s); err != nil {
-		return fmt.Errorf("decode %s: %w", "kind", err)
+		return fmt.Errorf("decode kind: %w", err)
 	}
 	if !RequestKind(s).Valid() {
-		return fmt.Errorf("unknown %s value %q", "kind", s)
+		return fmt.Errorf("unknown kind value %q", s)
 	}
 	*v = RequestKind(s)
 	return nil

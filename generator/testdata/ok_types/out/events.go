@@ -114,30 +114,30 @@ func (e EverythingHappened) Validate() error {
 		errs = append(errs, errors.New("doc is required"))
 	}
 	if !e.Color.Valid() {
-		errs = append(errs, fmt.Errorf("%s: unknown value %q", "color", e.Color))
+		errs = append(errs, fmt.Errorf("color: unknown value %q", e.Color))
 	}
 	errs = append(errs, e.Tree.validate("tree.")...)
 	if e.OptColor != nil && !e.OptColor.Valid() {
-		errs = append(errs, fmt.Errorf("%s: unknown value %q", "opt_color", *e.OptColor))
+		errs = append(errs, fmt.Errorf("opt_color: unknown value %q", *e.OptColor))
 	}
 	if e.OptTree != nil {
 		errs = append(errs, e.OptTree.validate("opt_tree.")...)
 	}
 	for i, x := range e.Colors {
 		if !x.Valid() {
-			errs = append(errs, fmt.Errorf("%s: unknown value %q", "colors["+strconv.Itoa(i)+"]", x))
+			errs = append(errs, fmt.Errorf("colors[%d]: unknown value %q", i, x))
 		}
 	}
 	for i, x := range e.ColorGrid {
 		for i1, x1 := range x {
 			if !x1.Valid() {
-				errs = append(errs, fmt.Errorf("%s: unknown value %q", "color_grid["+strconv.Itoa(i)+"]["+strconv.Itoa(i1)+"]", x1))
+				errs = append(errs, fmt.Errorf("color_grid[%d][%d]: unknown value %q", i, i1, x1))
 			}
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(e.ColorsByName)) {
 		if !e.ColorsByName[k].Valid() {
-			errs = append(errs, fmt.Errorf("%s: unknown value %q", "colors_by_name["+strconv.Quote(k)+"]", e.ColorsByName[k]))
+			errs = append(errs, fmt.Errorf("colors_by_name[%q]: unknown value %q", k, e.ColorsByName[k]))
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(e.TreesByName)) {

@@ -36,10 +36,10 @@ func (v Color) Valid() bool {
 func (v *Color) UnmarshalJSON(data []byte) error {
 	var s string
 	if err := json.Unmarshal(data, &s); err != nil {
-		return fmt.Errorf("decode %s: %w", "Color", err)
+		return fmt.Errorf("decode Color: %w", err)
 	}
 	if !Color(s).Valid() {
-		return fmt.Errorf("unknown %s value %q", "Color", s)
+		return fmt.Errorf("unknown Color value %q", s)
 	}
 	*v = Color(s)
 	return nil
@@ -63,7 +63,7 @@ func (t Leaf) validate(p string) []error {
 		errs = append(errs, errors.New(p+"label is required"))
 	}
 	if t.Color != nil && !t.Color.Valid() {
-		errs = append(errs, fmt.Errorf("%s: unknown value %q", p+"color", *t.Color))
+		errs = append(errs, fmt.Errorf("%scolor: unknown value %q", p, *t.Color))
 	}
 	return errs
 }

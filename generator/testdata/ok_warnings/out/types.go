@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 )
 
 // Orphan is the type "Orphan" of the spec.
@@ -35,7 +34,7 @@ func (t Used) validate(p string) []error {
 	var errs []error
 	for i, x := range t.Child {
 		if !x.Valid() {
-			errs = append(errs, fmt.Errorf("%s: unknown value %q", p+"child["+strconv.Itoa(i)+"]", x))
+			errs = append(errs, fmt.Errorf("%schild[%d]: unknown value %q", p, i, x))
 		}
 	}
 	return errs
@@ -63,10 +62,10 @@ func (v Child) Valid() bool {
 func (v *Child) UnmarshalJSON(data []byte) error {
 	var s string
 	if err := json.Unmarshal(data, &s); err != nil {
-		return fmt.Errorf("decode %s: %w", "Child", err)
+		return fmt.Errorf("decode Child: %w", err)
 	}
 	if !Child(s).Valid() {
-		return fmt.Errorf("unknown %s value %q", "Child", s)
+		return fmt.Errorf("unknown Child value %q", s)
 	}
 	*v = Child(s)
 	return nil

@@ -1,0 +1,102 @@
+package generator_test
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/eventgen/eventgen/generator"
+)
+
+// TestGeneratedCodeRules checks rules of the generated Go code on every
+// golden case and on the example, by reading its syntax tree rather than
+// comparing text: error formats.
+func TestGeneratedCodeRules(t *testing.T) {
+	paths := []string{filepath.Join("..", "examples", "events.yaml")}
+	for _, dir := range goldenCases(t) {
+		if strings.HasPrefix(filepath.Base(dir), "ok_") {
+			paths = append(paths, filepath.Join(dir, "events.yaml"))
+		}
+	}
+	for _, path := range paths {
+		s, err := generator.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files, err := generator.Generate(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, src := range files {
+			if !strings.HasSuffix(name, ".go") {
+				continue
+			}
+			fset := token.NewFileSet()
+			f, err := parser.ParseFile(fset, name, src, parser.ParseComments)
+			if err != nil {
+				t.Fatalf("%s: %v", path, err)
+			}
+			checkErrorFormats(t, fset, f)
+		}
+	}
+}
+
+// checkErrorFormats checks every fmt.Errorf call: its format is a literal,
+// no argument is a literal (text known when generating belongs in the
+// format), and the format has a verb for every argument, so that a % from
+// the spec was escaped.
+func checkErrorFormats(t *testing.T, fset *token.FileSet, f *ast.File) {
+	t.Helper()
+	ast.Inspect(f, func(n ast.Node) bool {
+		call, ok := n.(*ast.CallExpr)
+		if !ok {
+			return true
+		}
+		sel, ok := call.Fun.(*ast.SelectorExpr)
+		if !ok || sel.Sel.Name != "Errorf" {
+			return true
+		}
+		if x, ok := sel.X.(*ast.Ident); !ok || x.Name != "fmt" {
+			return true
+		}
+		pos := fset.Position(call.Pos())
+		lit, ok := call.Args[0].(*ast.BasicLit)
+		if !ok || lit.Kind != token.STRING {
+			t.Errorf("%s: format is not a string literal", pos)
+			return true
+		}
+		format, err := strconv.Unquote(lit.Value)
+		if err != nil {
+			t.Fatalf("%s: %v", pos, err)
+		}
+		for _, a := range call.Args[1:] {
+			if b, ok := a.(*ast.BasicLit); ok {
+				t.Errorf("%s: literal %s passed to the format %q", pos, b.Value, format)
+			}
+		}
+		if verbs := countVerbs(format); verbs != len(call.Args)-1 {
+			t.Errorf("%s: format %q has %d verbs for %d arguments", pos, format, verbs, len(call.Args)-1)
+		}
+		return true
+	})
+}
+
+// countVerbs counts the verbs of a format that uses single-letter verbs
+// without flags, as generated code does; %% is not a verb.
+func countVerbs(format string) int {
+	n := 0
+	for i := 0; i < len(format); i++ {
+		if format[i] != '%' {
+			continue
+		}
+		i++
+		if i < len(format) && format[i] != '%' {
+			n++
+		}
+	}
+	return n
+}
