@@ -14,7 +14,7 @@ import (
 
 // TestGeneratedCodeRules checks rules of the generated Go code on every
 // golden case and on the example, by reading its syntax tree rather than
-// comparing text: error formats.
+// comparing text: struct field spacing and error formats.
 func TestGeneratedCodeRules(t *testing.T) {
 	paths := []string{filepath.Join("..", "examples", "events.yaml")}
 	for _, dir := range goldenCases(t) {
@@ -40,9 +40,55 @@ func TestGeneratedCodeRules(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", path, err)
 			}
+			checkFieldSpacing(t, fset, f)
 			checkErrorFormats(t, fset, f)
 		}
 	}
+}
+
+// checkFieldSpacing checks that a blank line separates every documented
+// struct field and every documented constant of a const block from its
+// neighbours, and that consecutive undocumented ones have none between
+// them.
+func checkFieldSpacing(t *testing.T, fset *token.FileSet, f *ast.File) {
+	t.Helper()
+	type decl struct {
+		name string
+		doc  *ast.CommentGroup
+		node ast.Node
+	}
+	check := func(decls []decl) {
+		for i := 1; i < len(decls); i++ {
+			prev, cur := decls[i-1], decls[i]
+			start := cur.node.Pos()
+			if cur.doc != nil {
+				start = cur.doc.Pos()
+			}
+			blank := fset.Position(start).Line-fset.Position(prev.node.End()).Line > 1
+			if want := prev.doc != nil || cur.doc != nil; blank != want {
+				t.Errorf("%s: blank line before %s is %v, want %v", fset.Position(start), cur.name, blank, want)
+			}
+		}
+	}
+	ast.Inspect(f, func(n ast.Node) bool {
+		var decls []decl
+		switch n := n.(type) {
+		case *ast.StructType:
+			for _, fd := range n.Fields.List {
+				decls = append(decls, decl{fd.Names[0].Name, fd.Doc, fd})
+			}
+		case *ast.GenDecl:
+			if n.Tok != token.CONST {
+				return true
+			}
+			for _, spec := range n.Specs {
+				vs := spec.(*ast.ValueSpec)
+				decls = append(decls, decl{vs.Names[0].Name, vs.Doc, vs})
+			}
+		}
+		check(decls)
+		return true
+	})
 }
 
 // checkErrorFormats checks every fmt.Errorf call: its format is a literal,

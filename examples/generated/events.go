@@ -30,10 +30,12 @@ const (
 	//
 	// Order lifecycle, from checkout to delivery.
 	TopicOrders = "shop.orders"
+
 	// TopicPayments is the topic "shop.payments".
 	//
 	// Payment authorisation and capture.
 	TopicPayments = "shop.payments"
+
 	// TopicInventory is the topic "shop.inventory".
 	//
 	// Stock movements in the warehouses.
@@ -59,7 +61,8 @@ type OrderPlaced struct {
 	ShippingAddress Address     `json:"shipping_address"`
 
 	// Free text the customer entered at checkout.
-	Note     *string           `json:"note,omitempty"`
+	Note *string `json:"note,omitempty"`
+
 	Labels   map[string]string `json:"labels"`
 	PlacedAt time.Time         `json:"placed_at"`
 }
@@ -119,7 +122,8 @@ type OrderCancelled struct {
 	Reason  string    `json:"reason"`
 
 	// Absent when nothing was paid yet.
-	Refund      *Money    `json:"refund,omitempty"`
+	Refund *Money `json:"refund,omitempty"`
+
 	CancelledAt time.Time `json:"cancelled_at"`
 }
 
@@ -230,7 +234,8 @@ type InventoryStockReserved struct {
 
 	// Remaining stock by warehouse id.
 	WarehouseQuantities map[string]int64 `json:"warehouse_quantities"`
-	ReservationTTL      time.Duration    `json:"reservation_ttl"`
+
+	ReservationTTL time.Duration `json:"reservation_ttl"`
 }
 
 // EventName returns "inventory.stock-reserved", the event's wire name.

@@ -111,6 +111,7 @@ func RegisterLegacyOrderUpdatedHandler(c *eventgen.Consumer, h LegacyOrderUpdate
 const (
 	// GroupBilling is the consumer group "billing".
 	GroupBilling = "billing"
+
 	// GroupShipping is the consumer group "shipping".
 	GroupShipping = "shipping"
 )

@@ -29,14 +29,14 @@ func eventsFile(f *jen.File, p *model.Package) {
 	f.Line()
 
 	f.Comment("// Broker topics.")
-	f.Const().DefsFunc(func(g *jen.Group) {
-		for _, t := range p.Topics {
-			g.Add(comment(paragraphs(
-				[]string{t.Const + " is the topic " + strconv.Quote(t.Name) + "."},
-				t.Description.Lines(),
-			)...)).Id(t.Const).Op("=").Lit(t.Name)
-		}
-	})
+	var topics []jen.Code
+	var documented []bool
+	for _, t := range p.Topics {
+		doc := paragraphs([]string{t.Const + " is the topic " + strconv.Quote(t.Name) + "."}, t.Description.Lines())
+		topics = append(topics, comment(doc...).Id(t.Const).Op("=").Lit(t.Name))
+		documented = append(documented, len(doc) > 0)
+	}
+	f.Const().Defs(spaced(topics, documented)...)
 	f.Line()
 
 	f.Add(comment(
@@ -103,10 +103,8 @@ func deprecation(e *model.Event) []string {
 // structFields declares fields with their doc comments and json tags.
 func structFields(fields []*model.Field) []jen.Code {
 	var out []jen.Code
-	for i, fd := range fields {
-		if i > 0 && len(fd.Description.Lines()) > 0 {
-			out = append(out, jen.Line())
-		}
+	var documented []bool
+	for _, fd := range fields {
 		tag := fd.JSON
 		if fd.Optional {
 			tag += ",omitempty"
@@ -116,6 +114,22 @@ func structFields(fields []*model.Field) []jen.Code {
 			typ = jen.Op("*").Add(typ)
 		}
 		out = append(out, comment(fd.Description.Lines()...).Id(fd.GoName).Add(typ).Tag(map[string]string{"json": tag}))
+		documented = append(documented, len(fd.Description.Lines()) > 0)
+	}
+	return spaced(out, documented)
+}
+
+// spaced returns the declarations of a struct or a const block with a
+// blank line between each documented one and its neighbours, so that a
+// comment is not read as covering the declarations after it. Undocumented
+// declarations stay together.
+func spaced(decls []jen.Code, documented []bool) []jen.Code {
+	var out []jen.Code
+	for i, d := range decls {
+		if i > 0 && (documented[i] || documented[i-1]) {
+			out = append(out, jen.Line())
+		}
+		out = append(out, d)
 	}
 	return out
 }
@@ -327,11 +341,13 @@ func handlersFile(f *jen.File, p *model.Package) {
 	}
 	f.Line()
 	f.Comment("// Consumer groups.")
-	f.Const().DefsFunc(func(g *jen.Group) {
-		for _, c := range p.Consumers {
-			g.Add(comment(c.GroupConst + " is the consumer group " + strconv.Quote(c.Name) + ".")).Id(c.GroupConst).Op("=").Lit(c.Name)
-		}
-	})
+	var groups []jen.Code
+	var documented []bool
+	for _, c := range p.Consumers {
+		groups = append(groups, comment(c.GroupConst+" is the consumer group "+strconv.Quote(c.Name)+".").Id(c.GroupConst).Op("=").Lit(c.Name))
+		documented = append(documented, true)
+	}
+	f.Const().Defs(spaced(groups, documented)...)
 	for _, c := range p.Consumers {
 		f.Line()
 		f.Add(comment(paragraphs(

@@ -55,7 +55,8 @@ type Evil struct {
 	// %v
 	//
 	// after blank lines
-	OddName string            `json:"odd$name"`
+	OddName string `json:"odd$name"`
+
 	Percent *string           `json:"percent%,omitempty"`
 	State   Mode              `json:"state%"`
 	States  map[string][]Mode `json:"states%"`

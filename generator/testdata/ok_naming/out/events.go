@@ -25,6 +25,7 @@ const Source = "naming"
 const (
 	// TopicUserEvents is the topic "users.v1".
 	TopicUserEvents = "users.v1"
+
 	// TopicAPI is the topic "api".
 	//
 	// Calls to the public API.

@@ -63,6 +63,7 @@ func RegisterAPICalledHandler(c *eventgen.Consumer, h APICalledHandler) error {
 const (
 	// GroupAuditLog is the consumer group "audit-log".
 	GroupAuditLog = "audit-log"
+
 	// GroupEmails is the consumer group "mailer".
 	GroupEmails = "mailer"
 )

@@ -23,6 +23,7 @@ const Source = "warnings"
 const (
 	// TopicUsed is the topic "used".
 	TopicUsed = "used"
+
 	// TopicUnused is the topic "unused".
 	TopicUnused = "unused"
 )
