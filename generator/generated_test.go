@@ -146,3 +146,83 @@ func countVerbs(format string) int {
 	}
 	return n
 }
+
+// TestGeneratedDocs checks the doc comments of declarations with and
+// without a description in the spec: a description is the doc, and no
+// filler is made up when there is none.
+func TestGeneratedDocs(t *testing.T) {
+	s, err := generator.Parse("events.yaml", []byte(`
+package: docs
+topics:
+  plain: {}
+  described: {description: "Where described things go."}
+types:
+  Plain:
+    fields: {a: string}
+  Described:
+    description: "Two lines.\nThe second."
+    fields: {a: string}
+  Level:
+    enum: [low, high]
+events:
+  Happened:
+    topic: plain
+    fields: {p: Plain, d: Described, l: Level}
+  Told:
+    topic: described
+    description: Something was told.
+    fields: {a: string}
+consumers:
+  listener:
+    handles: [Happened, Told]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := generator.Generate(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := make(map[string]string)
+	for name, src := range files {
+		if !strings.HasSuffix(name, ".go") {
+			continue
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), name, src, parser.ParseComments)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			gd, ok := d.(*ast.GenDecl)
+			if !ok {
+				continue
+			}
+			for _, spec := range gd.Specs {
+				switch spec := spec.(type) {
+				case *ast.TypeSpec:
+					docs[spec.Name.Name] = gd.Doc.Text()
+				case *ast.ValueSpec:
+					docs[spec.Names[0].Name] = spec.Doc.Text()
+				}
+			}
+		}
+	}
+	for name, want := range map[string]string{
+		"Plain":           "",
+		"Described":       "Two lines.\nThe second.\n",
+		"Level":           "Level holds one of the values below. Decoding JSON rejects any other.\n",
+		"TopicPlain":      "",
+		"TopicDescribed":  "Where described things go.\n",
+		"GroupListener":   "",
+		"Happened":        "Happened is the event \"Happened\", version 1, published to TopicPlain.\n",
+		"Told":            "Told is the event \"Told\", version 1, published to TopicDescribed.\n\nSomething was told.\n",
+		"ListenerHandler": "ListenerHandler handles every event that the consumer \"listener\" handles.\n",
+	} {
+		got, ok := docs[name]
+		if !ok {
+			t.Errorf("%s is not declared", name)
+		} else if got != want {
+			t.Errorf("doc of %s = %q, want %q", name, got, want)
+		}
+	}
+}

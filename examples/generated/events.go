@@ -26,18 +26,12 @@ const Source = "shop"
 
 // Broker topics.
 const (
-	// TopicOrders is the topic "shop.orders".
-	//
 	// Order lifecycle, from checkout to delivery.
 	TopicOrders = "shop.orders"
 
-	// TopicPayments is the topic "shop.payments".
-	//
 	// Payment authorisation and capture.
 	TopicPayments = "shop.payments"
 
-	// TopicInventory is the topic "shop.inventory".
-	//
 	// Stock movements in the warehouses.
 	TopicInventory = "shop.inventory"
 )

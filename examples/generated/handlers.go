@@ -109,10 +109,7 @@ func RegisterLegacyOrderUpdatedHandler(c *eventgen.Consumer, h LegacyOrderUpdate
 
 // Consumer groups.
 const (
-	// GroupBilling is the consumer group "billing".
-	GroupBilling = "billing"
-
-	// GroupShipping is the consumer group "shipping".
+	GroupBilling  = "billing"
 	GroupShipping = "shipping"
 )
 

@@ -9,8 +9,6 @@ import (
 	"fmt"
 )
 
-// Money is the type "Money" of the spec.
-//
 // An amount of money in minor units (cents).
 type Money struct {
 	// Amount in minor units; 1050 is 10.50.
@@ -34,8 +32,6 @@ func (t Money) validate(p string) []error {
 	return errs
 }
 
-// LineItem is the type "LineItem" of the spec.
-//
 // One line of an order.
 type LineItem struct {
 	Sku       string `json:"sku"`
@@ -58,7 +54,6 @@ func (t LineItem) validate(p string) []error {
 	return errs
 }
 
-// Address is the type "Address" of the spec.
 type Address struct {
 	Name       string `json:"name"`
 	Street     string `json:"street"`
@@ -95,7 +90,7 @@ func (t Address) validate(p string) []error {
 	return errs
 }
 
-// OrderStatus is the enum "OrderStatus" of the spec. Decoding JSON rejects unknown values.
+// OrderStatus holds one of the values below. Decoding JSON rejects any other.
 //
 // Where an order is in its lifecycle.
 type OrderStatus string
@@ -132,7 +127,7 @@ func (v *OrderStatus) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// PaymentMethod is the enum "PaymentMethod" of the spec. Decoding JSON rejects unknown values.
+// PaymentMethod holds one of the values below. Decoding JSON rejects any other.
 type PaymentMethod string
 
 // Values of PaymentMethod.

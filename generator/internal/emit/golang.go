@@ -32,9 +32,8 @@ func eventsFile(f *jen.File, p *model.Package) {
 	var topics []jen.Code
 	var documented []bool
 	for _, t := range p.Topics {
-		doc := paragraphs([]string{t.Const + " is the topic " + strconv.Quote(t.Name) + "."}, t.Description.Lines())
-		topics = append(topics, comment(doc...).Id(t.Const).Op("=").Lit(t.Name))
-		documented = append(documented, len(doc) > 0)
+		topics = append(topics, comment(t.Description.Lines()...).Id(t.Const).Op("=").Lit(t.Name))
+		documented = append(documented, len(t.Description.Lines()) > 0)
 	}
 	f.Const().Defs(spaced(topics, documented)...)
 	f.Line()
@@ -212,18 +211,20 @@ func typesFile(f *jen.File, p *model.Package) {
 	}
 }
 
+// structDecl declares a shared struct. Its doc comment is the spec's
+// description, or none: the declaration says all there is to say.
 func structDecl(f *jen.File, t *model.Type) {
-	f.Add(comment(paragraphs(
-		[]string{t.GoName + " is the type " + strconv.Quote(t.Name) + " of the spec."},
-		t.Description.Lines(),
-	)...)).Type().Id(t.GoName).Struct(structFields(t.Fields)...)
+	f.Add(comment(t.Description.Lines()...)).Type().Id(t.GoName).Struct(structFields(t.Fields)...)
 	f.Line()
 	validateMethods(f, t.GoName, "t", t.Fields, t.Validates, true)
 }
 
+// enumDecl declares an enum, its values, Valid and UnmarshalJSON. Its doc
+// comment says what the declaration does not show: decoding rejects
+// unknown values.
 func enumDecl(f *jen.File, t *model.Type) {
 	f.Add(comment(paragraphs(
-		[]string{t.GoName + " is the enum " + strconv.Quote(t.Name) + " of the spec. Decoding JSON rejects unknown values."},
+		[]string{t.GoName + " holds one of the values below. Decoding JSON rejects any other."},
 		t.Description.Lines(),
 	)...)).Type().Id(t.GoName).String()
 	f.Line()
@@ -342,12 +343,10 @@ func handlersFile(f *jen.File, p *model.Package) {
 	f.Line()
 	f.Comment("// Consumer groups.")
 	var groups []jen.Code
-	var documented []bool
 	for _, c := range p.Consumers {
-		groups = append(groups, comment(c.GroupConst+" is the consumer group "+strconv.Quote(c.Name)+".").Id(c.GroupConst).Op("=").Lit(c.Name))
-		documented = append(documented, true)
+		groups = append(groups, jen.Id(c.GroupConst).Op("=").Lit(c.Name))
 	}
-	f.Const().Defs(spaced(groups, documented)...)
+	f.Const().Defs(groups...)
 	for _, c := range p.Consumers {
 		f.Line()
 		f.Add(comment(paragraphs(

@@ -23,7 +23,6 @@ const Source = "anchors"
 
 // Broker topics.
 const (
-	// TopicOrders is the topic "orders".
 	TopicOrders = "orders"
 )
 

@@ -24,8 +24,6 @@ const Source = "evil.source"
 
 // Broker topics.
 const (
-	// TopicT is the topic "t".
-	//
 	// */ func init() { panic(1) } /*
 	TopicT = "t"
 )

@@ -29,7 +29,6 @@ func RegisterEvilHandler(c *eventgen.Consumer, h EvilHandler) error {
 
 // Consumer groups.
 const (
-	// GroupC is the consumer group "c".
 	GroupC = "c"
 )
 

@@ -8,7 +8,7 @@ import (
 	"fmt"
 )
 
-// Mode is the enum "Mode" of the spec. Decoding JSON rejects unknown values.
+// Mode holds one of the values below. Decoding JSON rejects any other.
 //
 // line one
 // line two

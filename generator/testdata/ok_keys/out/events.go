@@ -24,7 +24,6 @@ const Source = "keys"
 
 // Broker topics.
 const (
-	// TopicT is the topic "t".
 	TopicT = "t"
 )
 

@@ -8,7 +8,7 @@ import (
 	"fmt"
 )
 
-// Region is the enum "Region" of the spec. Decoding JSON rejects unknown values.
+// Region holds one of the values below. Decoding JSON rejects any other.
 type Region string
 
 // Values of Region.

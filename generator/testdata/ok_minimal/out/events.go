@@ -17,7 +17,6 @@ const Source = "minimal"
 
 // Broker topics.
 const (
-	// TopicPings is the topic "pings".
 	TopicPings = "pings"
 )
 

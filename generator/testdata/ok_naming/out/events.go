@@ -23,11 +23,8 @@ const Source = "naming"
 
 // Broker topics.
 const (
-	// TopicUserEvents is the topic "users.v1".
 	TopicUserEvents = "users.v1"
 
-	// TopicAPI is the topic "api".
-	//
 	// Calls to the public API.
 	TopicAPI = "api"
 )

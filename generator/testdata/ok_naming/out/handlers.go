@@ -61,11 +61,8 @@ func RegisterAPICalledHandler(c *eventgen.Consumer, h APICalledHandler) error {
 
 // Consumer groups.
 const (
-	// GroupAuditLog is the consumer group "audit-log".
 	GroupAuditLog = "audit-log"
-
-	// GroupEmails is the consumer group "mailer".
-	GroupEmails = "mailer"
+	GroupEmails   = "mailer"
 )
 
 // AuditLogHandler handles every event that the consumer "audit-log" handles.

@@ -9,7 +9,6 @@ import (
 	"fmt"
 )
 
-// HTTPRequest is the type "http_request" of the spec.
 type HTTPRequest struct {
 	APIURL         string   `json:"api_url"`
 	UserIDs        []string `json:"user_ids"`
@@ -42,7 +41,7 @@ func (t HTTPRequest) validate(p string) []error {
 	return errs
 }
 
-// RequestKind is the enum "kind" of the spec. Decoding JSON rejects unknown values.
+// RequestKind holds one of the values below. Decoding JSON rejects any other.
 type RequestKind string
 
 // Values of RequestKind.

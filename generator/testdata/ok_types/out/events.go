@@ -28,7 +28,6 @@ const Source = "types-service"
 
 // Broker topics.
 const (
-	// TopicAll is the topic "types.all".
 	TopicAll = "types.all"
 )
 

@@ -12,7 +12,7 @@ import (
 	"strconv"
 )
 
-// Color is the enum "Color" of the spec. Decoding JSON rejects unknown values.
+// Color holds one of the values below. Decoding JSON rejects any other.
 type Color string
 
 // Values of Color.
@@ -45,7 +45,6 @@ func (v *Color) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// Leaf is the type "Leaf" of the spec.
 type Leaf struct {
 	Label string `json:"label"`
 	Color *Color `json:"color,omitempty"`
@@ -68,8 +67,6 @@ func (t Leaf) validate(p string) []error {
 	return errs
 }
 
-// Tree is the type "Tree" of the spec.
-//
 // A tree refers to itself through a list, a map and a pointer.
 type Tree struct {
 	Name     string          `json:"name"`
@@ -105,8 +102,6 @@ func (t Tree) validate(p string) []error {
 	return errs
 }
 
-// Counters is the type "Counters" of the spec.
-//
 // Nothing here needs validating.
 type Counters struct {
 	Hits  int64   `json:"hits"`

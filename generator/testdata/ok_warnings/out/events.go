@@ -21,10 +21,7 @@ const Source = "warnings"
 
 // Broker topics.
 const (
-	// TopicUsed is the topic "used".
-	TopicUsed = "used"
-
-	// TopicUnused is the topic "unused".
+	TopicUsed   = "used"
 	TopicUnused = "unused"
 )
 

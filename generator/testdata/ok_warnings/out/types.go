@@ -9,7 +9,6 @@ import (
 	"fmt"
 )
 
-// Orphan is the type "Orphan" of the spec.
 type Orphan struct {
 	X int `json:"x"`
 }
@@ -19,7 +18,6 @@ func (Orphan) Validate() error {
 	return nil
 }
 
-// Used is the type "Used" of the spec.
 type Used struct {
 	Child []Child `json:"child"`
 }
@@ -40,7 +38,7 @@ func (t Used) validate(p string) []error {
 	return errs
 }
 
-// Child is the enum "Child" of the spec. Decoding JSON rejects unknown values.
+// Child holds one of the values below. Decoding JSON rejects any other.
 type Child string
 
 // Values of Child.
