@@ -1,8 +1,10 @@
-// Package cli implements the eventgen command. main calls [Run]; tests call
-// it too, with their own arguments and output buffers.
+// Package cli is the command-line framework of eventgen's commands,
+// cmd/eventgen (the generator, in internal/gencli) and cmd/eventgen-ops
+// (database operations, in internal/opscli): subcommands and groups of
+// them, flag parsing, help and exit codes.
 //
-// Each command lives in its own file (cmd_*.go) and is listed once in
-// [commands]; adding a command means adding a file and a line there.
+// It imports only the standard library, so that the generator's command
+// links nothing but the generator.
 package cli
 
 import (
@@ -11,11 +13,9 @@ import (
 	"fmt"
 	"io"
 	"strings"
-
-	"github.com/eventgen/eventgen/generator"
 )
 
-// Exit codes of Run.
+// Exit codes of [Program.Run].
 const (
 	// ExitOK means success.
 	ExitOK = 0
@@ -26,217 +26,192 @@ const (
 	ExitUsage = 2
 )
 
-// command is one subcommand of eventgen.
-type command struct {
-	name     string
-	synopsis string // arguments, as in "eventgen NAME SYNOPSIS"
-	summary  string // one line for the command list
-	help     string // paragraphs shown by "eventgen help NAME"
-	// setup defines the command's flags on fs and returns the function that
+// Program is one command, such as eventgen, and its subcommands.
+type Program struct {
+	// Name is the command's name, as in messages: "eventgen".
+	Name string
+	// Intro is the paragraph that starts the command's help.
+	Intro string
+	// Commands lists the subcommands, in the order help shows them.
+	Commands []*Command
+	// DefaultFirst makes the first command run when none is named; without
+	// it, no command is a usage error.
+	DefaultFirst bool
+	// ExitStatus ends the help: what the exit codes mean.
+	ExitStatus string
+}
+
+// Command is one subcommand of a [Program].
+type Command struct {
+	Name     string
+	Synopsis string // arguments, as in "PROGRAM NAME SYNOPSIS"
+	Summary  string // one line for the command list
+	Help     string // paragraphs shown by "PROGRAM help NAME"
+	// Setup defines the command's flags on fs and returns the function that
 	// runs it once fs has parsed the arguments.
-	setup func(fs *flag.FlagSet) func(e *env) int
-	// subcommands, instead of setup, make the command a group whose first
-	// argument names one of them, as in "eventgen outbox failed".
-	subcommands []*command
+	Setup func(fs *flag.FlagSet) func(e *Env) int
+	// Subcommands, instead of Setup, make the command a group whose first
+	// argument names one of them, as in "eventgen-ops outbox failed".
+	Subcommands []*Command
+	// MovedTo, instead of Setup or Subcommands, names the program that now
+	// has this command. Help does not list it, and running it is a usage
+	// error that says where it went.
+	MovedTo string
 }
 
-// commands lists every subcommand, in the order help shows them. The first
-// is the default when no command is named.
-func commands() []*command {
-	return []*command{
-		generateCommand(),
-		checkCommand(),
-		validateCommand(),
-		sqlCommand(),
-		outboxCommand(),
-		inboxCommand(),
-		versionCommand(),
-	}
+// Env is what a running command may use.
+type Env struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// Program is the name of the running program, for messages.
+	Program string
 }
 
-// env is what a running command may use.
-type env struct {
-	stdin          io.Reader
-	stdout, stderr io.Writer
-}
-
-// Run runs eventgen with args (without the program name) and returns the
-// exit code: [ExitOK], [ExitFailure] or [ExitUsage]. Paths in args are
-// relative to the current directory, as under go:generate.
-func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
-	cmds := commands()
+// Run runs p with args (without the program name) and returns the exit
+// code: [ExitOK], [ExitFailure] or [ExitUsage].
+func (p *Program) Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	r := &runner{p: p, e: &Env{Stdin: stdin, Stdout: stdout, Stderr: stderr, Program: p.Name}}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") && !isHelpFlag(args[0]) {
-		return e.run(cmds[0], args)
+		if !p.DefaultFirst {
+			if len(args) == 0 {
+				fmt.Fprintf(stderr, "%s: name a command\n\n", p.Name)
+			} else {
+				fmt.Fprintf(stderr, "%s: unknown flag %q before the command\n\n", p.Name, args[0])
+			}
+			r.usage(stderr)
+			return ExitUsage
+		}
+		return r.run(p.Commands[0], args)
 	}
 	name := args[0]
 	if isHelpFlag(name) || name == "help" {
-		return e.help(cmds, args[1:])
+		return r.help(args[1:])
 	}
-	for _, c := range cmds {
-		if c.name == name {
-			return e.run(c, args[1:])
+	if c := p.command(name); c != nil {
+		return r.run(c, args[1:])
+	}
+	fmt.Fprintf(stderr, "%s: unknown command %q\n\n", p.Name, name)
+	r.usage(stderr)
+	return ExitUsage
+}
+
+// command returns p's command called name, or nil.
+func (p *Program) command(name string) *Command {
+	for _, c := range p.Commands {
+		if c.Name == name {
+			return c
 		}
 	}
-	fmt.Fprintf(stderr, "eventgen: unknown command %q\n\n", name)
-	e.usage(stderr, cmds)
-	return ExitUsage
+	return nil
 }
 
 func isHelpFlag(s string) bool {
 	return s == "-h" || s == "-help" || s == "--help"
 }
 
+// runner runs one command line of a program.
+type runner struct {
+	p *Program
+	e *Env
+}
+
 // run parses a command's flags and runs it. The commands take no
 // positional arguments, except a group's subcommand name.
-func (e *env) run(c *command, args []string) int {
-	if c.subcommands != nil {
-		return e.runGroup(c, args)
+func (r *runner) run(c *Command, args []string) int {
+	switch {
+	case c.MovedTo != "":
+		return r.moved(c)
+	case c.Subcommands != nil:
+		return r.runGroup(c, args)
 	}
-	fs := flag.NewFlagSet("eventgen "+c.name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() { e.commandUsage(e.stderr, c, fs) }
-	action := c.setup(fs)
+	fs := r.flagSet(c)
+	fs.Usage = func() { r.commandUsage(r.e.Stderr, c, fs) }
+	action := c.Setup(fs)
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return ExitOK
 	} else if err != nil {
 		return ExitUsage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(e.stderr, "eventgen %s: unexpected argument %q\n", c.name, fs.Arg(0))
+		fmt.Fprintf(r.e.Stderr, "%s %s: unexpected argument %q\n", r.p.Name, c.Name, fs.Arg(0))
 		fs.Usage()
 		return ExitUsage
 	}
-	return action(e)
+	return action(r.e)
 }
 
-func (e *env) help(cmds []*command, args []string) int {
+// moved says that command c is now another program's, as a usage error.
+func (r *runner) moved(c *Command) int {
+	fmt.Fprintf(r.e.Stderr, "%s %s: this command moved to %s: run \"%s %s\" (go run github.com/eventgen/eventgen/cmd/%s %s)\n",
+		r.p.Name, c.Name, c.MovedTo, c.MovedTo, c.Name, c.MovedTo, c.Name)
+	return ExitUsage
+}
+
+func (r *runner) flagSet(c *Command) *flag.FlagSet {
+	fs := flag.NewFlagSet(r.p.Name+" "+c.Name, flag.ContinueOnError)
+	fs.SetOutput(r.e.Stderr)
+	return fs
+}
+
+func (r *runner) help(args []string) int {
 	switch len(args) {
 	case 0:
-		e.usage(e.stdout, cmds)
+		r.usage(r.e.Stdout)
 		return ExitOK
 	case 1, 2:
-		for _, c := range cmds {
-			if c.name != args[0] {
-				continue
-			}
-			if c.subcommands != nil {
-				return e.groupHelp(c, args[1:])
-			}
-			if len(args) == 1 {
-				e.showUsage(e.stdout, c)
+		if c := r.p.command(args[0]); c != nil {
+			switch {
+			case c.MovedTo != "":
+				return r.moved(c)
+			case c.Subcommands != nil:
+				return r.groupHelp(c, args[1:])
+			case len(args) == 1:
+				r.showUsage(r.e.Stdout, c)
 				return ExitOK
 			}
-		}
-		if len(args) == 1 {
-			fmt.Fprintf(e.stderr, "eventgen help: unknown command %q\n", args[0])
+		} else if len(args) == 1 {
+			fmt.Fprintf(r.e.Stderr, "%s help: unknown command %q\n", r.p.Name, args[0])
 			return ExitUsage
 		}
 	}
-	fmt.Fprintln(e.stderr, "eventgen help: give at most one command")
+	fmt.Fprintf(r.e.Stderr, "%s help: give at most one command\n", r.p.Name)
 	return ExitUsage
 }
 
 // showUsage prints a command's usage and flags to w.
-func (e *env) showUsage(w io.Writer, c *command) {
-	fs := flag.NewFlagSet("eventgen "+c.name, flag.ContinueOnError)
-	c.setup(fs)
-	e.commandUsage(w, c, fs)
+func (r *runner) showUsage(w io.Writer, c *Command) {
+	fs := r.flagSet(c)
+	c.Setup(fs)
+	r.commandUsage(w, c, fs)
 }
 
-func (e *env) usage(w io.Writer, cmds []*command) {
-	fmt.Fprint(w, `eventgen turns an events spec (YAML) into a Go package of typed events,
-outbox publishers and handler interfaces, plus EVENTS.md.
-
-Usage:
-
-	eventgen [command] [flags]
-
-Commands:
-
-`)
-	for i, c := range cmds {
+func (r *runner) usage(w io.Writer) {
+	synopsis := "<command>"
+	if r.p.DefaultFirst {
+		synopsis = "[command]"
+	}
+	fmt.Fprintf(w, "%s\n\nUsage:\n\n\t%s %s [flags]\n\nCommands:\n\n", r.p.Intro, r.p.Name, synopsis)
+	for i, c := range r.p.Commands {
+		if c.MovedTo != "" {
+			continue
+		}
 		def := ""
-		if i == 0 {
+		if i == 0 && r.p.DefaultFirst {
 			def = " (the default)"
 		}
-		fmt.Fprintf(w, "\t%-9s %s%s\n", c.name, c.summary, def)
+		fmt.Fprintf(w, "\t%-9s %s%s\n", c.Name, c.Summary, def)
 	}
-	fmt.Fprint(w, `	help      show help for a command
-
-Run "eventgen help <command>" for its flags. Exit status: 0 on success,
-1 for an invalid spec, a stale output, a file or database error, 2 for a
-usage error.
-`)
+	fmt.Fprintf(w, "\thelp      show help for a command\n\nRun \"%s help <command>\" for its flags.\n%s\n", r.p.Name, r.p.ExitStatus)
 }
 
-func (e *env) commandUsage(w io.Writer, c *command, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "Usage: eventgen %s %s\n\n%s\n", c.name, c.synopsis, c.help)
+func (r *runner) commandUsage(w io.Writer, c *Command, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: %s %s %s\n\n%s\n", r.p.Name, c.Name, c.Synopsis, c.Help)
 	hasFlags := false
 	fs.VisitAll(func(*flag.Flag) { hasFlags = true })
 	if hasFlags {
 		fmt.Fprintf(w, "\nFlags:\n")
 		fs.SetOutput(w)
 		fs.PrintDefaults()
-		fs.SetOutput(e.stderr)
+		fs.SetOutput(r.e.Stderr)
 	}
-}
-
-// specFlags are the flags of the commands that read a spec.
-type specFlags struct {
-	file string
-	dir  string
-}
-
-func (f *specFlags) define(fs *flag.FlagSet, withDir bool) {
-	fs.StringVar(&f.file, "f", "events.yaml", "the spec `file`")
-	if withDir {
-		fs.StringVar(&f.dir, "o", "", "the output `directory` (default: the spec's package name)")
-	}
-}
-
-// load reads and validates the spec, printing its warnings, or its problems
-// one per line.
-func (e *env) load(f *specFlags) (*generator.Spec, bool) {
-	s, err := generator.Load(f.file)
-	if err != nil {
-		e.printError(err)
-		return nil, false
-	}
-	for _, w := range s.Warnings() {
-		w := *w
-		w.Msg = "warning: " + w.Msg
-		fmt.Fprintln(e.stderr, w.Error())
-	}
-	if f.dir == "" {
-		f.dir = s.Package()
-	}
-	return s, true
-}
-
-// generate loads the spec and generates its files in memory.
-func (e *env) generate(f *specFlags) (map[string][]byte, bool) {
-	s, ok := e.load(f)
-	if !ok {
-		return nil, false
-	}
-	files, err := generator.Generate(s)
-	if err != nil {
-		e.printError(err)
-		return nil, false
-	}
-	return files, true
-}
-
-// printError prints a spec's problems one per line, like a compiler, and
-// any other error with the program's name.
-func (e *env) printError(err error) {
-	var list generator.ErrorList
-	if errors.As(err, &list) {
-		for _, pe := range list {
-			fmt.Fprintln(e.stderr, pe.Error())
-		}
-		return
-	}
-	fmt.Fprintf(e.stderr, "eventgen: %v\n", err)
 }

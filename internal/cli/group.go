@@ -6,58 +6,58 @@ import (
 )
 
 // runGroup runs the subcommand of group c that args[0] names.
-func (e *env) runGroup(c *command, args []string) int {
+func (r *runner) runGroup(c *Command, args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintf(e.stderr, "eventgen %s: name a command\n\n", c.name)
-		e.groupUsage(e.stderr, c)
+		fmt.Fprintf(r.e.Stderr, "%s %s: name a command\n\n", r.p.Name, c.Name)
+		r.groupUsage(r.e.Stderr, c)
 		return ExitUsage
 	}
 	if isHelpFlag(args[0]) || args[0] == "help" {
-		return e.groupHelp(c, args[1:])
+		return r.groupHelp(c, args[1:])
 	}
 	if sub := c.subcommand(args[0]); sub != nil {
-		return e.run(sub, args[1:])
+		return r.run(sub, args[1:])
 	}
-	fmt.Fprintf(e.stderr, "eventgen %s: unknown command %q\n\n", c.name, args[0])
-	e.groupUsage(e.stderr, c)
+	fmt.Fprintf(r.e.Stderr, "%s %s: unknown command %q\n\n", r.p.Name, c.Name, args[0])
+	r.groupUsage(r.e.Stderr, c)
 	return ExitUsage
 }
 
 // groupHelp prints the usage of group c, or of the subcommand args names.
-func (e *env) groupHelp(c *command, args []string) int {
+func (r *runner) groupHelp(c *Command, args []string) int {
 	switch len(args) {
 	case 0:
-		e.groupUsage(e.stdout, c)
+		r.groupUsage(r.e.Stdout, c)
 		return ExitOK
 	case 1:
 		if sub := c.subcommand(args[0]); sub != nil {
-			e.showUsage(e.stdout, sub)
+			r.showUsage(r.e.Stdout, sub)
 			return ExitOK
 		}
-		fmt.Fprintf(e.stderr, "eventgen help %s: unknown command %q\n", c.name, args[0])
+		fmt.Fprintf(r.e.Stderr, "%s help %s: unknown command %q\n", r.p.Name, c.Name, args[0])
 	default:
-		fmt.Fprintf(e.stderr, "eventgen help %s: give at most one command\n", c.name)
+		fmt.Fprintf(r.e.Stderr, "%s help %s: give at most one command\n", r.p.Name, c.Name)
 	}
 	return ExitUsage
 }
 
 // subcommand returns c's subcommand called name, named in full ("outbox
 // failed") for its usage and messages, or nil.
-func (c *command) subcommand(name string) *command {
-	for _, sub := range c.subcommands {
-		if sub.name == name {
+func (c *Command) subcommand(name string) *Command {
+	for _, sub := range c.Subcommands {
+		if sub.Name == name {
 			full := *sub
-			full.name = c.name + " " + sub.name
+			full.Name = c.Name + " " + sub.Name
 			return &full
 		}
 	}
 	return nil
 }
 
-func (e *env) groupUsage(w io.Writer, c *command) {
-	fmt.Fprintf(w, "Usage: eventgen %s <command> [flags]\n\n%s\n\nCommands:\n\n", c.name, c.help)
-	for _, sub := range c.subcommands {
-		fmt.Fprintf(w, "\t%-10s %s\n", sub.name, sub.summary)
+func (r *runner) groupUsage(w io.Writer, c *Command) {
+	fmt.Fprintf(w, "Usage: %s %s <command> [flags]\n\n%s\n\nCommands:\n\n", r.p.Name, c.Name, c.Help)
+	for _, sub := range c.Subcommands {
+		fmt.Fprintf(w, "\t%-10s %s\n", sub.Name, sub.Summary)
 	}
-	fmt.Fprintf(w, "\nRun \"eventgen help %s <command>\" for its flags.\n", c.name)
+	fmt.Fprintf(w, "\nRun \"%s help %s <command>\" for its flags.\n", r.p.Name, c.Name)
 }

@@ -1,42 +1,43 @@
-package cli
+package opscli
 
 import (
 	"flag"
 	"fmt"
 	"strings"
 
+	"github.com/eventgen/eventgen/internal/cli"
 	"github.com/eventgen/eventgen/runtime/eventgen"
 )
 
-func sqlCommand() *command {
-	return &command{
-		name:     "sql",
-		synopsis: "-dialect postgres|mysql|sqlite [-outbox-table T] [-inbox-table T]",
-		summary:  "print the DDL of the outbox and inbox tables",
-		help: `Sql prints the statements that create the outbox and inbox tables on the
+func sqlCommand() *cli.Command {
+	return &cli.Command{
+		Name:     "sql",
+		Synopsis: "-dialect postgres|mysql|sqlite [-outbox-table T] [-inbox-table T]",
+		Summary:  "print the DDL of the outbox and inbox tables",
+		Help: `Sql prints the statements that create the outbox and inbox tables on the
 given database, for teams that apply schema changes with their own migration
 tool instead of Outbox.Migrate and Consumer.Migrate. Apply them once, in
 order: the last ones record the schema version, so that Migrate later finds
 nothing to do. Table names may be schema-qualified (schema.table).`,
-		setup: func(fs *flag.FlagSet) func(*env) int {
+		Setup: func(fs *flag.FlagSet) func(*cli.Env) int {
 			var dialect, outbox, inbox string
 			fs.StringVar(&dialect, "dialect", "", "the `database`: postgres, mysql or sqlite (required)")
 			fs.StringVar(&outbox, "outbox-table", eventgen.DefaultOutboxTable, "the outbox `table`")
 			fs.StringVar(&inbox, "inbox-table", eventgen.DefaultInboxTable, "the inbox `table`")
-			return func(e *env) int {
+			return func(e *cli.Env) int {
 				if dialect == "" {
-					fmt.Fprintln(e.stderr, "eventgen sql: -dialect is required: postgres, mysql or sqlite")
-					return ExitUsage
+					fmt.Fprintln(e.Stderr, "eventgen-ops sql: -dialect is required: postgres, mysql or sqlite")
+					return cli.ExitUsage
 				}
 				out, err := eventgen.OutboxSchema(dialect, outbox)
 				if err != nil {
-					fmt.Fprintf(e.stderr, "eventgen sql: %v\n", err)
-					return ExitUsage
+					fmt.Fprintf(e.Stderr, "eventgen-ops sql: %v\n", err)
+					return cli.ExitUsage
 				}
 				in, err := eventgen.InboxSchema(dialect, inbox)
 				if err != nil {
-					fmt.Fprintf(e.stderr, "eventgen sql: %v\n", err)
-					return ExitUsage
+					fmt.Fprintf(e.Stderr, "eventgen-ops sql: %v\n", err)
+					return cli.ExitUsage
 				}
 				var b strings.Builder
 				printed := make(map[string]bool) // both tables create the migrations table
@@ -55,8 +56,8 @@ nothing to do. Table names may be schema-qualified (schema.table).`,
 						}
 					}
 				}
-				fmt.Fprint(e.stdout, b.String())
-				return ExitOK
+				fmt.Fprint(e.Stdout, b.String())
+				return cli.ExitOK
 			}
 		},
 	}

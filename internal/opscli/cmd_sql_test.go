@@ -1,4 +1,4 @@
-package cli
+package opscli
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/uptrace/bun"
 
 	shopevents "github.com/eventgen/eventgen/examples/generated"
+	"github.com/eventgen/eventgen/internal/cli"
 	"github.com/eventgen/eventgen/internal/dbopen/dbtest"
 	"github.com/eventgen/eventgen/runtime/eventgen"
 	"github.com/eventgen/eventgen/runtime/transport"
@@ -22,15 +23,15 @@ func TestSQLUsageErrors(t *testing.T) {
 		args   []string
 		stderr string
 	}{
-		{[]string{"sql"}, "eventgen sql: -dialect is required: postgres, mysql or sqlite\n"},
-		{[]string{"sql", "-dialect", "oracle"}, `eventgen sql: outbox schema: unknown dialect "oracle": want one of postgres, mysql, sqlite` + "\n"},
-		{[]string{"sql", "-dialect", "sqlite", "-outbox-table", "x; DROP TABLE y"}, `eventgen sql: outbox schema: invalid table name "x; DROP TABLE y": use letters`},
-		{[]string{"sql", "-dialect", "mysql", "-inbox-table", "1inbox"}, `eventgen sql: inbox schema: invalid table name "1inbox"`},
-		{[]string{"sql", "-dialect", "postgres", "extra"}, `eventgen sql: unexpected argument "extra"`},
+		{[]string{"sql"}, "eventgen-ops sql: -dialect is required: postgres, mysql or sqlite\n"},
+		{[]string{"sql", "-dialect", "oracle"}, `eventgen-ops sql: outbox schema: unknown dialect "oracle": want one of postgres, mysql, sqlite` + "\n"},
+		{[]string{"sql", "-dialect", "sqlite", "-outbox-table", "x; DROP TABLE y"}, `eventgen-ops sql: outbox schema: invalid table name "x; DROP TABLE y": use letters`},
+		{[]string{"sql", "-dialect", "mysql", "-inbox-table", "1inbox"}, `eventgen-ops sql: inbox schema: invalid table name "1inbox"`},
+		{[]string{"sql", "-dialect", "postgres", "extra"}, `eventgen-ops sql: unexpected argument "extra"`},
 	} {
 		code, stdout, stderr := run(t, dir, tt.args...)
-		if code != ExitUsage || stdout != "" || !strings.HasPrefix(stderr, tt.stderr) {
-			t.Errorf("eventgen %s = %d\nstdout:\n%s\nstderr:\n%s\nwant stderr starting %q", strings.Join(tt.args, " "), code, stdout, stderr, tt.stderr)
+		if code != cli.ExitUsage || stdout != "" || !strings.HasPrefix(stderr, tt.stderr) {
+			t.Errorf("eventgen-ops %s = %d\nstdout:\n%s\nstderr:\n%s\nwant stderr starting %q", strings.Join(tt.args, " "), code, stdout, stderr, tt.stderr)
 		}
 	}
 }
@@ -45,7 +46,7 @@ func TestSQLApplies(t *testing.T) {
 			outbox, inbox := tableName(t, "sql_outbox"), tableName(t, "sql_inbox")
 			dropAtCleanup(t, db, outbox, inbox)
 			code, stdout, stderr := run(t, t.TempDir(), "sql", "-dialect", d.Name, "-outbox-table", outbox, "-inbox-table", inbox)
-			if code != ExitOK || stderr != "" {
+			if code != cli.ExitOK || stderr != "" {
 				t.Fatalf("sql = %d: %s", code, stderr)
 			}
 			if !strings.HasPrefix(stdout, "-- The eventgen outbox table "+outbox+" ("+d.Name+").\n") ||
@@ -93,7 +94,7 @@ func TestSQLApplies(t *testing.T) {
 	}
 }
 
-// statements splits the output of eventgen sql into statements.
+// statements splits the output of eventgen-ops sql into statements.
 func statements(sql string) []string {
 	var out []string
 	for s := range strings.SplitSeq(sql, ";\n") {

@@ -4,24 +4,22 @@ import (
 	"flag"
 	"fmt"
 	"runtime/debug"
-
-	"github.com/eventgen/eventgen/generator"
 )
 
 // modulePath is the module that holds eventgen and its runtime.
 const modulePath = "github.com/eventgen/eventgen"
 
-func versionCommand() *command {
-	return &command{
-		name:     "version",
-		synopsis: "",
-		summary:  "print eventgen's version",
-		help: `Version prints the module version of eventgen and the version of the
-runtime API that generated code requires. Generated code compiles only
-against a runtime of the same API version.`,
-		setup: func(fs *flag.FlagSet) func(*env) int {
-			return func(e *env) int {
-				fmt.Fprintf(e.stdout, "eventgen %s (runtime API version %d)\n", moduleVersion(), generator.RuntimeAPIVersion)
+// VersionCommand returns the version command: it prints the program's name,
+// the module version in this binary and then more (such as " (runtime API
+// version 1)"). help is the command's help.
+func VersionCommand(help, more string) *Command {
+	return &Command{
+		Name:    "version",
+		Summary: "print the version",
+		Help:    help,
+		Setup: func(fs *flag.FlagSet) func(*Env) int {
+			return func(e *Env) int {
+				fmt.Fprintf(e.Stdout, "%s %s%s\n", e.Program, moduleVersion(), more)
 				return ExitOK
 			}
 		},
@@ -29,7 +27,7 @@ against a runtime of the same API version.`,
 }
 
 // moduleVersion returns the version of the eventgen module in this binary:
-// the main module when eventgen is built in its own repository, a
+// the main module when the command is built in its own repository, a
 // dependency under go run or go tool.
 func moduleVersion() string {
 	info, ok := debug.ReadBuildInfo()

@@ -1,4 +1,4 @@
-package cli
+package opscli
 
 import (
 	"context"
@@ -6,65 +6,66 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/eventgen/eventgen/internal/cli"
 	"github.com/eventgen/eventgen/runtime/eventgen"
 )
 
-func inboxCommand() *command {
-	return &command{
-		name:    "inbox",
-		summary: "list and re-execute failed received messages",
-		help: `Inbox works on the inbox table of a consumer group: it lists the messages
+func inboxCommand() *cli.Command {
+	return &cli.Command{
+		Name:    "inbox",
+		Summary: "list and re-execute failed received messages",
+		Help: `Inbox works on the inbox table of a consumer group: it lists the messages
 whose handler failed for good, or that could not be decoded, and makes them
 due again.`,
-		subcommands: []*command{
+		Subcommands: []*cli.Command{
 			{
-				name:     "failed",
-				synopsis: "-db DSN -group G [-table T] [-limit N] [-v]",
-				summary:  "list a group's failed messages, oldest first",
-				help: `Failed lists the group's messages that failed for good, oldest first: their
+				Name:     "failed",
+				Synopsis: "-db DSN -group G [-table T] [-limit N] [-v]",
+				Summary:  "list a group's failed messages, oldest first",
+				Help: `Failed lists the group's messages that failed for good, oldest first: their
 handler failed MaxRetries times, or they could not be decoded. The last
 error holds a panic's stack; -v prints it whole.` + dbHelp,
-				setup: func(fs *flag.FlagSet) func(*env) int {
+				Setup: func(fs *flag.FlagSet) func(*cli.Env) int {
 					var f inboxFlags
 					f.define(fs)
 					limit, verbose := listFlags(fs)
-					return func(e *env) int {
-						return e.withConsumer("inbox failed", &f, func(ctx context.Context, c *eventgen.Consumer) int {
+					return func(e *cli.Env) int {
+						return withConsumer(e, "inbox failed", &f, func(ctx context.Context, c *eventgen.Consumer) int {
 							rows, err := c.Failed(ctx, *limit)
 							if err != nil {
-								return e.fail("inbox failed", err)
+								return fail(e, "inbox failed", err)
 							}
 							t := newTable("MESSAGE ID", "NAME", "VERSION", "TOPIC", "KEY", "SOURCE", "ATTEMPTS", "SENT", "FAILED", "LAST ERROR")
 							for _, r := range rows {
 								t.add(r.ID, r.Name, strconv.Itoa(r.Version), r.Topic, r.Key, r.Source,
 									strconv.Itoa(r.Attempt), formatTime(r.Time), formatTime(r.FailedAt), r.Error)
 							}
-							e.printFailed(t, "messages of group "+f.group, f.table, *limit, *verbose)
-							return ExitOK
+							printFailed(e, t, "messages of group "+f.group, f.table, *limit, *verbose)
+							return cli.ExitOK
 						})
 					}
 				},
 			},
 			{
-				name:     "reexecute",
-				synopsis: "-db DSN -group G [-table T] (-id ID ... | -all)",
-				summary:  "make a group's failed messages due again",
-				help: `Reexecute makes the group's failed messages due again with a fresh budget of
+				Name:     "reexecute",
+				Synopsis: "-db DSN -group G [-table T] (-id ID ... | -all)",
+				Summary:  "make a group's failed messages due again",
+				Help: `Reexecute makes the group's failed messages due again with a fresh budget of
 attempts, so that a running consumer of the group handles them. Name them
 by message id with -id (repeatable) or take every failed message with -all.
 Asking for an id that is not a failed message is an error, after the others
 are made due.` + dbHelp,
-				setup: func(fs *flag.FlagSet) func(*env) int {
+				Setup: func(fs *flag.FlagSet) func(*cli.Env) int {
 					var f inboxFlags
 					f.define(fs)
 					var ids stringList
 					fs.Var(&ids, "id", "the message `id` of a failed message, as failed lists it (repeatable)")
 					all := fs.Bool("all", false, "re-execute every failed message of the group")
-					return func(e *env) int {
-						if !e.oneOf("inbox reexecute", len(ids) > 0, *all) {
-							return ExitUsage
+					return func(e *cli.Env) int {
+						if !oneOf(e, "inbox reexecute", len(ids) > 0, *all) {
+							return cli.ExitUsage
 						}
-						return e.withConsumer("inbox reexecute", &f, func(ctx context.Context, c *eventgen.Consumer) int {
+						return withConsumer(e, "inbox reexecute", &f, func(ctx context.Context, c *eventgen.Consumer) int {
 							var n int
 							var err error
 							if *all {
@@ -72,7 +73,7 @@ are made due.` + dbHelp,
 							} else {
 								n, err = c.Reexecute(ctx, ids...)
 							}
-							return e.reportRequeued("inbox reexecute", n, len(ids), err, "messages of group "+f.group, f.table,
+							return reportRequeued(e, "inbox reexecute", n, len(ids), err, "messages of group "+f.group, f.table,
 								"a running consumer of the group handles them again")
 						})
 					}
@@ -95,21 +96,21 @@ func (f *inboxFlags) define(fs *flag.FlagSet) {
 
 // withConsumer runs fn with a Consumer of the group of f made without a
 // subscriber: it reaches its table and no broker.
-func (e *env) withConsumer(name string, f *inboxFlags, fn func(context.Context, *eventgen.Consumer) int) int {
+func withConsumer(e *cli.Env, name string, f *inboxFlags, fn func(context.Context, *eventgen.Consumer) int) int {
 	if f.group == "" {
-		fmt.Fprintf(e.stderr, "eventgen %s: -group is required\n", name)
-		return ExitUsage
+		fmt.Fprintf(e.Stderr, "%s %s: -group is required\n", e.Program, name)
+		return cli.ExitUsage
 	}
 	ctx := context.Background()
-	db, code := e.open(ctx, name, &f.dbFlags)
+	db, code := open(ctx, e, name, &f.dbFlags)
 	if db == nil {
 		return code
 	}
 	defer db.Close()
-	c, err := eventgen.NewConsumer(db, nil, eventgen.ConsumerOptions{Group: f.group, Table: f.table, Logger: e.logger()})
+	c, err := eventgen.NewConsumer(db, nil, eventgen.ConsumerOptions{Group: f.group, Table: f.table, Logger: logger(e)})
 	if err != nil {
-		fmt.Fprintf(e.stderr, "eventgen %s: %v\n", name, err)
-		return ExitUsage
+		fmt.Fprintf(e.Stderr, "%s %s: %v\n", e.Program, name, err)
+		return cli.ExitUsage
 	}
 	return fn(ctx, c)
 }

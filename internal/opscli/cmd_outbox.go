@@ -1,4 +1,4 @@
-package cli
+package opscli
 
 import (
 	"context"
@@ -16,63 +16,64 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/eventgen/eventgen/internal/cli"
 	"github.com/eventgen/eventgen/internal/dbopen"
 	"github.com/eventgen/eventgen/runtime/eventgen"
 )
 
-func outboxCommand() *command {
-	return &command{
-		name:    "outbox",
-		summary: "list and requeue failed outbox events",
-		help: `Outbox works on the outbox table of a database: it lists the events that
+func outboxCommand() *cli.Command {
+	return &cli.Command{
+		Name:    "outbox",
+		Summary: "list and requeue failed outbox events",
+		Help: `Outbox works on the outbox table of a database: it lists the events that
 used up their publish retries and returns them to the relay.`,
-		subcommands: []*command{
+		Subcommands: []*cli.Command{
 			{
-				name:     "failed",
-				synopsis: "-db DSN [-table T] [-limit N] [-v]",
-				summary:  "list failed events, oldest first",
-				help: `Failed lists the events that the relay gave up on after MaxRetries
+				Name:     "failed",
+				Synopsis: "-db DSN [-table T] [-limit N] [-v]",
+				Summary:  "list failed events, oldest first",
+				Help: `Failed lists the events that the relay gave up on after MaxRetries
 attempts, oldest first, with the last publish error.` + dbHelp,
-				setup: func(fs *flag.FlagSet) func(*env) int {
+				Setup: func(fs *flag.FlagSet) func(*cli.Env) int {
 					var f dbFlags
 					f.define(fs, "outbox", eventgen.DefaultOutboxTable)
 					limit, verbose := listFlags(fs)
-					return func(e *env) int {
-						return e.withOutbox("outbox failed", &f, func(ctx context.Context, ob *eventgen.Outbox) int {
+					return func(e *cli.Env) int {
+						return withOutbox(e, "outbox failed", &f, func(ctx context.Context, ob *eventgen.Outbox) int {
 							rows, err := ob.Failed(ctx, *limit)
 							if err != nil {
-								return e.fail("outbox failed", err)
+								return fail(e, "outbox failed", err)
 							}
 							t := newTable("ID", "MESSAGE ID", "NAME", "VERSION", "TOPIC", "KEY", "ATTEMPTS", "CREATED", "LAST ERROR")
 							for _, r := range rows {
 								t.add(strconv.FormatInt(r.ID, 10), r.MessageID, r.Name, strconv.Itoa(r.Version), r.Topic, r.Key,
 									strconv.Itoa(r.Attempts), formatTime(r.CreatedAt), r.LastError)
 							}
-							e.printFailed(t, "events", f.table, *limit, *verbose)
-							return ExitOK
+							printFailed(e, t, "events", f.table, *limit, *verbose)
+							return cli.ExitOK
 						})
 					}
 				},
 			},
 			{
-				name:     "requeue",
-				synopsis: "-db DSN [-table T] (-id ID ... | -all)",
-				summary:  "return failed events to the relay",
-				help: `Requeue returns failed events to pending with a fresh retry budget, so that
+				Name:     "requeue",
+				Synopsis: "-db DSN [-table T] (-id ID ... | -all)",
+				Summary:  "return failed events to the relay",
+				Help: `Requeue returns failed events to pending with a fresh retry budget, so that
 a running relay publishes them again. Name them with -id (repeatable) or
 take every failed event with -all. Asking for an id that is not a failed
 event is an error, after the others are requeued.` + dbHelp,
-				setup: func(fs *flag.FlagSet) func(*env) int {
+				Setup: func(fs *flag.FlagSet) func(*cli.Env) int {
 					var f dbFlags
 					f.define(fs, "outbox", eventgen.DefaultOutboxTable)
 					var ids int64List
 					fs.Var(&ids, "id", "the `id` of a failed event, as failed lists it (repeatable)")
 					all := fs.Bool("all", false, "requeue every failed event")
-					return func(e *env) int {
-						if !e.oneOf("outbox requeue", len(ids) > 0, *all) {
-							return ExitUsage
+					return func(e *cli.Env) int {
+						if !oneOf(e, "outbox requeue", len(ids) > 0, *all) {
+							return cli.ExitUsage
 						}
-						return e.withOutbox("outbox requeue", &f, func(ctx context.Context, ob *eventgen.Outbox) int {
+						return withOutbox(e, "outbox requeue", &f, func(ctx context.Context, ob *eventgen.Outbox) int {
 							var n int
 							var err error
 							if *all {
@@ -80,7 +81,7 @@ event is an error, after the others are requeued.` + dbHelp,
 							} else {
 								n, err = ob.Requeue(ctx, ids...)
 							}
-							return e.reportRequeued("outbox requeue", n, len(ids), err, "events", f.table, "the relay publishes them again")
+							return reportRequeued(e, "outbox requeue", n, len(ids), err, "events", f.table, "the relay publishes them again")
 						})
 					}
 				},
@@ -116,50 +117,50 @@ func listFlags(fs *flag.FlagSet) (limit *int, verbose *bool) {
 
 // open opens the database of f. It prints what went wrong and returns a
 // nonzero exit code if it cannot.
-func (e *env) open(ctx context.Context, name string, f *dbFlags) (*bun.DB, int) {
+func open(ctx context.Context, e *cli.Env, name string, f *dbFlags) (*bun.DB, int) {
 	if f.dsn == "" {
-		fmt.Fprintf(e.stderr, "eventgen %s: -db is required\n", name)
-		return nil, ExitUsage
+		fmt.Fprintf(e.Stderr, "%s %s: -db is required\n", e.Program, name)
+		return nil, cli.ExitUsage
 	}
 	db, err := dbopen.OpenExisting(ctx, f.dsn)
 	if err != nil {
-		return nil, e.fail(name, err)
+		return nil, fail(e, name, err)
 	}
-	return db, ExitOK
+	return db, cli.ExitOK
 }
 
 // withOutbox runs fn with a publish-only Outbox on the table of f: it
 // reaches its table and no broker.
-func (e *env) withOutbox(name string, f *dbFlags, fn func(context.Context, *eventgen.Outbox) int) int {
+func withOutbox(e *cli.Env, name string, f *dbFlags, fn func(context.Context, *eventgen.Outbox) int) int {
 	ctx := context.Background()
-	db, code := e.open(ctx, name, f)
+	db, code := open(ctx, e, name, f)
 	if db == nil {
 		return code
 	}
 	defer db.Close()
-	ob, err := eventgen.NewOutbox(db, nil, eventgen.OutboxOptions{Table: f.table, Logger: e.logger()})
+	ob, err := eventgen.NewOutbox(db, nil, eventgen.OutboxOptions{Table: f.table, Logger: logger(e)})
 	if err != nil {
-		fmt.Fprintf(e.stderr, "eventgen %s: %v\n", name, err)
-		return ExitUsage
+		fmt.Fprintf(e.Stderr, "%s %s: %v\n", e.Program, name, err)
+		return cli.ExitUsage
 	}
 	return fn(ctx, ob)
 }
 
 // logger returns the logger of the runtime objects the commands build.
-func (e *env) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+func logger(e *cli.Env) *slog.Logger {
+	return slog.New(slog.NewTextHandler(e.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-// fail prints err for command name and returns ExitFailure.
-func (e *env) fail(name string, err error) int {
-	fmt.Fprintf(e.stderr, "eventgen %s: %v\n", name, err)
-	return ExitFailure
+// fail prints err for command name and returns cli.ExitFailure.
+func fail(e *cli.Env, name string, err error) int {
+	fmt.Fprintf(e.Stderr, "%s %s: %v\n", e.Program, name, err)
+	return cli.ExitFailure
 }
 
 // oneOf checks that exactly one of -id and -all was given.
-func (e *env) oneOf(name string, ids, all bool) bool {
+func oneOf(e *cli.Env, name string, ids, all bool) bool {
 	if ids == all {
-		fmt.Fprintf(e.stderr, "eventgen %s: give -id (one or more) or -all\n", name)
+		fmt.Fprintf(e.Stderr, "%s %s: give -id (one or more) or -all\n", e.Program, name)
 		return false
 	}
 	return true
@@ -167,36 +168,36 @@ func (e *env) oneOf(name string, ids, all bool) bool {
 
 // reportRequeued prints the outcome of requeue or reexecute: n rows were
 // made due again, of asked ids (0 for -all).
-func (e *env) reportRequeued(name string, n, asked int, err error, what, table, then string) int {
+func reportRequeued(e *cli.Env, name string, n, asked int, err error, what, table, then string) int {
 	if err != nil {
 		if n > 0 {
-			fmt.Fprintf(e.stdout, "%d failed %s in %s made due again before the error\n", n, what, table)
+			fmt.Fprintf(e.Stdout, "%d failed %s in %s made due again before the error\n", n, what, table)
 		}
-		return e.fail(name, err)
+		return fail(e, name, err)
 	}
-	fmt.Fprintf(e.stdout, "%d failed %s in %s made due again; %s\n", n, what, table, then)
+	fmt.Fprintf(e.Stdout, "%d failed %s in %s made due again; %s\n", n, what, table, then)
 	if n < asked {
-		fmt.Fprintf(e.stderr, "eventgen %s: %d of the %d ids given are not failed %s in %s (unknown, or already made due)\n", name, asked-n, asked, what, table)
-		return ExitFailure
+		fmt.Fprintf(e.Stderr, "%s %s: %d of the %d ids given are not failed %s in %s (unknown, or already made due)\n", e.Program, name, asked-n, asked, what, table)
+		return cli.ExitFailure
 	}
-	return ExitOK
+	return cli.ExitOK
 }
 
 // printFailed prints a list of failed rows, or says there are none.
-func (e *env) printFailed(t *table, what, tableName string, limit int, verbose bool) {
+func printFailed(e *cli.Env, t *table, what, tableName string, limit int, verbose bool) {
 	if len(t.rows) == 0 {
-		fmt.Fprintf(e.stderr, "no failed %s in %s\n", what, tableName)
+		fmt.Fprintf(e.Stderr, "no failed %s in %s\n", what, tableName)
 		return
 	}
-	t.write(e.stdout)
+	t.write(e.Stdout)
 	if len(t.rows) == limit {
-		fmt.Fprintf(e.stderr, "showing the oldest %d failed %s; raise -limit for more\n", limit, what)
+		fmt.Fprintf(e.Stderr, "showing the oldest %d failed %s; raise -limit for more\n", limit, what)
 	}
 	if verbose {
 		for _, r := range t.rows {
-			fmt.Fprintf(e.stdout, "\n%s %s:\n", t.header[0], r.cells[0])
+			fmt.Fprintf(e.Stdout, "\n%s %s:\n", t.header[0], r.cells[0])
 			for line := range strings.SplitSeq(r.lastError, "\n") {
-				fmt.Fprintf(e.stdout, "\t%s\n", printable(line))
+				fmt.Fprintf(e.Stdout, "\t%s\n", printable(line))
 			}
 		}
 	}

@@ -1,17 +1,18 @@
-package cli
+package gencli
 
 import (
 	"flag"
 
 	"github.com/eventgen/eventgen/generator"
+	"github.com/eventgen/eventgen/internal/cli"
 )
 
-func generateCommand() *command {
-	return &command{
-		name:     "generate",
-		synopsis: "[-f events.yaml] [-o DIR]",
-		summary:  "write the Go package and EVENTS.md for a spec",
-		help: `Generate validates the spec and writes the generated package into DIR.
+func generateCommand() *cli.Command {
+	return &cli.Command{
+		Name:     "generate",
+		Synopsis: "[-f events.yaml] [-o DIR]",
+		Summary:  "write the Go package and EVENTS.md for a spec",
+		Help: `Generate validates the spec and writes the generated package into DIR.
 Only files whose content changed are written, each atomically; generated
 files that the spec no longer produces are removed. Files without the
 generated-code header, such as your own tests, are never touched.
@@ -20,19 +21,19 @@ Paths are relative to the current directory, so that the command works in a
 go:generate line:
 
 	//go:generate go run github.com/eventgen/eventgen/cmd/eventgen -f ../events.yaml -o .`,
-		setup: func(fs *flag.FlagSet) func(*env) int {
+		Setup: func(fs *flag.FlagSet) func(*cli.Env) int {
 			var f specFlags
 			f.define(fs, true)
-			return func(e *env) int {
-				files, ok := e.generate(&f)
+			return func(e *cli.Env) int {
+				files, ok := generate(e, &f)
 				if !ok {
-					return ExitFailure
+					return cli.ExitFailure
 				}
 				if err := generator.Write(f.dir, files); err != nil {
-					e.printError(err)
-					return ExitFailure
+					printError(e, err)
+					return cli.ExitFailure
 				}
-				return ExitOK
+				return cli.ExitOK
 			}
 		},
 	}

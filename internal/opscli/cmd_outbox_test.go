@@ -1,4 +1,4 @@
-package cli
+package opscli
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/uptrace/bun"
 
 	shopevents "github.com/eventgen/eventgen/examples/generated"
+	"github.com/eventgen/eventgen/internal/cli"
 	"github.com/eventgen/eventgen/internal/dbopen"
 	"github.com/eventgen/eventgen/runtime/eventgen"
 	"github.com/eventgen/eventgen/runtime/transport"
@@ -119,7 +120,7 @@ func TestOutboxFailedAndRequeue(t *testing.T) {
 	dir := t.TempDir()
 
 	code, stdout, stderr := run(t, dir, "outbox", "failed", "-db", dsn, "-table", table)
-	if code != ExitOK || stderr != "" {
+	if code != cli.ExitOK || stderr != "" {
 		t.Fatalf("outbox failed = %d: %s", code, stderr)
 	}
 	header := regexp.MustCompile(`^ID +MESSAGE ID +NAME +VERSION +TOPIC +KEY +ATTEMPTS +CREATED +LAST ERROR\n`)
@@ -132,27 +133,27 @@ func TestOutboxFailedAndRequeue(t *testing.T) {
 	ids := []string{rows[0][1], rows[1][1], rows[2][1]}
 
 	code, stdout, _ = run(t, dir, "outbox", "failed", "-db", dsn, "-table", table, "-limit", "1", "-v")
-	if code != ExitOK || len(idPattern.FindAllString(stdout, -1)) != 1 || !strings.Contains(stdout, "\nID "+ids[0]+":\n\t") {
+	if code != cli.ExitOK || len(idPattern.FindAllString(stdout, -1)) != 1 || !strings.Contains(stdout, "\nID "+ids[0]+":\n\t") {
 		t.Errorf("outbox failed -limit 1 -v = %d:\n%s", code, stdout)
 	}
 
 	code, stdout, stderr = run(t, dir, "outbox", "requeue", "-db", dsn, "-table", table, "-id", ids[0], "-id", ids[0])
-	if want := "1 failed events in " + table + " made due again; the relay publishes them again\n"; code != ExitOK || stdout != want || stderr != "" {
+	if want := "1 failed events in " + table + " made due again; the relay publishes them again\n"; code != cli.ExitOK || stdout != want || stderr != "" {
 		t.Errorf("outbox requeue -id = %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 	code, _, stderr = run(t, dir, "outbox", "requeue", "-db", dsn, "-table", table, "-id", ids[0], "-id", ids[1])
-	if code != ExitFailure || !strings.Contains(stderr, "1 of the 2 ids given are not failed events") {
+	if code != cli.ExitFailure || !strings.Contains(stderr, "1 of the 2 ids given are not failed events") {
 		t.Errorf("outbox requeue of a pending row = %d, %q", code, stderr)
 	}
 	if _, stdout, _ = run(t, dir, "outbox", "failed", "-db", dsn, "-table", table); len(idPattern.FindAllString(stdout, -1)) != 1 {
 		t.Errorf("after requeuing 2 of 3:\n%s", stdout)
 	}
 	code, stdout, _ = run(t, dir, "outbox", "requeue", "-db", dsn, "-table", table, "-all")
-	if code != ExitOK || !strings.HasPrefix(stdout, "1 failed events") {
+	if code != cli.ExitOK || !strings.HasPrefix(stdout, "1 failed events") {
 		t.Errorf("outbox requeue -all = %d, %q", code, stdout)
 	}
 	code, stdout, stderr = run(t, dir, "outbox", "failed", "-db", dsn, "-table", table)
-	if code != ExitOK || stdout != "" || stderr != "no failed events in "+table+"\n" {
+	if code != cli.ExitOK || stdout != "" || stderr != "no failed events in "+table+"\n" {
 		t.Errorf("outbox failed after requeue -all = %d, %q, %q", code, stdout, stderr)
 	}
 
@@ -193,23 +194,23 @@ func TestOutboxCommandErrors(t *testing.T) {
 		code   int
 		stderr string
 	}{
-		{[]string{"outbox"}, ExitUsage, "eventgen outbox: name a command"},
-		{[]string{"outbox", "list"}, ExitUsage, `eventgen outbox: unknown command "list"`},
-		{[]string{"outbox", "failed"}, ExitUsage, "eventgen outbox failed: -db is required"},
-		{[]string{"outbox", "failed", "-db", dsn, "extra"}, ExitUsage, `eventgen outbox failed: unexpected argument "extra"`},
-		{[]string{"outbox", "failed", "-db", dsn, "-table", "a;b"}, ExitUsage, `eventgen outbox failed: eventgen: invalid OutboxOptions: Table: invalid table name "a;b"`},
-		{[]string{"outbox", "failed", "-db", dsn, "-limit", "0"}, ExitFailure, "limit 0 is not positive"},
-		{[]string{"outbox", "failed", "-db", dsn, "-table", "missing"}, ExitFailure, "eventgen outbox failed: outbox: list failed: "},
-		{[]string{"outbox", "failed", "-db", filepath.Join(dir, "nope.db")}, ExitFailure, "the SQLite database does not exist"},
-		{[]string{"outbox", "failed", "-db", "oracle://scott:tiger@db/x"}, ExitFailure, `unsupported database DSN scheme "oracle"`},
-		{[]string{"outbox", "requeue", "-db", dsn, "-table", table}, ExitUsage, "eventgen outbox requeue: give -id (one or more) or -all"},
-		{[]string{"outbox", "requeue", "-db", dsn, "-table", table, "-id", "1", "-all"}, ExitUsage, "give -id (one or more) or -all"},
-		{[]string{"outbox", "requeue", "-db", dsn, "-id", "x"}, ExitUsage, `invalid value "x" for flag -id: not a row id`},
-		{[]string{"outbox", "requeue", "-db", dsn, "-table", table, "-id", "7"}, ExitFailure, "1 of the 1 ids given are not failed events in " + table},
+		{[]string{"outbox"}, cli.ExitUsage, "eventgen-ops outbox: name a command"},
+		{[]string{"outbox", "list"}, cli.ExitUsage, `eventgen-ops outbox: unknown command "list"`},
+		{[]string{"outbox", "failed"}, cli.ExitUsage, "eventgen-ops outbox failed: -db is required"},
+		{[]string{"outbox", "failed", "-db", dsn, "extra"}, cli.ExitUsage, `eventgen-ops outbox failed: unexpected argument "extra"`},
+		{[]string{"outbox", "failed", "-db", dsn, "-table", "a;b"}, cli.ExitUsage, `eventgen-ops outbox failed: eventgen: invalid OutboxOptions: Table: invalid table name "a;b"`},
+		{[]string{"outbox", "failed", "-db", dsn, "-limit", "0"}, cli.ExitFailure, "limit 0 is not positive"},
+		{[]string{"outbox", "failed", "-db", dsn, "-table", "missing"}, cli.ExitFailure, "eventgen-ops outbox failed: outbox: list failed: "},
+		{[]string{"outbox", "failed", "-db", filepath.Join(dir, "nope.db")}, cli.ExitFailure, "the SQLite database does not exist"},
+		{[]string{"outbox", "failed", "-db", "oracle://scott:tiger@db/x"}, cli.ExitFailure, `unsupported database DSN scheme "oracle"`},
+		{[]string{"outbox", "requeue", "-db", dsn, "-table", table}, cli.ExitUsage, "eventgen-ops outbox requeue: give -id (one or more) or -all"},
+		{[]string{"outbox", "requeue", "-db", dsn, "-table", table, "-id", "1", "-all"}, cli.ExitUsage, "give -id (one or more) or -all"},
+		{[]string{"outbox", "requeue", "-db", dsn, "-id", "x"}, cli.ExitUsage, `invalid value "x" for flag -id: not a row id`},
+		{[]string{"outbox", "requeue", "-db", dsn, "-table", table, "-id", "7"}, cli.ExitFailure, "1 of the 1 ids given are not failed events in " + table},
 	} {
 		code, _, stderr := run(t, dir, tt.args...)
 		if code != tt.code || !strings.Contains(stderr, tt.stderr) {
-			t.Errorf("eventgen %s = %d, stderr:\n%s\nwant %d and %q", strings.Join(tt.args, " "), code, stderr, tt.code, tt.stderr)
+			t.Errorf("eventgen-ops %s = %d, stderr:\n%s\nwant %d and %q", strings.Join(tt.args, " "), code, stderr, tt.code, tt.stderr)
 		}
 	}
 	if _, err := dbopen.OpenExisting(context.Background(), filepath.Join(dir, "nope.db")); err == nil {
@@ -225,8 +226,8 @@ func TestDatabasePasswordsAreNotPrinted(t *testing.T) {
 		{"inbox", "reexecute", "-all", "-group", "g", "-db", "mysql://u:s3cret@127.0.0.1:1/x?timeout=2s"},
 	} {
 		code, stdout, stderr := run(t, t.TempDir(), args...)
-		if code != ExitFailure || !strings.Contains(stderr, "connect to ") || strings.Contains(stdout+stderr, "s3cret") {
-			t.Errorf("eventgen %s = %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, stdout, stderr)
+		if code != cli.ExitFailure || !strings.Contains(stderr, "connect to ") || strings.Contains(stdout+stderr, "s3cret") {
+			t.Errorf("eventgen-ops %s = %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, stdout, stderr)
 		}
 	}
 }
@@ -296,29 +297,29 @@ func TestInboxFailedAndReexecute(t *testing.T) {
 	code, stdout, stderr := run(t, dir, append([]string{"inbox", "failed"}, args...)...)
 	rowPattern := regexp.MustCompile(`(?m)^([0-9a-f-]{36}) +PaymentCaptured +1 +shop\.payments +[0-9a-f-]{36} +shop +2 +\S+Z +\S+Z +(.*)$`)
 	rows := rowPattern.FindAllStringSubmatch(stdout, -1)
-	if code != ExitOK || stderr != "" || len(rows) != 3 ||
+	if code != cli.ExitOK || stderr != "" || len(rows) != 3 ||
 		!strings.HasPrefix(stdout, "MESSAGE ID  ") || !strings.Contains(stdout, "card declined …") || !strings.Contains(stdout, "ledger is gone") {
 		t.Fatalf("inbox failed = %d, stderr %q:\n%s", code, stderr, stdout)
 	}
 	code, stdout, _ = run(t, dir, append([]string{"inbox", "failed", "-v"}, args...)...)
-	if code != ExitOK || !strings.Contains(stdout, "\n\tsecond line\n") || !strings.Contains(stdout, "\tgoroutine ") {
+	if code != cli.ExitOK || !strings.Contains(stdout, "\n\tsecond line\n") || !strings.Contains(stdout, "\tgoroutine ") {
 		t.Errorf("inbox failed -v = %d:\n%s", code, stdout)
 	}
 	code, stdout, stderr = run(t, dir, "inbox", "failed", "-db", dsn, "-table", table, "-group", shopevents.GroupShipping)
-	if code != ExitOK || stdout != "" || stderr != "no failed messages of group shipping in "+table+"\n" {
+	if code != cli.ExitOK || stdout != "" || stderr != "no failed messages of group shipping in "+table+"\n" {
 		t.Errorf("inbox failed of another group = %d, %q, %q", code, stdout, stderr)
 	}
 
 	code, stdout, _ = run(t, dir, append([]string{"inbox", "reexecute", "-id", rows[0][1]}, args...)...)
-	if code != ExitOK || stdout != "1 failed messages of group billing in "+table+" made due again; a running consumer of the group handles them again\n" {
+	if code != cli.ExitOK || stdout != "1 failed messages of group billing in "+table+" made due again; a running consumer of the group handles them again\n" {
 		t.Errorf("inbox reexecute -id = %d, %q", code, stdout)
 	}
 	code, _, stderr = run(t, dir, append([]string{"inbox", "reexecute", "-id", rows[0][1], "-id", "no-such-message"}, args...)...)
-	if code != ExitFailure || !strings.Contains(stderr, "2 of the 2 ids given are not failed messages of group billing") {
+	if code != cli.ExitFailure || !strings.Contains(stderr, "2 of the 2 ids given are not failed messages of group billing") {
 		t.Errorf("inbox reexecute of ids that are not failed = %d, %q", code, stderr)
 	}
 	code, stdout, _ = run(t, dir, append([]string{"inbox", "reexecute", "-all"}, args...)...)
-	if code != ExitOK || !strings.HasPrefix(stdout, "2 failed messages") {
+	if code != cli.ExitOK || !strings.HasPrefix(stdout, "2 failed messages") {
 		t.Errorf("inbox reexecute -all = %d, %q", code, stdout)
 	}
 
@@ -352,15 +353,15 @@ func TestInboxCommandErrors(t *testing.T) {
 		code   int
 		stderr string
 	}{
-		{[]string{"inbox", "failed", "-db", dsn}, ExitUsage, "eventgen inbox failed: -group is required"},
-		{[]string{"inbox", "reexecute", "-db", dsn, "-group", "g"}, ExitUsage, "eventgen inbox reexecute: give -id (one or more) or -all"},
-		{[]string{"inbox", "reexecute", "-db", dsn, "-group", "g", "-id", ""}, ExitUsage, `invalid value "" for flag -id: empty id`},
-		{[]string{"inbox", "failed", "-group", "g", "-db", dsn, "-table", "x y"}, ExitUsage, `invalid ConsumerOptions: Table: invalid table name "x y"`},
-		{[]string{"inbox", "failed", "-group", "g", "-db", dsn}, ExitFailure, "eventgen inbox failed: "},
+		{[]string{"inbox", "failed", "-db", dsn}, cli.ExitUsage, "eventgen-ops inbox failed: -group is required"},
+		{[]string{"inbox", "reexecute", "-db", dsn, "-group", "g"}, cli.ExitUsage, "eventgen-ops inbox reexecute: give -id (one or more) or -all"},
+		{[]string{"inbox", "reexecute", "-db", dsn, "-group", "g", "-id", ""}, cli.ExitUsage, `invalid value "" for flag -id: empty id`},
+		{[]string{"inbox", "failed", "-group", "g", "-db", dsn, "-table", "x y"}, cli.ExitUsage, `invalid ConsumerOptions: Table: invalid table name "x y"`},
+		{[]string{"inbox", "failed", "-group", "g", "-db", dsn}, cli.ExitFailure, "eventgen-ops inbox failed: "},
 	} {
 		code, _, stderr := run(t, dir, tt.args...)
 		if code != tt.code || !strings.Contains(stderr, tt.stderr) {
-			t.Errorf("eventgen %s = %d, stderr:\n%s\nwant %d and %q", strings.Join(tt.args, " "), code, stderr, tt.code, tt.stderr)
+			t.Errorf("eventgen-ops %s = %d, stderr:\n%s\nwant %d and %q", strings.Join(tt.args, " "), code, stderr, tt.code, tt.stderr)
 		}
 	}
 }
@@ -373,30 +374,29 @@ func TestGroupHelp(t *testing.T) {
 		stdout string
 		stderr string
 	}{
-		{[]string{"help"}, ExitOK, "\toutbox    list and requeue failed outbox events\n", ""},
-		{[]string{"help", "outbox"}, ExitOK, "Usage: eventgen outbox <command> [flags]", ""},
-		{[]string{"outbox", "-h"}, ExitOK, "\trequeue    return failed events to the relay\n", ""},
-		{[]string{"inbox", "help", "reexecute"}, ExitOK, "Usage: eventgen inbox reexecute -db DSN -group G", ""},
-		{[]string{"help", "inbox", "failed"}, ExitOK, "-group group", ""},
-		{[]string{"outbox", "requeue", "-h"}, ExitOK, "", "Usage: eventgen outbox requeue"},
-		{[]string{"help", "outbox", "nope"}, ExitUsage, "", `eventgen help outbox: unknown command "nope"`},
-		{[]string{"help", "outbox", "a", "b"}, ExitUsage, "", "give at most one command"},
-		{[]string{"help", "sql", "x"}, ExitUsage, "", "give at most one command"},
-		{[]string{"help", "sql"}, ExitOK, "-dialect database", ""},
+		{[]string{"help"}, cli.ExitOK, "\toutbox    list and requeue failed outbox events\n", ""},
+		{[]string{"help", "outbox"}, cli.ExitOK, "Usage: eventgen-ops outbox <command> [flags]", ""},
+		{[]string{"outbox", "-h"}, cli.ExitOK, "\trequeue    return failed events to the relay\n", ""},
+		{[]string{"inbox", "help", "reexecute"}, cli.ExitOK, "Usage: eventgen-ops inbox reexecute -db DSN -group G", ""},
+		{[]string{"help", "inbox", "failed"}, cli.ExitOK, "-group group", ""},
+		{[]string{"outbox", "requeue", "-h"}, cli.ExitOK, "", "Usage: eventgen-ops outbox requeue"},
+		{[]string{"help", "outbox", "nope"}, cli.ExitUsage, "", `eventgen-ops help outbox: unknown command "nope"`},
+		{[]string{"help", "outbox", "a", "b"}, cli.ExitUsage, "", "give at most one command"},
+		{[]string{"help", "sql", "x"}, cli.ExitUsage, "", "give at most one command"},
+		{[]string{"help", "sql"}, cli.ExitOK, "-dialect database", ""},
 	} {
 		code, stdout, stderr := run(t, dir, tt.args...)
 		if code != tt.code || !strings.Contains(stdout, tt.stdout) || !strings.Contains(stderr, tt.stderr) {
-			t.Errorf("eventgen %s = %d\nstdout:\n%s\nstderr:\n%s", strings.Join(tt.args, " "), code, stdout, stderr)
+			t.Errorf("eventgen-ops %s = %d\nstdout:\n%s\nstderr:\n%s", strings.Join(tt.args, " "), code, stdout, stderr)
 		}
 	}
 }
 
-// TestCommandLinksNoBroker checks that the eventgen command, whose outbox and
-// inbox commands list and requeue failed rows, needs only a database: it
-// compiles no transport and no broker client, so it can open no broker
-// connection.
+// TestCommandLinksNoBroker checks that eventgen-ops, whose outbox and inbox
+// commands list and requeue failed rows, needs only a database: it compiles
+// no transport and no broker client, so it can open no broker connection.
 func TestCommandLinksNoBroker(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "github.com/eventgen/eventgen/cmd/eventgen").CombinedOutput()
+	out, err := exec.Command("go", "list", "-deps", "github.com/eventgen/eventgen/cmd/eventgen-ops").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list -deps: %v\n%s", err, out)
 	}
@@ -409,7 +409,7 @@ func TestCommandLinksNoBroker(t *testing.T) {
 		"github.com/ThreeDotsLabs/watermill/pubsub/gochannel",
 	} {
 		if strings.Contains(string(out), pkg) {
-			t.Errorf("cmd/eventgen depends on %s", pkg)
+			t.Errorf("cmd/eventgen-ops depends on %s", pkg)
 		}
 	}
 }
