@@ -1,6 +1,7 @@
 // Package dbopen opens the database that a DSN names, choosing the Bun
-// dialect and the driver from the DSN's form, for eventgen's commands and
-// example program.
+// dialect and the driver from the DSN's form. It is the one place in the
+// module that opens a database from a DSN: for eventgen-ops, eventbench,
+// the chaos harness and the tests' environment.
 //
 // DSN forms:
 //
@@ -8,6 +9,11 @@
 //	mysql://user:pass@host:3306/db?param=value          MySQL/MariaDB (go-sql-driver/mysql)
 //	user:pass@tcp(host:3306)/db?param=value             MySQL/MariaDB, the driver's own DSN form
 //	path/to/file.db, sqlite:path/to/file.db            SQLite (modernc.org/sqlite, pure Go)
+//
+// A bare path with "=" or "@" in it is refused rather than taken as a
+// SQLite file, since it is far more likely a DSN of another form, such as
+// PostgreSQL's keyword/value "host=db password=..."; name such a file with
+// sqlite:. A refused DSN is never echoed.
 //
 // SQLite files are opened in WAL mode with a busy timeout and immediate
 // transactions, so that a relay, consumers and producers can share one file.
@@ -25,6 +31,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
@@ -40,25 +47,49 @@ import (
 // mask replaces secrets in redacted DSNs and error texts.
 const mask = "xxxxx"
 
-// sqlitePragmas are the SQLite settings for a file shared by several
-// goroutines: WAL so that readers do not block the writer, a busy timeout
-// instead of immediate "database is locked" errors, and transactions that
-// take the write lock when they begin, so two writers never deadlock on an
-// upgrade.
-const sqlitePragmas = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+// forms names the DSN forms, for the error on a DSN of none of them.
+const forms = "postgres://user:pass@host:5432/db, mysql://user:pass@host:3306/db, user:pass@tcp(host:3306)/db, or a SQLite file path (sqlite:path for a name with = or @)"
+
+// DefaultSQLiteBusyTimeout is how long a SQLite statement waits for a lock
+// that another connection holds, unless [Options] say otherwise.
+const DefaultSQLiteBusyTimeout = 10 * time.Second
+
+// sqlitePragmas returns the SQLite settings for a file shared by several
+// goroutines or processes: WAL so that readers do not block the writer, a
+// busy timeout instead of immediate "database is locked" errors, and
+// transactions that take the write lock when they begin, so two writers
+// never deadlock on an upgrade.
+func sqlitePragmas(busy time.Duration) string {
+	return fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate", busy.Milliseconds())
+}
+
+// Options changes how [OpenWith] opens a database. The zero value is what
+// [Open] does.
+type Options struct {
+	// MustExist makes a SQLite file that does not exist an error rather
+	// than created: for tools that read tables an application made.
+	MustExist bool
+	// SQLiteBusyTimeout is how long a SQLite statement waits for a lock
+	// held by another connection (default DefaultSQLiteBusyTimeout).
+	SQLiteBusyTimeout time.Duration
+	// NoPing skips the check that the database answers: the first
+	// statement connects. (Bun's MySQL dialect then logs to the standard
+	// logger if it cannot ask the server for its version.)
+	NoPing bool
+}
 
 // Open opens the database that dsn names (see the package documentation
 // for the forms) and checks that it answers. A SQLite file that does not
 // exist is created.
 func Open(ctx context.Context, dsn string) (*bun.DB, error) {
-	return open(ctx, dsn, true)
+	return OpenWith(ctx, dsn, Options{})
 }
 
 // OpenExisting is [Open], except that a SQLite file that does not exist is
 // an error rather than created: for tools that read tables an application
 // made.
 func OpenExisting(ctx context.Context, dsn string) (*bun.DB, error) {
-	return open(ctx, dsn, false)
+	return OpenWith(ctx, dsn, Options{MustExist: true})
 }
 
 // Dialect returns the name of the database that dsn names: "postgres",
@@ -90,7 +121,14 @@ type target struct {
 	my       *mysql.Config
 }
 
-func open(ctx context.Context, dsn string, create bool) (*bun.DB, error) {
+// OpenWith is [Open] with options.
+func OpenWith(ctx context.Context, dsn string, opts Options) (*bun.DB, error) {
+	if opts.SQLiteBusyTimeout < 0 {
+		return nil, errors.New("dbopen: SQLiteBusyTimeout is negative")
+	}
+	if opts.SQLiteBusyTimeout == 0 {
+		opts.SQLiteBusyTimeout = DefaultSQLiteBusyTimeout
+	}
 	t, err := parse(dsn)
 	if err != nil {
 		return nil, err
@@ -109,19 +147,21 @@ func open(ctx context.Context, dsn string, create bool) (*bun.DB, error) {
 		}
 		sqldb, d = sql.OpenDB(conn), mysqldialect.New()
 	case "sqlite":
-		if !create {
+		if opts.MustExist {
 			if _, err := os.Stat(t.path); errors.Is(err, fs.ErrNotExist) {
 				return nil, fmt.Errorf("open %s: the SQLite database does not exist", t.path)
 			}
 		}
-		if sqldb, err = sql.Open("sqlite", "file:"+(&url.URL{Path: t.path}).EscapedPath()+"?"+sqlitePragmas); err != nil {
+		if sqldb, err = sql.Open("sqlite", "file:"+(&url.URL{Path: t.path}).EscapedPath()+"?"+sqlitePragmas(opts.SQLiteBusyTimeout)); err != nil {
 			return nil, fmt.Errorf("open %s: %w", t.path, err)
 		}
 		d = sqlitedialect.New()
 	}
-	if err := sqldb.PingContext(ctx); err != nil {
-		sqldb.Close()
-		return nil, t.errorf("connect to %s: %w", t.redacted, err)
+	if !opts.NoPing {
+		if err := sqldb.PingContext(ctx); err != nil {
+			sqldb.Close()
+			return nil, t.errorf("connect to %s: %w", t.redacted, err)
+		}
 	}
 	db := bun.NewDB(sqldb, d)
 	return db, nil
@@ -147,10 +187,28 @@ func parse(dsn string) (*target, error) {
 		}
 		return &target{dialect: "sqlite", redacted: dsn, path: path}, nil
 	case strings.Contains(dsn, "://"):
-		scheme, _, _ := strings.Cut(dsn, "://")
-		return nil, fmt.Errorf("unsupported database DSN scheme %q: want postgres://, mysql://, a MySQL DSN such as user@tcp(host:3306)/db, or a SQLite file path", scheme)
+		if scheme, _, _ := strings.Cut(dsn, "://"); isScheme(scheme) {
+			return nil, fmt.Errorf("unsupported database DSN scheme %q: want %s", scheme, forms)
+		}
+		return nil, errors.New("unrecognised database DSN: want " + forms)
+	case strings.ContainsAny(dsn, "=@"):
+		// A keyword/value DSN ("host=db password=..."), or a URL or MySQL
+		// DSN mistyped: not a file to create, and not to be echoed.
+		return nil, errors.New("unrecognised database DSN: want " + forms)
 	}
 	return &target{dialect: "sqlite", redacted: dsn, path: dsn}, nil
+}
+
+// isScheme reports whether s has the syntax of a URL scheme, so that it can
+// be shown: a letter, then letters, digits, "+", "-" or ".".
+func isScheme(s string) bool {
+	for i, r := range s {
+		letter := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
+		if !letter && (i == 0 || !(r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.')) {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // isMySQLDSN reports whether dsn has go-sql-driver/mysql's own form,

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/uptrace/bun"
 )
 
 func TestForms(t *testing.T) {
@@ -45,6 +47,7 @@ func TestBadDSNs(t *testing.T) {
 		{"postgres://u:s3cret@db:badport/x", "postgres: malformed URL"},
 		{"mysql://u:s3cret@db/x?timeout=never", "mysql: parse mysql://u:xxxxx@db/x?timeout=never: time: invalid duration"},
 		{"u:s3cret@tcp(db)/x?timeout=never", "mysql: parse u:xxxxx@tcp(db)/x?timeout=never: time: invalid duration"},
+		{"u:s3cret@db:5432/x://", "unrecognised database DSN: want postgres://"},
 	} {
 		_, err := Open(context.Background(), tt.dsn)
 		if err == nil || !strings.Contains(err.Error(), tt.err) || strings.Contains(err.Error(), "s3cret") {
@@ -105,4 +108,60 @@ func TestSQLite(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
+}
+
+// TestUnrecognisedDSNs checks that a DSN of no known form is refused, with
+// the forms it could have and without itself: in particular a keyword/value
+// DSN is not taken for a SQLite file, which would be created under a name
+// holding the password.
+func TestUnrecognisedDSNs(t *testing.T) {
+	t.Chdir(t.TempDir())
+	for _, dsn := range []string{
+		"host=db user=u password=s3cret dbname=x",
+		"password=s3cret",
+		"u:s3cret@db:5432/x",
+	} {
+		for name, open := range map[string]func(context.Context, string) (*bun.DB, error){"Open": Open, "OpenExisting": OpenExisting} {
+			db, err := open(context.Background(), dsn)
+			if err == nil {
+				db.Close()
+				t.Fatalf("%s(%q) opened it", name, dsn)
+			}
+			if msg := err.Error(); strings.Contains(msg, "s3cret") || !strings.Contains(msg, "unrecognised database DSN: want postgres://") ||
+				!strings.Contains(msg, "a SQLite file path") {
+				t.Errorf("%s(%q) = %q", name, dsn, msg)
+			}
+		}
+		if _, err := Dialect(dsn); err == nil {
+			t.Errorf("Dialect(%q) recognised it", dsn)
+		}
+		if got := Redact(dsn); got != "(unrecognised DSN)" {
+			t.Errorf("Redact(%q) = %q", dsn, got)
+		}
+	}
+	if entries, err := os.ReadDir("."); err != nil || len(entries) > 0 {
+		t.Errorf("files created: %v, %v", entries, err)
+	}
+	// A file whose name has = or @ is named with sqlite:.
+	db, err := Open(context.Background(), "sqlite:a=b@c.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+}
+
+func TestSQLiteBusyTimeout(t *testing.T) {
+	ctx := context.Background()
+	db, err := OpenWith(ctx, filepath.Join(t.TempDir(), "x.db"), Options{SQLiteBusyTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var timeout int
+	if err := db.QueryRowContext(ctx, "PRAGMA busy_timeout").Scan(&timeout); err != nil || timeout != 20000 {
+		t.Errorf("busy_timeout = %d, %v; want 20000", timeout, err)
+	}
+	if _, err := OpenWith(ctx, "x.db", Options{SQLiteBusyTimeout: -1}); err == nil {
+		t.Error("a negative SQLiteBusyTimeout was accepted")
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -229,6 +230,26 @@ func TestDatabasePasswordsAreNotPrinted(t *testing.T) {
 		if code != cli.ExitFailure || !strings.Contains(stderr, "connect to ") || strings.Contains(stdout+stderr, "s3cret") {
 			t.Errorf("eventgen-ops %s = %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, stdout, stderr)
 		}
+	}
+}
+
+// TestUnrecognisedDSNs checks that a DSN of no known form, such as
+// PostgreSQL's keyword/value form, is refused without being echoed, and is
+// not taken for the name of a SQLite file to create.
+func TestUnrecognisedDSNs(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"outbox", "failed", "-db", "host=db user=u password=secret dbname=shop"},
+		{"inbox", "reexecute", "-all", "-group", "g", "-db", "password=secret"},
+	} {
+		code, stdout, stderr := run(t, dir, args...)
+		if code != cli.ExitFailure || strings.Contains(stdout+stderr, "secret") ||
+			!strings.Contains(stderr, "unrecognised database DSN: want postgres://") {
+			t.Errorf("eventgen-ops %s = %d\nstdout: %s\nstderr: %s", args[0]+" "+args[1], code, stdout, stderr)
+		}
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) > 0 {
+		t.Errorf("files created: %v, %v", entries, err)
 	}
 }
 
