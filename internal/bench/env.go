@@ -3,25 +3,18 @@ package bench
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/go-sql-driver/mysql"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/mysqldialect"
-	"github.com/uptrace/bun/dialect/pgdialect"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
+	"github.com/eventgen/eventgen/internal/dbopen"
 	"github.com/eventgen/eventgen/runtime/eventgen"
 	"github.com/eventgen/eventgen/runtime/transport"
 )
@@ -54,68 +47,38 @@ type database struct {
 	tempDir string
 }
 
-// openDatabase opens and pings dsn: a postgres:// URL, a MySQL DSN
-// (user:pass@tcp(host:port)/db, optionally prefixed with mysql://), or an
-// SQLite path (optionally sqlite:// or file:). Empty means a new SQLite
-// file in a temporary directory.
+// openDatabase opens and pings dsn, with internal/dbopen: a postgres://
+// URL, a mysql:// URL or MySQL DSN (user:pass@tcp(host:port)/db), or a
+// SQLite path (optionally sqlite:). Empty means a new SQLite file in a
+// temporary directory.
 func openDatabase(ctx context.Context, dsn string) (*database, error) {
 	out := &database{}
-	var (
-		sqldb *sql.DB
-		err   error
-	)
-	switch {
-	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		out.d, out.redacted = dialectNamed("postgres"), transport.Redact(dsn)
-		if sqldb, err = sql.Open("pgx", dsn); err == nil {
-			out.db = bun.NewDB(sqldb, pgdialect.New())
+	if dsn == "" {
+		var err error
+		if out.tempDir, err = os.MkdirTemp("", "eventbench-"); err != nil {
+			return nil, fmt.Errorf("create temporary directory: %w", err)
 		}
-	case strings.Contains(dsn, "@tcp(") || strings.Contains(dsn, "@unix(") || strings.HasPrefix(dsn, "mysql://"):
-		cfg, perr := mysql.ParseDSN(strings.TrimPrefix(dsn, "mysql://"))
-		if perr != nil {
-			return nil, fmt.Errorf("parse MySQL DSN: %w", perr)
-		}
-		cfg.ParseTime = true
-		masked := *cfg
-		if masked.Passwd != "" {
-			masked.Passwd = "xxxxx"
-		}
-		out.d, out.redacted = dialectNamed("mysql"), masked.FormatDSN()
-		if sqldb, err = sql.Open("mysql", cfg.FormatDSN()); err == nil {
-			out.db = bun.NewDB(sqldb, mysqldialect.New())
-		}
-	default:
-		path := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite://"), "file:")
-		if path == "" {
-			if out.tempDir, err = os.MkdirTemp("", "eventbench-"); err != nil {
-				return nil, fmt.Errorf("create temporary directory: %w", err)
-			}
-			path = filepath.Join(out.tempDir, "bench.db")
-		}
-		out.d, out.redacted = dialectNamed("sqlite"), "sqlite:"+path
-		// The settings eventgen's tests use: WAL, synchronous NORMAL, a busy
-		// timeout, and writers that take the lock when they begin. One
-		// connection: Go's pool then queues writers in memory, where
-		// SQLite's busy handler would make them sleep in steps of up to
-		// 100 ms.
-		q := "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
-		if sqldb, err = sql.Open("sqlite", "file:"+path+q); err == nil {
-			sqldb.SetMaxOpenConns(1)
-			out.db = bun.NewDB(sqldb, sqlitedialect.New())
-		}
+		dsn = "sqlite:" + filepath.Join(out.tempDir, "bench.db")
 	}
+	name, err := dbopen.Dialect(dsn)
 	if err != nil {
 		out.close()
-		return nil, fmt.Errorf("open %s: %w", out.redacted, err)
+		return nil, err
 	}
-	if out.d.name != "sqlite" {
-		sqldb.SetMaxIdleConns(64)
-	}
+	out.d, out.redacted = dialectNamed(name), dbopen.Redact(dsn)
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if err := out.db.PingContext(pctx); err != nil {
+	if out.db, err = dbopen.Open(pctx, dsn); err != nil {
 		out.close()
-		return nil, fmt.Errorf("connect to %s: %w", out.redacted, err)
+		return nil, err
+	}
+	if name == "sqlite" {
+		// One connection: Go's pool then queues writers in memory, where
+		// SQLite's busy handler would make them sleep in steps of up to
+		// 100 ms.
+		out.db.SetMaxOpenConns(1)
+	} else {
+		out.db.SetMaxIdleConns(64)
 	}
 	return out, nil
 }

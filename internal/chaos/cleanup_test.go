@@ -17,6 +17,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/eventgen/eventgen/internal/chaos"
+	"github.com/eventgen/eventgen/internal/testservices"
 	"github.com/eventgen/eventgen/runtime/eventgen"
 	"github.com/eventgen/eventgen/runtime/transport"
 )
@@ -45,14 +46,11 @@ func TestCleanupAtScale(t *testing.T) {
 	}
 	cases := []scaleCase{{backend{name: "sqlite", db: "sqlite"}, rows(100_000, 300_000)}}
 	for _, db := range []struct {
-		name, env    string
+		name         string
 		ci, fullSize int
-	}{{"postgres", envPostgres, 200_000, 1_000_000}, {"mysql", envMySQL, 100_000, 300_000}} {
-		dsn := os.Getenv(db.env)
+	}{{"postgres", 200_000, 1_000_000}, {"mysql", 100_000, 300_000}} {
+		dsn := testservices.Optional(t, db.name)
 		if dsn == "" {
-			if os.Getenv(envRequire) == "1" {
-				t.Fatalf("%s is not set and %s=1", db.env, envRequire)
-			}
 			continue
 		}
 		cases = append(cases, scaleCase{backend{name: db.name, db: db.name, dsn: dsn}, rows(db.ci, db.fullSize)})

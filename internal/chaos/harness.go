@@ -18,23 +18,17 @@ package chaos
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/google/uuid"
-	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/mysqldialect"
-	"github.com/uptrace/bun/dialect/pgdialect"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	_ "modernc.org/sqlite" // the "sqlite" driver
 
 	shopevents "github.com/eventgen/eventgen/examples/generated"
+	"github.com/eventgen/eventgen/internal/dbopen"
 	"github.com/eventgen/eventgen/runtime/eventgen"
 )
 
@@ -64,37 +58,25 @@ func (t Tables) All() []string {
 	return []string{t.Outbox, t.Inbox, t.Committed, t.Effects, t.Cured}
 }
 
-// OpenDB opens kind (sqlite, postgres or mysql) at dsn: a file path for
-// SQLite, a DSN otherwise. SQLite gets WAL, a busy timeout and immediate
-// transactions, so that several processes can share the file.
+// OpenDB opens kind (sqlite, postgres or mysql) at dsn, with
+// internal/dbopen, without checking that it answers: a file path for
+// SQLite, a DSN otherwise. SQLite gets WAL, immediate transactions and a
+// busy timeout of 20 s rather than 10 s, since several processes share the
+// file and some are killed holding it.
 func OpenDB(kind, dsn string) (*bun.DB, error) {
-	switch kind {
-	case "sqlite":
-		sqldb, err := sql.Open("sqlite", "file:"+dsn+
-			"?_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
-		if err != nil {
-			return nil, fmt.Errorf("chaos: open sqlite: %w", err)
-		}
-		return bun.NewDB(sqldb, sqlitedialect.New()), nil
-	case "postgres":
-		sqldb, err := sql.Open("pgx", dsn)
-		if err != nil {
-			return nil, fmt.Errorf("chaos: open postgres: %w", err)
-		}
-		return bun.NewDB(sqldb, pgdialect.New()), nil
-	case "mysql":
-		cfg, err := mysql.ParseDSN(dsn)
-		if err != nil {
-			return nil, fmt.Errorf("chaos: parse mysql DSN: %w", err)
-		}
-		cfg.ParseTime = true
-		conn, err := mysql.NewConnector(cfg)
-		if err != nil {
-			return nil, fmt.Errorf("chaos: open mysql: %w", err)
-		}
-		return bun.NewDB(sql.OpenDB(conn), mysqldialect.New()), nil
+	if kind == "sqlite" {
+		dsn = "sqlite:" + dsn
 	}
-	return nil, fmt.Errorf("chaos: unknown database %q", kind)
+	if d, err := dbopen.Dialect(dsn); err != nil {
+		return nil, fmt.Errorf("chaos: open %s: %w", kind, err)
+	} else if d != kind {
+		return nil, fmt.Errorf("chaos: open %s: a DSN of %s", kind, d)
+	}
+	db, err := dbopen.OpenWith(context.Background(), dsn, dbopen.Options{SQLiteBusyTimeout: 20 * time.Second, NoPing: true})
+	if err != nil {
+		return nil, fmt.Errorf("chaos: %w", err)
+	}
+	return db, nil
 }
 
 // CreateTables creates the scenario's business, effect and cure tables and

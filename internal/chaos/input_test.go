@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +19,7 @@ import (
 
 	shopevents "github.com/eventgen/eventgen/examples/generated"
 	"github.com/eventgen/eventgen/internal/chaos"
+	"github.com/eventgen/eventgen/internal/testservices"
 	"github.com/eventgen/eventgen/runtime/eventgen"
 	"github.com/eventgen/eventgen/runtime/transport"
 )
@@ -240,7 +240,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 		"mysql":    "mysql://u:" + pw + "@127.0.0.1:1/db",
 		"bad-url":  "amqp://u:" + pw + "@[::1/",
 	}
-	if a := os.Getenv(envAMQP); a != "" { // the real broker, with a wrong password
+	if a := testservices.Optional(t, "amqp"); a != "" { // the real broker, with a wrong password
 		if u, err := url.Parse(a); err == nil {
 			u.User = url.UserPassword("guest", pw)
 			urls["amqp-wrong-password"] = u.String()

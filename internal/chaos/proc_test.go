@@ -25,6 +25,7 @@ import (
 
 	shopevents "github.com/eventgen/eventgen/examples/generated"
 	"github.com/eventgen/eventgen/internal/chaos"
+	"github.com/eventgen/eventgen/internal/testservices"
 	"github.com/eventgen/eventgen/runtime/transport"
 )
 
@@ -49,14 +50,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// Environment variables (the same as runtime/internal/testenv's).
+// Environment variables of the chaos suite. The services come from
+// internal/testservices's EVENTGEN_TEST_* variables.
 const (
-	envPostgres = "EVENTGEN_TEST_POSTGRES"
-	envMySQL    = "EVENTGEN_TEST_MYSQL"
-	envAMQP     = "EVENTGEN_TEST_AMQP"
-	envNATS     = "EVENTGEN_TEST_NATS"
-	envRedis    = "EVENTGEN_TEST_REDIS"
-	envRequire  = "EVENTGEN_TEST_REQUIRE_SERVICES"
 	// envFull selects the full sizes instead of the CI ones.
 	envFull = "EVENTGEN_CHAOS_FULL"
 	// envResults names a file that receives the result lines of a run.
@@ -87,14 +83,8 @@ func (b backend) slowRedelivery() bool {
 // fails the test.
 func backends(t *testing.T) []backend {
 	bs := []backend{{name: "sqlite+mem", db: "sqlite"}}
-	get := func(env string) string {
-		v := os.Getenv(env)
-		if v == "" && os.Getenv(envRequire) == "1" {
-			t.Fatalf("%s is not set and %s=1", env, envRequire)
-		}
-		return v
-	}
-	pg, my, amqp, nats, redis := get(envPostgres), get(envMySQL), get(envAMQP), get(envNATS), get(envRedis)
+	get := func(service string) string { return testservices.Optional(t, service) }
+	pg, my, amqp, nats, redis := get("postgres"), get("mysql"), get("amqp"), get("nats"), get("redis")
 	if pg != "" {
 		pgDSN, secret := withSecret(pg)
 		if amqp != "" {
@@ -229,10 +219,7 @@ func newEnv(t *testing.T, b backend) *env {
 
 func unavailable(t *testing.T, what string, err error) {
 	t.Helper()
-	if os.Getenv(envRequire) == "1" {
-		t.Fatalf("%s unavailable and %s=1: %v", what, envRequire, err)
-	}
-	t.Skipf("%s unavailable: %v", what, err)
+	testservices.Unavailable(t, what, err)
 }
 
 // cleanup stops the children still running and checks their logs.

@@ -12,7 +12,7 @@ import (
 
 	shopevents "github.com/eventgen/eventgen/examples/generated"
 	"github.com/eventgen/eventgen/internal/cli"
-	"github.com/eventgen/eventgen/internal/dbopen/dbtest"
+	"github.com/eventgen/eventgen/internal/testservices"
 	"github.com/eventgen/eventgen/runtime/eventgen"
 	"github.com/eventgen/eventgen/runtime/transport"
 )
@@ -40,7 +40,7 @@ func TestSQLUsageErrors(t *testing.T) {
 // the runtime then finds its tables ready: Migrate has nothing to do (it
 // would fail to record a version twice) and rows can be written.
 func TestSQLApplies(t *testing.T) {
-	for _, d := range dbtest.Databases(t) {
+	for _, d := range testservices.Databases(t) {
 		t.Run(d.Name, func(t *testing.T) {
 			db := d.Open(t)
 			outbox, inbox := tableName(t, "sql_outbox"), tableName(t, "sql_inbox")

@@ -1,9 +1,12 @@
-// Package testenv gives tests the databases and brokers to run against.
+// Package testenv gives the runtime's tests the databases and brokers to
+// run against.
 //
 // SQLite (a file in the test's temporary directory, pure-Go driver) is always
 // available. PostgreSQL and MySQL/MariaDB are added when EVENTGEN_TEST_POSTGRES
 // and EVENTGEN_TEST_MYSQL hold a DSN. With EVENTGEN_TEST_REQUIRE_SERVICES=1 an
-// unset or unreachable service fails the test instead of skipping it.
+// unset or unreachable service fails the test instead of skipping it. Those
+// rules, and the reading of the variables, are internal/testservices's;
+// databases are opened by internal/dbopen.
 //
 // Tests share one database per service; they isolate themselves with table
 // names from [TableName], so no test sees another's rows.
@@ -12,35 +15,31 @@ package testenv
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/hex"
-	"os"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/mysqldialect"
-	"github.com/uptrace/bun/dialect/pgdialect"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/eventgen/eventgen/internal/dbopen"
+	"github.com/eventgen/eventgen/internal/testservices"
 )
 
 // Environment variables naming the services.
 const (
-	EnvPostgres        = "EVENTGEN_TEST_POSTGRES"
-	EnvMySQL           = "EVENTGEN_TEST_MYSQL"
-	EnvAMQP            = "EVENTGEN_TEST_AMQP"
-	EnvNATS            = "EVENTGEN_TEST_NATS"
-	EnvRedis           = "EVENTGEN_TEST_REDIS"
-	EnvRequireServices = "EVENTGEN_TEST_REQUIRE_SERVICES"
+	EnvPostgres        = testservices.EnvPostgres
+	EnvMySQL           = testservices.EnvMySQL
+	EnvAMQP            = testservices.EnvAMQP
+	EnvNATS            = testservices.EnvNATS
+	EnvRedis           = testservices.EnvRedis
+	EnvRequireServices = testservices.EnvRequireServices
 )
 
 // RequireServices reports whether a missing service must fail the run.
-func RequireServices() bool { return os.Getenv(EnvRequireServices) == "1" }
+func RequireServices() bool { return testservices.RequireServices() }
 
 // Database is one database a suite runs against.
 type Database struct {
@@ -53,17 +52,15 @@ type Database struct {
 // EVENTGEN_TEST_REQUIRE_SERVICES=1 an unset variable fails t.
 func Databases(t testing.TB) []Database {
 	t.Helper()
-	dbs := []Database{{Name: "sqlite", Open: OpenSQLite}}
-	for _, s := range []struct{ name, env string }{{"postgres", EnvPostgres}, {"mysql", EnvMySQL}} {
-		dsn := os.Getenv(s.env)
-		if dsn == "" {
-			if RequireServices() {
-				t.Fatalf("%s is not set and %s=1", s.env, EnvRequireServices)
-			}
+	var dbs []Database
+	for _, d := range testservices.Databases(t) {
+		if d.Name == "sqlite" {
+			// A new file for each Open, in the temporary directory of the
+			// test that opens it.
+			dbs = append(dbs, Database{Name: d.Name, Open: OpenSQLite})
 			continue
 		}
-		name := s.name
-		dbs = append(dbs, Database{Name: name, Open: func(t testing.TB) *bun.DB { return OpenDSN(t, name, dsn) }})
+		dbs = append(dbs, Database{Name: d.Name, Open: func(t testing.TB) *bun.DB { return OpenDSN(t, d.Name, d.DSN) }})
 	}
 	return dbs
 }
@@ -84,71 +81,36 @@ func OpenSQLite(t testing.TB) *bun.DB {
 // OpenSQLitePath opens (creating if needed) the SQLite database at path with
 // the settings eventgen recommends: WAL, a busy timeout and one writer.
 func OpenSQLitePath(path string) (*bun.DB, error) {
-	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
-	sqldb, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		return nil, err
-	}
-	return bun.NewDB(sqldb, sqlitedialect.New()), nil
+	return dbopen.Open(context.Background(), "sqlite:"+path)
 }
 
 // OpenDSN opens a PostgreSQL or MySQL database and pings it. An unreachable
 // database skips t, or fails it under EVENTGEN_TEST_REQUIRE_SERVICES=1.
 func OpenDSN(t testing.TB, name, dsn string) *bun.DB {
 	t.Helper()
-	db, err := Open(name, dsn)
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err = db.PingContext(ctx)
-		cancel()
-	}
-	if err != nil {
-		if db != nil {
-			db.Close()
-		}
-		Unavailable(t, name, err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
+	return testservices.Database{Name: name, DSN: dsn}.Open(t)
 }
 
-// Open opens a *bun.DB for a postgres or mysql DSN without pinging it.
+// Open opens a *bun.DB for a postgres or mysql DSN and pings it.
 func Open(name, dsn string) (*bun.DB, error) {
-	switch name {
-	case "postgres":
-		sqldb, err := sql.Open("pgx", dsn)
-		if err != nil {
-			return nil, err
-		}
-		return bun.NewDB(sqldb, pgdialect.New()), nil
-	case "mysql":
-		cfg, err := mysql.ParseDSN(dsn)
-		if err != nil {
-			return nil, err
-		}
-		cfg.ParseTime = true
-		cfg.MultiStatements = false
-		sqldb, err := sql.Open("mysql", cfg.FormatDSN())
-		if err != nil {
-			return nil, err
-		}
-		return bun.NewDB(sqldb, mysqldialect.New()), nil
+	if name != "postgres" && name != "mysql" {
+		return nil, fmt.Errorf("testenv: unknown database %s", name)
 	}
-	return nil, &unknownDatabaseError{name}
+	if d, err := dbopen.Dialect(dsn); err != nil {
+		return nil, err
+	} else if d != name {
+		return nil, fmt.Errorf("testenv: a %s DSN for %s", d, name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return dbopen.Open(ctx, dsn)
 }
-
-type unknownDatabaseError struct{ name string }
-
-func (e *unknownDatabaseError) Error() string { return "testenv: unknown database " + e.name }
 
 // Unavailable skips t because a service cannot be reached, or fails it when
 // EVENTGEN_TEST_REQUIRE_SERVICES=1.
 func Unavailable(t testing.TB, service string, err error) {
 	t.Helper()
-	if RequireServices() {
-		t.Fatalf("%s unavailable and %s=1: %v", service, EnvRequireServices, err)
-	}
-	t.Skipf("%s unavailable: %v", service, err)
+	testservices.Unavailable(t, service, err)
 }
 
 // TableName returns a table name unique to this test run, starting with prefix.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/eventgen/eventgen/internal/testservices"
 	"github.com/eventgen/eventgen/runtime/transport"
 )
 
@@ -63,10 +63,10 @@ func Transports(t testing.TB) []TransportCase {
 	t.Helper()
 	cases := []TransportCase{{Name: "mem", InProcess: true, ReplicasShare: true}}
 	for _, s := range []struct {
-		name, env  string
+		name       string
 		redelivery time.Duration
-	}{{"amqp", EnvAMQP, 0}, {"nats", EnvNATS, 0}, {"redis", EnvRedis, 30 * time.Second}} {
-		u := lookup(t, s.env)
+	}{{"amqp", 0}, {"nats", 0}, {"redis", 30 * time.Second}} {
+		u := testservices.Optional(t, s.name)
 		if u == "" {
 			continue
 		}
@@ -81,10 +81,10 @@ func Transports(t testing.TB) []TransportCase {
 func SQLTransports(t testing.TB) []TransportCase {
 	t.Helper()
 	var cases []TransportCase
-	if u := lookup(t, EnvPostgres); u != "" {
+	if u := testservices.Optional(t, "postgres"); u != "" {
 		cases = append(cases, TransportCase{Name: "postgres", URL: u})
 	}
-	if dsn := lookup(t, EnvMySQL); dsn != "" {
+	if dsn := testservices.Optional(t, "mysql"); dsn != "" {
 		u, err := MySQLURL(dsn)
 		if err != nil {
 			t.Fatalf("%s: %v", EnvMySQL, err)
@@ -106,15 +106,6 @@ func TransportURL(t testing.TB, name string) string {
 	}
 	t.Skipf("no %s broker configured", name)
 	return ""
-}
-
-func lookup(t testing.TB, env string) string {
-	t.Helper()
-	v := os.Getenv(env)
-	if v == "" && RequireServices() {
-		t.Fatalf("%s is not set and %s=1", env, EnvRequireServices)
-	}
-	return v
 }
 
 // MySQLURL turns a go-sql-driver/mysql DSN (user:pass@tcp(host:port)/db)
