@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
+	"github.com/eventgen/eventgen/runtime/internal/tables"
 	"github.com/eventgen/eventgen/runtime/internal/testenv"
 )
 
@@ -92,7 +93,7 @@ func TestOutboxClockSkewChangesNothing(t *testing.T) {
 					PublishedRetention: retention, CleanInterval: time.Hour,
 				})
 				ob.dialect = skewed(ob.dialect, skew)
-				ob.store = sqlstore.NewOutboxStore(ob.dialect, ob.opts.Table)
+				ob.store = tables.NewOutbox(ob.dialect, ob.opts.Table, nil)
 
 				marked := countMarked(ob)
 				start := time.Now()
@@ -127,7 +128,7 @@ func TestOutboxClockSkewChangesNothing(t *testing.T) {
 					t.Errorf("Clean at once = %d, %v; want 0: nothing has expired", c, err)
 				}
 				ob.dialect = skewed(ob.dialect, retention+time.Second)
-				ob.store = sqlstore.NewOutboxStore(ob.dialect, ob.opts.Table)
+				ob.store = tables.NewOutbox(ob.dialect, ob.opts.Table, nil)
 				if c, err := ob.Clean(ctx); err != nil || c != n {
 					t.Errorf("Clean a retention later = %d, %v; want %d", c, err, n)
 				}
@@ -167,14 +168,14 @@ func TestConsumerClockSkewChangesNothing(t *testing.T) {
 				}
 				return h.effect(ctx, m.Group, m.ID)
 			})
-			c.inbox.D = skewed(c.inbox.D, skew)
+			c.inbox = tables.NewInbox(skewed(c.inbox.D, skew), c.opts.Table, c.opts.Group, nil)
 			stop := h.run(c)
 			var msgs []*message.Message
 			for i := range n {
 				msgs = append(msgs, eventMessage(t, orderPlaced{OrderID: fmt.Sprint(i)}, fmt.Sprint(i), nil))
 			}
 			h.publish(topicOrders, msgs...)
-			tr.wait(t, "all handled", func() bool { return tr.count(sqlstore.StatusSucceeded) == n })
+			tr.wait(t, "all handled", func() bool { return tr.count(tables.StatusSucceeded) == n })
 			mu.Lock()
 			for id, at := range runs {
 				if len(at) != 3 {
@@ -198,7 +199,7 @@ func TestConsumerClockSkewChangesNothing(t *testing.T) {
 			if got, err := c.Clean(ctx); err != nil || got != 0 {
 				t.Errorf("Clean at once = %d, %v; want 0: nothing has expired", got, err)
 			}
-			c.inbox.D = skewed(c.inbox.D, retention+time.Second)
+			c.inbox = tables.NewInbox(skewed(c.inbox.D, retention+time.Second), c.opts.Table, c.opts.Group, nil)
 			if got, err := c.Clean(ctx); err != nil || got != n {
 				t.Errorf("Clean a retention later = %d, %v; want %d", got, err, n)
 			}

@@ -19,7 +19,9 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/eventgen/eventgen/runtime/internal/backoff"
+	"github.com/eventgen/eventgen/runtime/internal/leased"
 	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
+	"github.com/eventgen/eventgen/runtime/internal/tables"
 	"github.com/eventgen/eventgen/runtime/internal/wire"
 )
 
@@ -80,8 +82,10 @@ type Consumer struct {
 	db    *bun.DB
 	sub   message.Subscriber
 	opts  ConsumerOptions
-	inbox sqlstore.Inbox
-	log   *slog.Logger
+	inbox *tables.Inbox
+	// policy is the retry tiers of opts.
+	policy leased.Policy
+	log    *slog.Logger
 	// owner identifies this Consumer in lock_owner.
 	owner string
 	// sem bounds the handlers running at once, delivered or retried.
@@ -129,7 +133,8 @@ func NewConsumer(db *bun.DB, sub message.Subscriber, opts ConsumerOptions) (*Con
 		db:         db,
 		sub:        sub,
 		opts:       opts,
-		inbox:      sqlstore.Inbox{D: d, Table: opts.Table, Group: opts.Group, Prepared: prepared},
+		inbox:      tables.NewInbox(d, opts.Table, opts.Group, prepared),
+		policy:     opts.policy(),
 		log:        opts.Logger.With("component", "eventgen.consumer", "group", opts.Group),
 		owner:      newOwnerID(),
 		sem:        make(chan struct{}, opts.Concurrency),
@@ -147,7 +152,7 @@ func (c *Consumer) Group() string { return c.opts.Group }
 // was dropped while its versions stayed recorded in eventgen_migrations is
 // created again.
 func (c *Consumer) Migrate(ctx context.Context) error {
-	if err := sqlstore.Migrate(ctx, c.db, c.opts.Table, sqlstore.InboxMigrations); err != nil {
+	if err := sqlstore.Migrate(ctx, c.db, c.opts.Table, tables.InboxMigrations); err != nil {
 		return fmt.Errorf("consumer: %w", err)
 	}
 	return nil
@@ -168,7 +173,7 @@ func InboxSchema(dialect, table string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inbox schema: %w", err)
 	}
-	return sqlstore.SchemaSQL(d, table, sqlstore.InboxMigrations), nil
+	return sqlstore.SchemaSQL(d, table, tables.InboxMigrations), nil
 }
 
 // register adds h; see Handle.
@@ -359,12 +364,12 @@ func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Messa
 		reason = strings.TrimSuffix(err.Error()+"; "+reason, "; ")
 	}
 	if reason != "" {
-		c.record(ctx, msg, row, c.finished(sqlstore.StatusFailed, 0, reason))
+		c.record(ctx, msg, row, c.finished(tables.StatusFailed, 0, reason))
 		return
 	}
 	h := c.handlers[row.Name]
 	if h == nil {
-		c.record(ctx, msg, row, c.finished(sqlstore.StatusSkipped, 0, fmt.Sprintf("group %q has no handler for event %q", c.opts.Group, row.Name)))
+		c.record(ctx, msg, row, c.finished(tables.StatusSkipped, 0, fmt.Sprintf("group %q has no handler for event %q", c.opts.Group, row.Name)))
 		return
 	}
 
@@ -373,7 +378,7 @@ func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Messa
 		c.redeliver(ctx, msg, row, "begin transaction", err)
 		return
 	}
-	inserted, err := c.inbox.Insert(ctx, tx, row, c.finished(sqlstore.StatusSucceeded, 1, ""))
+	inserted, err := c.inbox.Insert(ctx, tx, row, c.finished(tables.StatusSucceeded, 1, ""))
 	if err != nil {
 		_ = tx.Rollback()
 		c.redeliver(ctx, msg, row, "insert inbox row", err)
@@ -395,7 +400,7 @@ func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Messa
 		}
 		c.dbErrors.Store(0)
 		msg.Ack()
-		c.hooks.onSettled(row.MessageID, sqlstore.StatusSucceeded)
+		c.hooks.onSettled(row.MessageID, tables.StatusSucceeded)
 		return
 	}
 	_ = tx.Rollback()
@@ -409,7 +414,7 @@ func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Messa
 
 // record inserts a row for a message that is not handled now (failed,
 // skipped, or pending after a failed run), then acknowledges the message.
-func (c *Consumer) record(ctx context.Context, msg *message.Message, row sqlstore.InboxRow, o sqlstore.Outcome) {
+func (c *Consumer) record(ctx context.Context, msg *message.Message, row tables.InboxRow, o tables.Outcome) {
 	if _, err := c.inbox.Insert(ctx, c.db, row, o); err != nil {
 		c.redeliver(ctx, msg, row, "record "+o.Status+" row", err)
 		return
@@ -422,7 +427,7 @@ func (c *Consumer) record(ctx context.Context, msg *message.Message, row sqlstor
 
 // redeliver leaves msg to the broker after a database error, backing off
 // first so that an outage does not turn into a redelivery loop.
-func (c *Consumer) redeliver(ctx context.Context, msg *message.Message, row sqlstore.InboxRow, what string, err error) {
+func (c *Consumer) redeliver(ctx context.Context, msg *message.Message, row tables.InboxRow, what string, err error) {
 	if ctx.Err() == nil {
 		c.log.Warn("consumer: "+what+" failed; message left for redelivery",
 			"message_id", row.MessageID, "event", row.Name, "error", err)
@@ -450,7 +455,7 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // call runs h with tx in its context, turning a panic into an error that
 // carries the stack.
-func (c *Consumer) call(ctx context.Context, tx bun.Tx, h *handler, row sqlstore.InboxRow, m Metadata) (err error) {
+func (c *Consumer) call(ctx context.Context, tx bun.Tx, h *handler, row tables.InboxRow, m Metadata) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("handler panicked: %v\n%s", r, debug.Stack())
@@ -461,46 +466,35 @@ func (c *Consumer) call(ctx context.Context, tx bun.Tx, h *handler, row sqlstore
 
 // finished returns the outcome of a row that is done with, kept for the
 // retention of its status.
-func (c *Consumer) finished(status string, attempts int, reason string) sqlstore.Outcome {
+func (c *Consumer) finished(status string, attempts int, reason string) tables.Outcome {
 	retention := c.opts.SucceededRetention
-	if status == sqlstore.StatusFailed {
+	if status == tables.StatusFailed {
 		retention = c.opts.FailedRetention
 	}
-	return sqlstore.Outcome{Status: status, Attempts: attempts, Retention: retention.Microseconds(), LastError: clip(reason, maxErrorBytes)}
+	return tables.Outcome{Status: status, Attempts: attempts, Retention: retention, LastError: clip(reason, maxErrorBytes)}
 }
 
 // afterFailure returns the outcome of a row whose attempt-th run failed with
 // err: pending again, or failed if err is permanent or attempts are used up.
-func (c *Consumer) afterFailure(row sqlstore.InboxRow, attempt int, err error) sqlstore.Outcome {
+func (c *Consumer) afterFailure(row tables.InboxRow, attempt int, err error) tables.Outcome {
 	if isPermanent(err) {
-		return c.finished(sqlstore.StatusFailed, attempt, err.Error())
+		return c.finished(tables.StatusFailed, attempt, err.Error())
 	}
-	if attempt >= c.opts.MaxRetries {
-		return c.finished(sqlstore.StatusFailed, attempt, fmt.Sprintf("gave up after %d attempts: %v", attempt, err))
+	if c.policy.Exhausted(attempt) {
+		return c.finished(tables.StatusFailed, attempt, fmt.Sprintf("gave up after %d attempts: %v", attempt, err))
 	}
-	d := c.retryDelay(attempt)
+	d := c.policy.Delay(attempt)
 	c.log.Warn("handler failed; will retry", "message_id", row.MessageID, "event", row.Name,
 		"attempt", attempt, "retry_in", d, "error", firstLine(err.Error()))
-	return sqlstore.Outcome{Status: sqlstore.StatusPending, Attempts: attempt, Delay: d.Microseconds(), LastError: clip(err.Error(), maxErrorBytes)}
+	return tables.Outcome{Status: tables.StatusPending, Attempts: attempt, Delay: d, LastError: clip(err.Error(), maxErrorBytes)}
 }
 
-// retryDelay is the wait after a row's attempt-th failed run. The first
-// LocalRetries retries are quick; later ones wait RetryInterval grown
-// exponentially, and at least RetryMinAge.
-func (c *Consumer) retryDelay(attempt int) time.Duration {
-	if attempt <= c.opts.LocalRetries {
-		return backoff.Policy{Base: c.opts.LocalRetryInterval}.Delay(attempt)
-	}
-	d := backoff.Policy{Base: c.opts.RetryInterval}.Delay(attempt - c.opts.LocalRetries)
-	return max(d, c.opts.RetryMinAge)
-}
-
-func (c *Consumer) logOutcome(row sqlstore.InboxRow, o sqlstore.Outcome) {
+func (c *Consumer) logOutcome(row tables.InboxRow, o tables.Outcome) {
 	switch o.Status {
-	case sqlstore.StatusFailed:
+	case tables.StatusFailed:
 		c.log.Error("message failed; kept in the inbox for re-execution", "message_id", row.MessageID,
 			"event", row.Name, "attempts", o.Attempts, "error", firstLine(o.LastError))
-	case sqlstore.StatusSkipped:
+	case tables.StatusSkipped:
 		c.log.Debug("message skipped: no handler", "message_id", row.MessageID, "event", row.Name)
 	}
 }
@@ -533,8 +527,8 @@ const maxPayloadBytes = 4 << 20
 // storable maps a decoded envelope to its inbox row. A non-empty reason
 // means it cannot be handled as it is; the row is then made storable anyway
 // (ids and names clipped, headers dropped), to record the failure.
-func storable(env wire.Envelope, topic string, msg *message.Message) (row sqlstore.InboxRow, headers map[string]string, reason string) {
-	row = sqlstore.InboxRow{
+func storable(env wire.Envelope, topic string, msg *message.Message) (row tables.InboxRow, headers map[string]string, reason string) {
+	row = tables.InboxRow{
 		MessageID: env.ID,
 		Name:      env.Name,
 		Version:   env.Version,
@@ -603,7 +597,7 @@ func firstLine(s string) string {
 
 // metadataOf builds a handler's Metadata. headers may be nil, in which case
 // they are read from the row.
-func metadataOf(row sqlstore.InboxRow, headers map[string]string, attempt int, group string) Metadata {
+func metadataOf(row tables.InboxRow, headers map[string]string, attempt int, group string) Metadata {
 	if headers == nil && row.Headers.Valid {
 		_ = json.Unmarshal([]byte(row.Headers.String), &headers) // written by storable: valid
 	}

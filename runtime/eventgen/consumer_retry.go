@@ -6,7 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
+	"github.com/eventgen/eventgen/runtime/internal/leased"
+	"github.com/eventgen/eventgen/runtime/internal/tables"
 )
 
 // retryLoop runs the persistent retrier every PollInterval until ctx is done.
@@ -35,7 +36,7 @@ func (c *Consumer) retryDue(ctx context.Context, wg *sync.WaitGroup) int {
 		if n == 0 {
 			return total
 		}
-		rows, err := c.inbox.Claim(ctx, c.db, c.owner, n, c.opts.LeaseDuration.Microseconds())
+		rows, err := c.inbox.Claim(ctx, c.db, leased.Claim{Owner: c.owner, Limit: n, Lease: c.opts.LeaseDuration})
 		if err != nil {
 			c.release(n)
 			if ctx.Err() == nil {
@@ -80,11 +81,10 @@ func (c *Consumer) acquireUpTo(ctx context.Context, max int) int {
 // retry runs one claimed row: in a transaction that first checks the lease
 // is still held, the handler, then the succeeded mark. A failure sends the
 // row back to pending or ends it as failed.
-func (c *Consumer) retry(ctx context.Context, row sqlstore.InboxRow) {
-	lease := c.opts.LeaseDuration.Microseconds()
+func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
 	if row.Attempts > c.opts.MaxRetries {
 		// Only a run that never finished (its lease expired) gets here.
-		c.finish(ctx, row, c.finished(sqlstore.StatusFailed, row.Attempts,
+		c.finish(ctx, row, c.finished(tables.StatusFailed, row.Attempts,
 			fmt.Sprintf("gave up after %d attempts; the last did not finish within its lease (did the process crash?); previous error: %s",
 				row.Attempts-1, row.LastError.String)))
 		return
@@ -92,7 +92,7 @@ func (c *Consumer) retry(ctx context.Context, row sqlstore.InboxRow) {
 	h := c.handlers[row.Name]
 	if h == nil {
 		// Re-executed, or recorded by a replica with other handlers.
-		c.finish(ctx, row, c.finished(sqlstore.StatusSkipped, row.Attempts-1,
+		c.finish(ctx, row, c.finished(tables.StatusSkipped, row.Attempts-1,
 			fmt.Sprintf("group %q has no handler for event %q", c.opts.Group, row.Name)))
 		return
 	}
@@ -106,7 +106,7 @@ func (c *Consumer) retry(ctx context.Context, row sqlstore.InboxRow) {
 		return
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	owned, err := c.inbox.Own(ctx, tx, row.ID, c.owner, lease)
+	owned, err := c.inbox.Own(ctx, tx, c.owner, row.ID, c.opts.LeaseDuration)
 	if err != nil {
 		c.retryError(ctx, row, "check lease", err)
 		return
@@ -118,7 +118,7 @@ func (c *Consumer) retry(ctx context.Context, row sqlstore.InboxRow) {
 	}
 	herr := c.call(ctx, tx, h, row, metadataOf(row, nil, row.Attempts, c.opts.Group))
 	if herr == nil {
-		if err := c.inbox.Succeed(ctx, tx, row.ID, c.opts.SucceededRetention.Microseconds()); err != nil {
+		if _, err := c.inbox.Done(ctx, tx, c.owner, []int64{row.ID}, 0, c.opts.SucceededRetention); err != nil {
 			c.retryError(ctx, row, "mark succeeded", err)
 			return
 		}
@@ -127,7 +127,7 @@ func (c *Consumer) retry(ctx context.Context, row sqlstore.InboxRow) {
 			return
 		}
 		c.log.Info("message handled on retry", "message_id", row.MessageID, "event", row.Name, "attempt", row.Attempts)
-		c.hooks.onSettled(row.MessageID, sqlstore.StatusSucceeded)
+		c.hooks.onSettled(row.MessageID, tables.StatusSucceeded)
 		return
 	}
 	_ = tx.Rollback()
@@ -136,25 +136,25 @@ func (c *Consumer) retry(ctx context.Context, row sqlstore.InboxRow) {
 		return
 	}
 	o := c.afterFailure(row, row.Attempts, herr)
-	if o.Status == sqlstore.StatusFailed {
+	if o.Status == tables.StatusFailed {
 		c.finish(ctx, row, o)
 		return
 	}
 	// Record the failure even if shutdown begins meanwhile.
 	dctx, cancel := detached(ctx)
 	defer cancel()
-	if err := c.inbox.Retry(dctx, c.db, row.ID, c.owner, o.Delay, o.LastError); err != nil {
+	if err := c.inbox.Retry(dctx, c.db, c.owner, row.ID, row.Attempts, o.Delay, o.LastError); err != nil {
 		c.retryError(ctx, row, "schedule retry", err)
 		return
 	}
-	c.hooks.onSettled(row.MessageID, sqlstore.StatusPending)
+	c.hooks.onSettled(row.MessageID, tables.StatusPending)
 }
 
 // finish ends a claimed row as failed or skipped.
-func (c *Consumer) finish(ctx context.Context, row sqlstore.InboxRow, o sqlstore.Outcome) {
+func (c *Consumer) finish(ctx context.Context, row tables.InboxRow, o tables.Outcome) {
 	dctx, cancel := detached(ctx)
 	defer cancel()
-	if err := c.inbox.Finish(dctx, c.db, row.ID, c.owner, o.Status, o.Retention, o.LastError); err != nil {
+	if err := c.inbox.Finish(dctx, c.db, c.owner, row.ID, o.Status, o.Attempts, o.Retention, o.LastError); err != nil {
 		c.retryError(ctx, row, "mark "+o.Status, err)
 		return
 	}
@@ -165,7 +165,7 @@ func (c *Consumer) finish(ctx context.Context, row sqlstore.InboxRow, o sqlstore
 // retryError handles a database error of the retrier. At shutdown the row is
 // given back; otherwise it keeps its lease and is claimed again once the
 // lease expires.
-func (c *Consumer) retryError(ctx context.Context, row sqlstore.InboxRow, what string, err error) {
+func (c *Consumer) retryError(ctx context.Context, row tables.InboxRow, what string, err error) {
 	if ctx.Err() != nil {
 		c.releaseRow(ctx, row)
 		return
@@ -178,10 +178,10 @@ func (c *Consumer) retryError(ctx context.Context, row sqlstore.InboxRow, what s
 // releaseRow gives back, at shutdown, a claimed row whose run did not finish,
 // rather than leave it until its lease expires. The unfinished attempt is
 // not counted.
-func (c *Consumer) releaseRow(ctx context.Context, row sqlstore.InboxRow) {
+func (c *Consumer) releaseRow(ctx context.Context, row tables.InboxRow) {
 	dctx, cancel := detached(ctx)
 	defer cancel()
-	if err := c.inbox.Release(dctx, c.db, row.ID, c.owner); err != nil {
+	if err := c.inbox.Release(dctx, c.db, c.owner, []int64{row.ID}); err != nil {
 		c.log.Warn("consumer: release row at shutdown failed; it is retried when its lease expires",
 			"message_id", row.MessageID, "error", err)
 		c.hooks.onSettled(row.MessageID, outcomeNacked)
@@ -226,13 +226,11 @@ func (c *Consumer) cleanLoop(ctx context.Context, wg *sync.WaitGroup) {
 // rows per statement, and returns how many it deleted. Run calls it every
 // CleanInterval; it is exported for tools and tests.
 func (c *Consumer) Clean(ctx context.Context) (int, error) {
-	total, err := cleanInBatches(ctx, c.inbox.D.Name == "sqlite", func(ctx context.Context) (int64, error) {
-		return c.inbox.DeleteExpired(ctx, c.db, c.opts.DeleteBatch)
-	})
+	n, err := c.inbox.Cleanup(ctx, c.db, c.opts.DeleteBatch)
 	if err != nil {
-		return total, fmt.Errorf("consumer: clean: %w", err)
+		return int(n), fmt.Errorf("consumer: clean: %w", err)
 	}
-	return total, nil
+	return int(n), nil
 }
 
 // FailedMessage is a received message that failed for good: its handler
@@ -280,7 +278,7 @@ func (c *Consumer) Reexecute(ctx context.Context, ids ...string) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	n, err := c.inbox.Reexecute(ctx, c.db, ids)
+	n, err := c.inbox.Reexecute(ctx, c.db, ids, c.opts.DeleteBatch)
 	if err != nil {
 		return 0, fmt.Errorf("consumer: reexecute %d messages: %w", len(ids), err)
 	}
@@ -290,7 +288,7 @@ func (c *Consumer) Reexecute(ctx context.Context, ids ...string) (int, error) {
 // ReexecuteFailed does what [Consumer.Reexecute] does for every failed
 // message of this group.
 func (c *Consumer) ReexecuteFailed(ctx context.Context) (int, error) {
-	n, err := c.inbox.Reexecute(ctx, c.db, nil)
+	n, err := c.inbox.RequeueFailed(ctx, c.db, c.opts.DeleteBatch)
 	if err != nil {
 		return 0, fmt.Errorf("consumer: reexecute failed messages: %w", err)
 	}

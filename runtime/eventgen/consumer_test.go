@@ -21,7 +21,9 @@ import (
 	"github.com/uptrace/bun"
 	"go.uber.org/goleak"
 
+	"github.com/eventgen/eventgen/runtime/internal/leased"
 	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
+	"github.com/eventgen/eventgen/runtime/internal/tables"
 	"github.com/eventgen/eventgen/runtime/internal/testenv"
 	"github.com/eventgen/eventgen/runtime/internal/wire"
 	"github.com/eventgen/eventgen/runtime/transport"
@@ -213,7 +215,7 @@ func (h *harness) effectCounts(group string) (rows, distinct int) {
 	return rows, distinct
 }
 
-func (h *harness) row(c *Consumer, id string) sqlstore.InboxRow {
+func (h *harness) row(c *Consumer, id string) tables.InboxRow {
 	h.t.Helper()
 	r, ok, err := c.inbox.Get(context.Background(), h.db, id)
 	if err != nil {
@@ -357,11 +359,11 @@ func TestConsumerEveryEventOncePerGroup(t *testing.T) {
 		h.publish(topicOrders, msgs...)
 		for _, g := range groups {
 			tr := trackers[g]
-			tr.wait(t, g+" handled every event", func() bool { return tr.count(sqlstore.StatusSucceeded) == n })
+			tr.wait(t, g+" handled every event", func() bool { return tr.count(tables.StatusSucceeded) == n })
 			if rows, distinct := h.effectCounts(g); rows != n || distinct != n {
 				t.Errorf("group %s: %d effects for %d messages, want %d once each", g, rows, distinct, n)
 			}
-			if got := h.statusCounts(g); got[sqlstore.StatusSucceeded] != n || len(got) != 1 {
+			if got := h.statusCounts(g); got[tables.StatusSucceeded] != n || len(got) != 1 {
 				t.Errorf("group %s: inbox statuses %v, want %d succeeded", g, got, n)
 			}
 		}
@@ -400,7 +402,7 @@ func TestConsumerReplicasOfOneGroupApplyEachMessageOnce(t *testing.T) {
 		successes := func(id string) int {
 			k := 0
 			for _, o := range tr.all(id) {
-				if o == sqlstore.StatusSucceeded {
+				if o == tables.StatusSucceeded {
 					k++
 				}
 			}
@@ -453,7 +455,7 @@ func TestConsumerDuplicateDeliveryHandledOnce(t *testing.T) {
 		for _, o := range tr.all("dup") {
 			outcomes[o]++
 		}
-		if outcomes[sqlstore.StatusSucceeded] != 1 || outcomes[outcomeDuplicate] != 5 {
+		if outcomes[tables.StatusSucceeded] != 1 || outcomes[outcomeDuplicate] != 5 {
 			t.Errorf("outcomes %v, want 1 succeeded and 5 duplicates", outcomes)
 		}
 		if n := calls.Load(); n != 1 {
@@ -485,7 +487,7 @@ func TestConsumerRetriesUntilSuccessAndRollsBackFailedRuns(t *testing.T) {
 		})
 		h.run(c)
 		h.publish(topicOrders, eventMessage(t, orderPlaced{OrderID: "o-1"}, "flaky", map[string]string{"trace": "abc"}))
-		tr.waitOutcome(t, "flaky", sqlstore.StatusSucceeded)
+		tr.waitOutcome(t, "flaky", tables.StatusSucceeded)
 
 		if got := tr.all("flaky"); strings.Join(got, ",") != "pending,pending,succeeded" {
 			t.Errorf("outcomes %v, want pending,pending,succeeded", got)
@@ -556,18 +558,18 @@ func TestConsumerPoisonMessagesDoNotBlock(t *testing.T) {
 		h.publish(topicOrders, msgs...)
 
 		want := map[string]struct{ status, reason string }{
-			"always-fails":           {sqlstore.StatusFailed, "gave up after 3 attempts: always fails"},
-			"no-type":                {sqlstore.StatusFailed, "header ce_type is missing"},
-			"bad-time":               {sqlstore.StatusFailed, `"yesterday" is not an RFC 3339 time`},
-			"bad-json":               {sqlstore.StatusFailed, "decode OrderPlaced payload"},
-			"wrong-type":             {sqlstore.StatusFailed, "cannot unmarshal number"},
-			"bad-enum":               {sqlstore.StatusFailed, `status: unknown value "refunded"`},
-			"unknown":                {sqlstore.StatusSkipped, `no handler for event "OrderCancelled"`},
-			strings.Repeat("i", 255): {sqlstore.StatusFailed, "message id is over 255 bytes"},
-			"huge":                   {sqlstore.StatusFailed, "over the limit of 4194304 (not stored)"},
+			"always-fails":           {tables.StatusFailed, "gave up after 3 attempts: always fails"},
+			"no-type":                {tables.StatusFailed, "header ce_type is missing"},
+			"bad-time":               {tables.StatusFailed, `"yesterday" is not an RFC 3339 time`},
+			"bad-json":               {tables.StatusFailed, "decode OrderPlaced payload"},
+			"wrong-type":             {tables.StatusFailed, "cannot unmarshal number"},
+			"bad-enum":               {tables.StatusFailed, `status: unknown value "refunded"`},
+			"unknown":                {tables.StatusSkipped, `no handler for event "OrderCancelled"`},
+			strings.Repeat("i", 255): {tables.StatusFailed, "message id is over 255 bytes"},
+			"huge":                   {tables.StatusFailed, "over the limit of 4194304 (not stored)"},
 		}
 		tr.wait(t, "every message settled for good", func() bool {
-			if tr.count(sqlstore.StatusSucceeded) != good {
+			if tr.count(tables.StatusSucceeded) != good {
 				return false
 			}
 			for id, w := range want {
@@ -611,7 +613,7 @@ func TestConsumerReexecuteFailed(t *testing.T) {
 			eventMessage(t, orderPlaced{OrderID: "2"}, "b", nil),
 			eventMessage(t, orderPlaced{OrderID: "3"}, "c", nil))
 		for _, id := range []string{"a", "b", "c"} {
-			tr.waitOutcome(t, id, sqlstore.StatusFailed)
+			tr.waitOutcome(t, id, tables.StatusFailed)
 		}
 		failed, err := c.Failed(context.Background(), 10)
 		if err != nil {
@@ -635,13 +637,13 @@ func TestConsumerReexecuteFailed(t *testing.T) {
 		if err != nil || n != 1 {
 			t.Fatalf("Reexecute = %d, %v; want 1", n, err)
 		}
-		tr.waitOutcome(t, "a", sqlstore.StatusSucceeded)
+		tr.waitOutcome(t, "a", tables.StatusSucceeded)
 		n, err = c.ReexecuteFailed(context.Background())
 		if err != nil || n != 2 {
 			t.Fatalf("ReexecuteFailed = %d, %v; want 2", n, err)
 		}
-		tr.waitOutcome(t, "b", sqlstore.StatusSucceeded)
-		tr.waitOutcome(t, "c", sqlstore.StatusSucceeded)
+		tr.waitOutcome(t, "b", tables.StatusSucceeded)
+		tr.waitOutcome(t, "c", tables.StatusSucceeded)
 		if rows, distinct := h.effectCounts("billing"); rows != 3 || distinct != 3 {
 			t.Errorf("%d effects (%d distinct), want 3", rows, distinct)
 		}
@@ -663,8 +665,8 @@ func TestConsumerRecoversPanics(t *testing.T) {
 		h.publish(topicOrders,
 			eventMessage(t, orderPlaced{OrderID: "once"}, "once", nil),
 			eventMessage(t, orderPlaced{OrderID: "always"}, "always", nil))
-		tr.waitOutcome(t, "once", sqlstore.StatusSucceeded)
-		tr.waitOutcome(t, "always", sqlstore.StatusFailed)
+		tr.waitOutcome(t, "once", tables.StatusSucceeded)
+		tr.waitOutcome(t, "always", tables.StatusFailed)
 		if r := h.row(c, "once"); !strings.Contains(r.LastError.String, "handler panicked: boom once") {
 			t.Errorf("recovered row's last error %q, want the first panic", r.LastError.String)
 		}
@@ -711,7 +713,7 @@ func TestConsumerGracefulShutdown(t *testing.T) {
 		release.Store(true)
 		c2, tr2 := h.orders("billing", fastOptions(), handler)
 		h.run(c2)
-		tr2.waitOutcome(t, "slow", sqlstore.StatusSucceeded)
+		tr2.waitOutcome(t, "slow", tables.StatusSucceeded)
 		if rows, _ := h.effectCounts("billing"); rows != 1 {
 			t.Errorf("%d effects after restart, want 1", rows)
 		}
@@ -743,13 +745,13 @@ func TestConsumerShutdownReleasesRetriedRow(t *testing.T) {
 		if got := tr.last("r"); got != outcomeReleased {
 			t.Errorf("interrupted retry ended %q, want %q", got, outcomeReleased)
 		}
-		if r := h.row(c, "r"); r.Status != sqlstore.StatusPending || r.Attempts != 1 {
+		if r := h.row(c, "r"); r.Status != tables.StatusPending || r.Attempts != 1 {
 			t.Errorf("row %s with %d attempts after shutdown, want pending with 1 (the interrupted run uncounted)", r.Status, r.Attempts)
 		}
 		release.Store(true)
 		c2, tr2 := h.orders("billing", fastOptions(), handler)
 		h.run(c2)
-		tr2.waitOutcome(t, "r", sqlstore.StatusSucceeded)
+		tr2.waitOutcome(t, "r", tables.StatusSucceeded)
 		if r := h.row(c2, "r"); r.Attempts != 2 {
 			t.Errorf("row has %d attempts, want 2", r.Attempts)
 		}
@@ -777,18 +779,18 @@ func TestConsumerTakesOverCrashedReplicaRows(t *testing.T) {
 				t.Fatal(err)
 			}
 			row, _, _ := storable(env, topicOrders, msg)
-			if _, err := c.inbox.Insert(ctx, h.db, row, sqlstore.Outcome{Status: sqlstore.StatusPending, Attempts: 1, LastError: "crash"}); err != nil {
+			if _, err := c.inbox.Insert(ctx, h.db, row, tables.Outcome{Status: tables.StatusPending, Attempts: 1, LastError: "crash"}); err != nil {
 				t.Fatal(err)
 			}
 			if id == "leased" { // taken by the replica that then crashes, lease already run out
-				if rows, err := c.inbox.Claim(ctx, h.db, "crashed-replica", 1, 0); err != nil || len(rows) != 1 {
+				if rows, err := c.inbox.Claim(ctx, h.db, leased.Claim{Owner: "crashed-replica", Limit: 1}); err != nil || len(rows) != 1 {
 					t.Fatalf("claim as the crashed replica: %v, %v", rows, err)
 				}
 			}
 		}
 		h.run(c)
-		tr.waitOutcome(t, "pending", sqlstore.StatusSucceeded)
-		tr.waitOutcome(t, "leased", sqlstore.StatusSucceeded)
+		tr.waitOutcome(t, "pending", tables.StatusSucceeded)
+		tr.waitOutcome(t, "leased", tables.StatusSucceeded)
 		for id, want := range map[string]int{"pending": 2, "leased": 3} {
 			if got, _ := attempts.Load(id); got != want {
 				t.Errorf("%s ran as attempt %v, want %d", id, got, want)
@@ -815,12 +817,12 @@ func TestConsumerLenientDecodingAndSkips(t *testing.T) {
 		newer.Payload = []byte(`{"order_id":"7","added_in_v2":{"x":1}}`)
 		newer.Metadata.Set(wire.HeaderEventVersion, "2")
 		h.publish(topicOrders, newer)
-		tr.waitOutcome(t, "v2", sqlstore.StatusSucceeded)
+		tr.waitOutcome(t, "v2", tables.StatusSucceeded)
 		if m := <-got; m.Version != 2 {
 			t.Errorf("Metadata.Version = %d, want 2", m.Version)
 		}
 		h.publish(topicShipments, eventMessage(t, orderShipped{OrderID: "7"}, "shipped", nil))
-		tr.waitOutcome(t, "shipped", sqlstore.StatusSucceeded)
+		tr.waitOutcome(t, "shipped", tables.StatusSucceeded)
 	})
 }
 
@@ -849,7 +851,7 @@ func TestConsumerConcurrencyBound(t *testing.T) {
 			msgs = append(msgs, eventMessage(t, orderPlaced{OrderID: fmt.Sprint(i)}, fmt.Sprint(i), nil))
 		}
 		h.publish(topicOrders, msgs...)
-		tr.wait(t, "all handled", func() bool { return tr.count(sqlstore.StatusSucceeded) == 60 })
+		tr.wait(t, "all handled", func() bool { return tr.count(tables.StatusSucceeded) == 60 })
 		if p := peak.Load(); p > 3 {
 			t.Errorf("%d handlers ran at once, want at most 3", p)
 		}
@@ -919,7 +921,7 @@ func TestConsumerHandlesOneTopicConcurrently(t *testing.T) {
 		if err := tr.Publisher().Publish(topicOrders, msgs...); err != nil {
 			t.Fatal(err)
 		}
-		tr2.wait(t, "all handled", func() bool { return tr2.count(sqlstore.StatusSucceeded) == n })
+		tr2.wait(t, "all handled", func() bool { return tr2.count(tables.StatusSucceeded) == n })
 		if p := peak.Load(); p != int32(want) {
 			t.Errorf("at most %d handlers of one topic ran at once, want %d", p, want)
 		}
@@ -999,8 +1001,8 @@ func TestConsumerClean(t *testing.T) {
 			eventMessage(t, orderPlaced{OrderID: "retry"}, "retry", nil))
 		h.publish(topicOrders, msgs...)
 		tr.wait(t, "all settled", func() bool {
-			return tr.count(sqlstore.StatusSucceeded) == 5 && tr.last("unknown") == sqlstore.StatusSkipped &&
-				tr.last("fail") == sqlstore.StatusFailed && tr.last("retry") == sqlstore.StatusPending
+			return tr.count(tables.StatusSucceeded) == 5 && tr.last("unknown") == tables.StatusSkipped &&
+				tr.last("fail") == tables.StatusFailed && tr.last("retry") == tables.StatusPending
 		})
 		// Expiry is judged by the database clock, whose resolution may be
 		// coarser than the retention (SQLite's is a millisecond), so the
@@ -1018,7 +1020,7 @@ func TestConsumerClean(t *testing.T) {
 		if deleted != 6 {
 			t.Fatalf("Clean deleted %d rows, want 6 (5 succeeded, 1 skipped)", deleted)
 		}
-		want := map[string]int{sqlstore.StatusFailed: 1, sqlstore.StatusPending: 1}
+		want := map[string]int{tables.StatusFailed: 1, tables.StatusPending: 1}
 		if got := h.statusCounts("billing"); fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("after Clean: %v, want %v", got, want)
 		}
@@ -1087,8 +1089,8 @@ func TestConsumerOptionsAndRegistration(t *testing.T) {
 // table, as a consumer whose handler gave up would have left it.
 func storeFailed(t testing.TB, c *Consumer, id string) {
 	t.Helper()
-	row := sqlstore.InboxRow{MessageID: id, Name: "OrderPlaced", Version: 1, Topic: topicOrders, Payload: []byte(`{"order_id":"o1"}`)}
-	if _, err := c.inbox.Insert(context.Background(), c.db, row, c.finished(sqlstore.StatusFailed, 1, "boom")); err != nil {
+	row := tables.InboxRow{MessageID: id, Name: "OrderPlaced", Version: 1, Topic: topicOrders, Payload: []byte(`{"order_id":"o1"}`)}
+	if _, err := c.inbox.Insert(context.Background(), c.db, row, c.finished(tables.StatusFailed, 1, "boom")); err != nil {
 		t.Fatalf("store failed row %s: %v", id, err)
 	}
 }
@@ -1117,7 +1119,7 @@ func TestConsumerWithoutSubscriber(t *testing.T) {
 		if n, err := c.ReexecuteFailed(ctx); n != 1 || err != nil {
 			t.Errorf("ReexecuteFailed = %d, %v; want 1 (m2)", n, err)
 		}
-		if got := h.statusCounts("ops"); got[sqlstore.StatusPending] != 2 {
+		if got := h.statusCounts("ops"); got[tables.StatusPending] != 2 {
 			t.Errorf("statuses after re-execution: %v, want 2 pending", got)
 		}
 		if _, err := c.Clean(ctx); err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/eventgen/eventgen/runtime/internal/leased"
 	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
 )
 
@@ -17,20 +18,24 @@ type OutboxOptions struct {
 	// Letters, digits and underscores only. Default "eventgen_outbox".
 	Table string
 
-	// LocalRetries is how many quick in-memory retries a failed publish gets
-	// before the row is left to the persistent retrier. Default 3.
+	// LocalRetries is how many quick retries a failed publish gets, the
+	// local tier. The relay makes them in memory, while it holds the row's
+	// lease and other rows keep flowing, on the row's first claim only;
+	// they end early when the lease would not leave room for one more.
+	// Then the row goes back to the table for the persistent tier.
+	// Default 3; [NoLocalRetries] (-1) turns the local tier off.
 	LocalRetries int
-	// LocalRetryInterval is the base delay between local retries, grown
-	// exponentially with jitter. Default 3s.
+	// LocalRetryInterval is the nominal wait before the first local retry,
+	// doubled for each next one, with jitter. Default 3s.
 	LocalRetryInterval time.Duration
-	// MaxRetries is how many attempts a row gets in all before it is marked
-	// failed. Default 10.
+	// MaxRetries is how many attempts a row gets in all, both tiers
+	// counted, before it is marked failed. Default 10.
 	MaxRetries int
-	// RetryInterval is the base delay of persistent retries, grown
-	// exponentially with jitter and capped at 32 times its value. Default 60s.
+	// RetryInterval is the nominal wait before the first persistent retry,
+	// doubled for each next one up to 32 times its value, with jitter.
+	// Default 60s.
 	RetryInterval time.Duration
-	// RetryMinAge is the least time since a row's last attempt before the
-	// persistent retrier touches it. Default 60s.
+	// RetryMinAge is the least wait before a persistent retry. Default 60s.
 	RetryMinAge time.Duration
 	// RetryBatch is how many rows the persistent retrier claims at once.
 	// Default 100.
@@ -94,15 +99,24 @@ type ConsumerOptions struct {
 	// Concurrency bounds the handlers running at once. Default 8.
 	Concurrency int
 
-	// LocalRetries, default 3.
+	// LocalRetries is how many quick retries a failed handler gets, the
+	// local tier. Each one goes through the inbox table like every retry,
+	// so that a crash loses none, and waits LocalRetryInterval-based
+	// delays; the run in the handler's transaction and the lease are the
+	// same as in the persistent tier. Default 3; [NoLocalRetries] (-1)
+	// turns the local tier off.
 	LocalRetries int
-	// LocalRetryInterval, default 3s.
+	// LocalRetryInterval is the nominal wait before the first local retry,
+	// doubled for each next one, with jitter. Default 3s.
 	LocalRetryInterval time.Duration
-	// MaxRetries, default 10.
+	// MaxRetries is how many runs a message gets in all, both tiers
+	// counted, before it is marked failed. Default 10.
 	MaxRetries int
-	// RetryInterval, default 60s.
+	// RetryInterval is the nominal wait before the first persistent retry,
+	// doubled for each next one up to 32 times its value, with jitter.
+	// Default 60s.
 	RetryInterval time.Duration
-	// RetryMinAge, default 60s.
+	// RetryMinAge is the least wait before a persistent retry. Default 60s.
 	RetryMinAge time.Duration
 	// RetryBatch, default 100.
 	RetryBatch int
@@ -135,6 +149,11 @@ type ConsumerOptions struct {
 	Logger *slog.Logger
 }
 
+// NoLocalRetries, as OutboxOptions.LocalRetries or
+// ConsumerOptions.LocalRetries, turns the local retry tier off: every retry
+// waits the persistent tier's delays.
+const NoLocalRetries = -1
+
 // Defaults shared by both sides.
 const (
 	DefaultOutboxTable        = "eventgen_outbox"
@@ -165,7 +184,7 @@ func (o OutboxOptions) withDefaults() (OutboxOptions, error) {
 	if err := sqlstore.ValidateTableName(o.Table); err != nil {
 		errs = append(errs, fmt.Errorf("Table: %w", err))
 	}
-	errs = intOpt(errs, "LocalRetries", &o.LocalRetries, DefaultLocalRetries)
+	errs = localRetriesOpt(errs, &o.LocalRetries)
 	errs = durOpt(errs, "LocalRetryInterval", &o.LocalRetryInterval, DefaultLocalRetryInterval)
 	errs = intOpt(errs, "MaxRetries", &o.MaxRetries, DefaultMaxRetries)
 	errs = durOpt(errs, "RetryInterval", &o.RetryInterval, DefaultRetryInterval)
@@ -209,7 +228,7 @@ func (o ConsumerOptions) withDefaults() (ConsumerOptions, error) {
 		errs = append(errs, fmt.Errorf("Table: %w", err))
 	}
 	errs = intOpt(errs, "Concurrency", &o.Concurrency, DefaultConcurrency)
-	errs = intOpt(errs, "LocalRetries", &o.LocalRetries, DefaultLocalRetries)
+	errs = localRetriesOpt(errs, &o.LocalRetries)
 	errs = durOpt(errs, "LocalRetryInterval", &o.LocalRetryInterval, DefaultLocalRetryInterval)
 	errs = intOpt(errs, "MaxRetries", &o.MaxRetries, DefaultMaxRetries)
 	errs = durOpt(errs, "RetryInterval", &o.RetryInterval, DefaultRetryInterval)
@@ -231,6 +250,32 @@ func (o ConsumerOptions) withDefaults() (ConsumerOptions, error) {
 		return o, fmt.Errorf("eventgen: invalid ConsumerOptions: %w", err)
 	}
 	return o, nil
+}
+
+// policy returns the retry tiers of o, which has its defaults.
+func (o OutboxOptions) policy() leased.Policy {
+	return retryPolicy(o.LocalRetries, o.LocalRetryInterval, o.MaxRetries, o.RetryInterval, o.RetryMinAge)
+}
+
+// policy returns the retry tiers of o, which has its defaults.
+func (o ConsumerOptions) policy() leased.Policy {
+	return retryPolicy(o.LocalRetries, o.LocalRetryInterval, o.MaxRetries, o.RetryInterval, o.RetryMinAge)
+}
+
+func retryPolicy(local int, localInterval time.Duration, maxRetries int, interval, minAge time.Duration) leased.Policy {
+	return leased.Policy{Local: max(0, local), LocalInterval: localInterval, Max: maxRetries, Interval: interval, MinAge: minAge}
+}
+
+// localRetriesOpt is intOpt for LocalRetries, which also takes
+// NoLocalRetries.
+func localRetriesOpt(errs []error, v *int) []error {
+	if *v == NoLocalRetries {
+		return errs
+	}
+	if *v < 0 {
+		return append(errs, fmt.Errorf("LocalRetries is %d: must not be negative, but for NoLocalRetries (-1) to turn the local tier off (0 means the default, %d)", *v, DefaultLocalRetries))
+	}
+	return intOpt(errs, "LocalRetries", v, DefaultLocalRetries)
 }
 
 func defaultString(v, def string) string {

@@ -18,6 +18,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
+	"github.com/eventgen/eventgen/runtime/internal/tables"
 	"github.com/eventgen/eventgen/runtime/internal/wire"
 )
 
@@ -39,7 +40,7 @@ type Outbox struct {
 	pub     message.Publisher
 	opts    OutboxOptions
 	dialect sqlstore.Dialect
-	store   *sqlstore.OutboxStore
+	store   *tables.Outbox
 	// owner identifies this Outbox's relay in lock_owner.
 	owner string
 
@@ -78,13 +79,13 @@ func NewOutbox(db *bun.DB, pub message.Publisher, opts OutboxOptions) (*Outbox, 
 		pub:     pub,
 		opts:    opts,
 		dialect: d,
-		store:   sqlstore.NewOutboxStore(d, opts.Table),
 		owner:   newOwnerID(),
 		wake:    make(chan struct{}, 1),
 	}
 	if !opts.NoPreparedStatements {
 		o.prepared = sqlstore.NewPrepared(db, d)
 	}
+	o.store = tables.NewOutbox(d, opts.Table, o.prepared)
 	return o, nil
 }
 
@@ -111,7 +112,7 @@ func newOwnerID() string {
 // was dropped while its versions stayed recorded in eventgen_migrations is
 // created again.
 func (o *Outbox) Migrate(ctx context.Context) error {
-	if err := sqlstore.Migrate(ctx, o.db, o.opts.Table, sqlstore.OutboxMigrations); err != nil {
+	if err := sqlstore.Migrate(ctx, o.db, o.opts.Table, tables.OutboxMigrations); err != nil {
 		return fmt.Errorf("outbox: %w", err)
 	}
 	return nil
@@ -132,7 +133,7 @@ func OutboxSchema(dialect, table string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("outbox schema: %w", err)
 	}
-	return sqlstore.SchemaSQL(d, table, sqlstore.OutboxMigrations), nil
+	return sqlstore.SchemaSQL(d, table, tables.OutboxMigrations), nil
 }
 
 // Publish writes events to the outbox in db, in one multi-row INSERT. Pass the
@@ -161,10 +162,10 @@ func (o *Outbox) Publish(ctx context.Context, db bun.IDB, source string, events 
 	if err != nil {
 		return fmt.Errorf("outbox: publish: %w", err)
 	}
-	status := sqlstore.StatusPending
+	status := tables.StatusPending
 	delay := cfg.delay.Microseconds()
 	if delay > 0 {
-		status = sqlstore.StatusScheduled
+		status = tables.StatusScheduled
 	}
 	args := make([]any, 0, len(events)*10)
 	for i, e := range events {
@@ -178,7 +179,7 @@ func (o *Outbox) Publish(ctx context.Context, db bun.IDB, source string, events 
 		}
 		args = append(args, id.String(), row.name, row.version, row.topic, row.key, source, row.payload, headers, status, delay)
 	}
-	q := sqlstore.OutboxInsertSQL(o.dialect, o.opts.Table, len(events))
+	q := tables.OutboxInsertSQL(o.dialect, o.opts.Table, len(events))
 	if o.prepared != nil && len(events) <= maxPreparedBatch {
 		_, err = o.prepared.ExecContext(ctx, db, q, args...)
 	} else {
@@ -317,41 +318,30 @@ func (o *Outbox) Failed(ctx context.Context, limit int) ([]FailedEvent, error) {
 }
 
 // Requeue returns the failed rows among ids to pending with a fresh retry
-// budget, and reports how many it requeued. Ids of rows that are not failed
-// are ignored.
+// budget, DeleteBatch rows per statement, and reports how many it
+// requeued. Ids of rows that are not failed are ignored.
 func (o *Outbox) Requeue(ctx context.Context, ids ...int64) (int, error) {
-	total := 0
-	for chunk := range slices.Chunk(ids, o.opts.DeleteBatch) {
-		n, err := o.store.Requeue(ctx, o.db, chunk)
-		total += int(n)
-		if err != nil {
-			return total, fmt.Errorf("outbox: requeue: %w", err)
-		}
-	}
-	if total > 0 {
+	n, err := o.store.Requeue(ctx, o.db, ids, o.opts.DeleteBatch)
+	if n > 0 {
 		o.notify()
 	}
-	return total, nil
+	if err != nil {
+		return int(n), fmt.Errorf("outbox: requeue: %w", err)
+	}
+	return int(n), nil
 }
 
 // RequeueFailed returns every failed row to pending, in batches of
 // DeleteBatch, and reports how many it requeued.
 func (o *Outbox) RequeueFailed(ctx context.Context) (int, error) {
-	total := 0
-	for {
-		n, err := o.store.RequeueFailed(ctx, o.db, o.opts.DeleteBatch)
-		total += int(n)
-		if err != nil {
-			return total, fmt.Errorf("outbox: requeue failed rows: %w", err)
-		}
-		if n == 0 {
-			break
-		}
-	}
-	if total > 0 {
+	n, err := o.store.RequeueFailed(ctx, o.db, o.opts.DeleteBatch)
+	if n > 0 {
 		o.notify()
 	}
-	return total, nil
+	if err != nil {
+		return int(n), fmt.Errorf("outbox: requeue failed rows: %w", err)
+	}
+	return int(n), nil
 }
 
 // Clean deletes the rows whose retention has passed (published rows after
@@ -361,35 +351,11 @@ func (o *Outbox) RequeueFailed(ctx context.Context) (int, error) {
 // replicas may clean at once: on PostgreSQL they skip each other's rows,
 // and each goes on until it finds nothing left to delete.
 func (o *Outbox) Clean(ctx context.Context) (int, error) {
-	total, err := cleanInBatches(ctx, o.dialect.Name == "sqlite", func(ctx context.Context) (int64, error) {
-		return o.store.DeleteExpired(ctx, o.db, o.opts.DeleteBatch)
-	})
+	n, err := o.store.Cleanup(ctx, o.db, o.opts.DeleteBatch)
 	if err != nil {
-		return total, fmt.Errorf("outbox: clean: %w", err)
+		return int(n), fmt.Errorf("outbox: clean: %w", err)
 	}
-	return total, nil
-}
-
-// cleanInBatches runs deleteBatch until it deletes nothing, and returns the
-// rows deleted in all. It does not stop at a short batch: another replica
-// cleaning at the same time may have taken part of it. With paced (SQLite,
-// which has one writer at a time), it waits after each batch three times as
-// long as the batch took, so that a cleaner holds the writer at most a
-// quarter of the time: the outbox's and an inbox's cleaners together leave
-// the application's transactions at least half of it.
-func cleanInBatches(ctx context.Context, paced bool, deleteBatch func(context.Context) (int64, error)) (int, error) {
-	total := 0
-	for {
-		start := time.Now()
-		n, err := deleteBatch(ctx)
-		total += int(n)
-		if err != nil || n == 0 || ctx.Err() != nil {
-			return total, err
-		}
-		if paced {
-			sleep(ctx, min(3*time.Since(start), 2*time.Second))
-		}
-	}
+	return int(n), nil
 }
 
 // outboxHooks lets tests follow the relay instead of sleeping. Each hook is

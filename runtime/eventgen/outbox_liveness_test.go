@@ -11,7 +11,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
+	"github.com/eventgen/eventgen/runtime/internal/tables"
 	"github.com/eventgen/eventgen/runtime/internal/testenv"
 )
 
@@ -71,7 +71,7 @@ func TestOutboxRecoversFromHungPublishes(t *testing.T) {
 			if n := pub.blocked.Load(); n != hung {
 				t.Errorf("%d publisher calls still hang, want %d: the test did not exercise what it claims", n, hung)
 			}
-			if c := statusCounts(t, ob); c[sqlstore.StatusPublished] != events {
+			if c := statusCounts(t, ob); c[tables.StatusPublished] != events {
 				t.Errorf("statuses = %v, want %d published", c, events)
 			}
 		})
@@ -114,7 +114,7 @@ func TestOutboxRunReturnsWhilePublisherHangs(t *testing.T) {
 				t.Fatalf("Run did not return within %s of its context ending", bound)
 			}
 			c := statusCounts(t, ob)
-			if c[sqlstore.StatusPublished] != 0 || c[sqlstore.StatusPending]+c[sqlstore.StatusProcessing] != events {
+			if c[tables.StatusPublished] != 0 || c[tables.StatusPending]+c[tables.StatusProcessing] != events {
 				t.Errorf("statuses = %v, want all %d rows pending (or leased), none published", c, events)
 			}
 		})

@@ -14,7 +14,8 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/eventgen/eventgen/runtime/internal/backoff"
-	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
+	"github.com/eventgen/eventgen/runtime/internal/leased"
+	"github.com/eventgen/eventgen/runtime/internal/tables"
 	"github.com/eventgen/eventgen/runtime/internal/wire"
 )
 
@@ -108,8 +109,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 		retries:        make(chan *claimed, 2*o.opts.BatchSize),
 		progress:       make(chan struct{}, 1),
 		serialWrites:   o.dialect.Name == "sqlite",
-		localBackoff:   backoff.Policy{Base: o.opts.LocalRetryInterval},
-		retryBackoff:   backoff.Policy{Base: o.opts.RetryInterval},
+		policy:         o.opts.policy(),
 	}
 	coordinated := make(chan struct{})
 	go func() {
@@ -173,12 +173,12 @@ type relay struct {
 	progress   chan struct{}     // rows settled, to the dispatcher
 	publishing sync.WaitGroup    // publishes in flight
 
-	localBackoff, retryBackoff backoff.Policy
+	policy leased.Policy
 }
 
 // claimed is a row held by this relay.
 type claimed struct {
-	row     sqlstore.OutboxRow
+	row     tables.OutboxRow
 	headers map[string]string
 	// lastStart is the last moment a publish of the row may start and
 	// still end, by PublishTimeout, before the row's lease does.
@@ -372,7 +372,7 @@ func laterOf(a, b time.Time) time.Time {
 // the hint (late commits, expired leases, retries) are found by a full
 // scan at least every PollInterval, and by every claim after an idle one.
 func (r *relay) claim(ctx context.Context, limit int) (int, error) {
-	c := sqlstore.Claim{Owner: r.o.owner, Limit: limit, MaxBytes: r.opts.BatchBytes, Lease: r.opts.LeaseDuration}
+	c := leased.Claim{Owner: r.o.owner, Limit: limit, MaxBytes: r.opts.BatchBytes, Lease: r.opts.LeaseDuration}
 	if r.hint > 0 && !r.idle && time.Since(r.scanned) < r.opts.PollInterval {
 		c.From = r.hint - hintMargin.Microseconds()
 	} else {
@@ -394,10 +394,10 @@ func (r *relay) lockWrites() (unlock func()) {
 
 // take claims and dispatches rows. full reports a batch cut by BatchSize
 // or, probably, by BatchBytes: more rows are likely due.
-func (r *relay) take(ctx context.Context, c sqlstore.Claim, lock bool) (n int, full bool, err error) {
+func (r *relay) take(ctx context.Context, c leased.Claim, lock bool) (n int, full bool, err error) {
 	began := time.Now() // no later than the database starts the leases
 	var (
-		rows  []sqlstore.OutboxRow
+		rows  []tables.OutboxRow
 		batch *lockedBatch
 	)
 	if lock {
@@ -763,10 +763,10 @@ func (s *settler) failed(ctx context.Context, c *claimed, err error) {
 	attempts := c.row.Attempts + c.tries
 	local := 0
 	if c.row.Attempts == 0 {
-		local = r.opts.LocalRetries // the first claim gets the quick retries
+		local = r.policy.Local // the first claim gets the quick retries
 	}
-	if !c.permanent && c.tries <= local && attempts < r.opts.MaxRetries && !s.isStopping() {
-		c.due = time.Now().Add(r.localBackoff.Delay(c.tries))
+	if !c.permanent && c.tries <= local && !r.policy.Exhausted(attempts) && !s.isStopping() {
+		c.due = time.Now().Add(r.policy.LocalDelay(c.tries))
 		if c.due.Before(c.lastStart) {
 			s.waiting = append(s.waiting, c)
 			return
@@ -787,23 +787,22 @@ func (s *settler) endRound(ctx context.Context, c *claimed) {
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
 	var err error
-	status := sqlstore.StatusPending
+	status := tables.StatusPending
 	unlock := r.lockWrites()
-	if attempts >= r.opts.MaxRetries {
-		status = sqlstore.StatusFailed
+	if r.policy.Exhausted(attempts) {
+		status = tables.StatusFailed
 		err = s.conn.do(ctx, func(db bun.IDB) error {
-			return r.o.store.Fail(ctx, db, r.o.owner, c.row.ID, attempts, r.opts.FailedRetention, msg)
+			return r.o.store.Finish(ctx, db, r.o.owner, c.row.ID, tables.StatusFailed, attempts, r.opts.FailedRetention, msg)
 		})
 	} else {
-		round := max(1, attempts-r.opts.LocalRetries)
-		delay := max(r.opts.RetryMinAge, r.retryBackoff.Delay(round))
+		delay := r.policy.PersistentDelay(attempts)
 		err = s.conn.do(ctx, func(db bun.IDB) error {
 			return r.o.store.Retry(ctx, db, r.o.owner, c.row.ID, attempts, delay, msg)
 		})
 	}
 	unlock()
 	level := slog.LevelWarn
-	if status == sqlstore.StatusFailed {
+	if status == tables.StatusFailed {
 		level = slog.LevelError
 	}
 	r.log.Log(ctx, level, "outbox: publish failed",
@@ -875,7 +874,7 @@ func (s *settler) flush(ctx context.Context) error {
 	for failures, ids := range s.published {
 		var n int64
 		err := s.conn.do(ctx, func(db bun.IDB) (err error) {
-			n, err = r.o.store.MarkPublished(ctx, db, r.o.owner, ids, failures, r.opts.PublishedRetention)
+			n, err = r.o.store.Done(ctx, db, r.o.owner, ids, failures, r.opts.PublishedRetention)
 			return err
 		})
 		if err != nil {

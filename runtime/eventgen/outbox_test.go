@@ -17,7 +17,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/uptrace/bun"
 
+	"github.com/eventgen/eventgen/runtime/internal/leased"
 	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
+	"github.com/eventgen/eventgen/runtime/internal/tables"
 	"github.com/eventgen/eventgen/runtime/internal/testenv"
 	"github.com/eventgen/eventgen/runtime/internal/wire"
 )
@@ -325,7 +327,7 @@ func TestOutboxCommitPublishesRollbackDoesNot(t *testing.T) {
 			}
 			got.waitDistinct(3)
 			marked.wait(t, 3)
-			if c := statusCounts(t, ob); c[sqlstore.StatusPublished] != 3 || len(c) != 1 {
+			if c := statusCounts(t, ob); c[tables.StatusPublished] != 3 || len(c) != 1 {
 				t.Errorf("statuses = %v, want 3 published and nothing else", c)
 			}
 			if got.message(3) != nil {
@@ -693,7 +695,7 @@ func TestOutboxBrokerDownThenUp(t *testing.T) {
 			pub.down.Store(false)
 			got.waitDistinct(events)
 			marked.wait(t, events)
-			if c := statusCounts(t, ob); c[sqlstore.StatusPublished] != events {
+			if c := statusCounts(t, ob); c[tables.StatusPublished] != events {
 				t.Errorf("statuses = %v, want %d published", c, events)
 			}
 			var minAttempts int
@@ -729,7 +731,7 @@ func TestOutboxRetriesThenFailedThenRequeue(t *testing.T) {
 			publish(t, ob, db, 0, 30)
 			run(t, ob)
 			// Rounds: 2 attempts (1 + 1 local), then 1 per persistent retry.
-			for _, want := range []string{sqlstore.StatusPending, sqlstore.StatusPending, sqlstore.StatusFailed} {
+			for _, want := range []string{tables.StatusPending, tables.StatusPending, tables.StatusFailed} {
 				if status := <-ended; status != want {
 					t.Fatalf("round ended %s, want %s", status, want)
 				}
@@ -828,10 +830,10 @@ func TestOutboxScheduledStatus(t *testing.T) {
 	ob := newOutbox(t, db, newPubSub(t), OutboxOptions{})
 	publish(t, ob, db, 1, 2, WithDelay(time.Hour))
 	publish(t, ob, db, 3, 1, WithDelay(-time.Hour))
-	if c := statusCounts(t, ob); c[sqlstore.StatusScheduled] != 2 || c[sqlstore.StatusPending] != 1 {
+	if c := statusCounts(t, ob); c[tables.StatusScheduled] != 2 || c[tables.StatusPending] != 1 {
 		t.Errorf("statuses = %v, want 2 scheduled and 1 pending", c)
 	}
-	rows, err := ob.store.Claim(context.Background(), db, sqlstore.Claim{Owner: "me", Limit: 10, MaxBytes: 1 << 20, Lease: time.Minute})
+	rows, err := ob.store.Claim(context.Background(), db, leased.Claim{Owner: "me", Limit: 10, MaxBytes: 1 << 20, Lease: time.Minute})
 	if err != nil || len(rows) != 1 || rows[0].ID != 3 {
 		t.Errorf("claim with two rows scheduled in an hour got %+v, %v; want row 3 only", rows, err)
 	}
@@ -849,7 +851,7 @@ func TestOutboxLeaseTakeover(t *testing.T) {
 			// it never publishes nor releases. The lease must outlast the
 			// next claim below on a loaded machine.
 			ctx := context.Background()
-			held, err := crashed.store.Claim(ctx, db, sqlstore.Claim{Owner: crashed.owner, Limit: 100, MaxBytes: 1 << 20, Lease: time.Second})
+			held, err := crashed.store.Claim(ctx, db, leased.Claim{Owner: crashed.owner, Limit: 100, MaxBytes: 1 << 20, Lease: time.Second})
 			if err != nil || len(held) != 5 {
 				t.Fatalf("claim: %d rows, %v", len(held), err)
 			}
@@ -858,7 +860,7 @@ func TestOutboxLeaseTakeover(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Right now every row is leased: a claim gets nothing.
-			if rows, err := survivor.store.Claim(ctx, db, sqlstore.Claim{Owner: survivor.owner, Limit: 100, MaxBytes: 1 << 20, Lease: time.Minute}); err != nil || len(rows) != 0 {
+			if rows, err := survivor.store.Claim(ctx, db, leased.Claim{Owner: survivor.owner, Limit: 100, MaxBytes: 1 << 20, Lease: time.Minute}); err != nil || len(rows) != 0 {
 				t.Fatalf("claim of leased rows got %d rows, %v", len(rows), err)
 			}
 			marked := countMarked(survivor)
@@ -883,7 +885,7 @@ func TestOutboxLeaseTakeover(t *testing.T) {
 			}
 			// The crashed relay coming back cannot overwrite the rows.
 			ids := []int64{held[0].ID}
-			if n, err := crashed.store.MarkPublished(ctx, db, crashed.owner, ids, 0, time.Hour); err != nil || n != 0 {
+			if n, err := crashed.store.Done(ctx, db, crashed.owner, ids, 0, time.Hour); err != nil || n != 0 {
 				t.Errorf("stale relay marked %d rows (%v), want 0", n, err)
 			}
 		})
@@ -962,7 +964,7 @@ func TestOutboxStopHandsBackRows(t *testing.T) {
 			}
 			stop()
 			c := statusCounts(t, ob)
-			if c[sqlstore.StatusPending] != 3 {
+			if c[tables.StatusPending] != 3 {
 				t.Errorf("statuses after stop = %v, want 3 pending (none left processing)", c)
 			}
 		})
@@ -986,7 +988,8 @@ func TestOutboxClean(t *testing.T) {
 	for _, d := range testenv.Databases(t) {
 		t.Run(d.Name, func(t *testing.T) {
 			db := d.Open(t)
-			ob := newOutbox(t, db, newPubSub(t), OutboxOptions{DeleteBatch: 4})
+			// Bun's hooks count the statements: not prepared.
+			ob := newOutbox(t, db, newPubSub(t), OutboxOptions{DeleteBatch: 4, NoPreparedStatements: true})
 			publish(t, ob, db, 0, 20)
 			ctx := context.Background()
 			var ids []int64
@@ -1010,10 +1013,10 @@ func TestOutboxClean(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			set(sqlstore.StatusPublished, -time.Second, 0, 8)
-			set(sqlstore.StatusPublished, time.Hour, 9, 11)
-			set(sqlstore.StatusFailed, -time.Second, 12, 14)
-			set(sqlstore.StatusFailed, time.Hour, 15, 16)
+			set(tables.StatusPublished, -time.Second, 0, 8)
+			set(tables.StatusPublished, time.Hour, 9, 11)
+			set(tables.StatusFailed, -time.Second, 12, 14)
+			set(tables.StatusFailed, time.Hour, 15, 16)
 			hook := &statementCounter{}
 			db.AddQueryHook(hook)
 			n, err := ob.Clean(ctx)
@@ -1025,7 +1028,7 @@ func TestOutboxClean(t *testing.T) {
 			if got := hook.count("DELETE"); got < 3 || got > 4 {
 				t.Errorf("%d DELETE statements, want 3 or 4", got)
 			}
-			want := map[string]int{sqlstore.StatusPublished: 3, sqlstore.StatusFailed: 2, sqlstore.StatusPending: 3}
+			want := map[string]int{tables.StatusPublished: 3, tables.StatusFailed: 2, tables.StatusPending: 3}
 			if c := statusCounts(t, ob); !maps.Equal(c, want) {
 				t.Errorf("statuses after Clean = %v, want %v", c, want)
 			}
@@ -1051,7 +1054,7 @@ func TestOutboxConcurrentCleanersDeleteEverything(t *testing.T) {
 			}
 			ctx := context.Background()
 			q := fmt.Sprintf("UPDATE %s SET status = ?, next_attempt_at = NULL, expires_at = %s - 1000000", ob.opts.Table, ob.dialect.Now)
-			if _, err := db.ExecContext(ctx, q, sqlstore.StatusPublished); err != nil {
+			if _, err := db.ExecContext(ctx, q, tables.StatusPublished); err != nil {
 				t.Fatal(err)
 			}
 			var wg sync.WaitGroup
@@ -1161,6 +1164,53 @@ func TestNewOutboxRejectsBadOptions(t *testing.T) {
 	}
 }
 
+// TestNoLocalRetries checks that NoLocalRetries turns the local tier off on
+// both sides: a failed publish goes back to the table after one attempt,
+// and the consumer's first retry waits the persistent tier's delay.
+func TestNoLocalRetries(t *testing.T) {
+	db := testenv.OpenSQLite(t)
+	ps := newPubSub(t)
+	pub := &flakyPublisher{Publisher: ps}
+	pub.down.Store(true)
+	ob := newOutbox(t, db, pub, OutboxOptions{
+		LocalRetries: NoLocalRetries, LocalRetryInterval: time.Millisecond,
+		RetryInterval: time.Hour, RetryMinAge: time.Hour, PollInterval: 10 * time.Millisecond,
+	})
+	ended := make(chan string, 1)
+	ob.hooks = &outboxHooks{ended: func(_ int64, status string) { ended <- status }}
+	run(t, ob)
+	publish(t, ob, db, 0, 1)
+	if status := <-ended; status != tables.StatusPending {
+		t.Fatalf("the failed row ended its round %s, want pending", status)
+	}
+	if n := pub.attempts.Load(); n != 1 {
+		t.Errorf("%d publish attempts before the row went back to the table, want 1 (no local retries)", n)
+	}
+
+	for _, bad := range []int{-2, -100} {
+		if _, err := NewOutbox(db, ps, OutboxOptions{LocalRetries: bad}); err == nil || !strings.Contains(err.Error(), "NoLocalRetries") {
+			t.Errorf("OutboxOptions.LocalRetries %d: %v, want an error naming NoLocalRetries", bad, err)
+		}
+		if _, err := NewConsumer(db, ps, ConsumerOptions{Group: "g", LocalRetries: bad}); err == nil || !strings.Contains(err.Error(), "NoLocalRetries") {
+			t.Errorf("ConsumerOptions.LocalRetries %d: %v, want an error naming NoLocalRetries", bad, err)
+		}
+	}
+	c, err := NewConsumer(db, ps, ConsumerOptions{Group: "g", LocalRetries: NoLocalRetries, RetryMinAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := c.policy.Delay(1); d < time.Hour {
+		t.Errorf("consumer's first retry waits %s without a local tier, want at least RetryMinAge (1h)", d)
+	}
+	c, err = NewConsumer(db, ps, ConsumerOptions{Group: "g", RetryMinAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := c.policy.Delay(1); d > DefaultLocalRetryInterval {
+		t.Errorf("consumer's first retry waits %s by default, want a local retry (at most %s)", d, DefaultLocalRetryInterval)
+	}
+}
+
 // TestOutboxPublishOnly checks that an Outbox made without a publisher
 // writes events, lists and requeues failed rows, and refuses to Run, and that
 // a relay on another Outbox of the same table then publishes the events.
@@ -1171,7 +1221,7 @@ func TestOutboxPublishOnly(t *testing.T) {
 			ob := newOutbox(t, db, nil, OutboxOptions{})
 			publish(t, ob, db, 0, 3)
 			ctx := context.Background()
-			if _, err := db.ExecContext(ctx, "UPDATE "+ob.opts.Table+" SET status = ?, next_attempt_at = NULL WHERE id = 1", sqlstore.StatusFailed); err != nil {
+			if _, err := db.ExecContext(ctx, "UPDATE "+ob.opts.Table+" SET status = ?, next_attempt_at = NULL WHERE id = 1", tables.StatusFailed); err != nil {
 				t.Fatal(err)
 			}
 			if failed, err := ob.Failed(ctx, 10); err != nil || len(failed) != 1 {
@@ -1367,7 +1417,7 @@ func TestOutboxDrainsBacklog(t *testing.T) {
 			if _, dups := got.counts(); dups != 0 {
 				t.Errorf("%d duplicates", dups)
 			}
-			if c := statusCounts(t, ob); c[sqlstore.StatusPublished] != events {
+			if c := statusCounts(t, ob); c[tables.StatusPublished] != events {
 				t.Errorf("statuses %v", c)
 			}
 		})

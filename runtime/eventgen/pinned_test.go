@@ -11,7 +11,9 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/eventgen/eventgen/runtime/internal/leased"
 	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
+	"github.com/eventgen/eventgen/runtime/internal/tables"
 	"github.com/eventgen/eventgen/runtime/internal/testenv"
 )
 
@@ -138,9 +140,9 @@ func testPinnedConnStatements(t *testing.T, d testenv.Database, prepare bool) {
 	defer p.close()
 	for round := range 2 {
 		publish(t, ob, db, 10*round, 3)
-		var rows []sqlstore.OutboxRow
+		var rows []tables.OutboxRow
 		err := p.do(ctx, func(db bun.IDB) (err error) {
-			rows, err = ob.store.Claim(ctx, db, sqlstore.Claim{Owner: ob.owner, Limit: 10, MaxBytes: 1 << 20, Lease: time.Minute})
+			rows, err = ob.store.Claim(ctx, db, leased.Claim{Owner: ob.owner, Limit: 10, MaxBytes: 1 << 20, Lease: time.Minute})
 			return err
 		})
 		if err != nil || len(rows) != 3 {
@@ -149,14 +151,14 @@ func testPinnedConnStatements(t *testing.T, d testenv.Database, prepare bool) {
 		ids := []int64{rows[0].ID, rows[1].ID, rows[2].ID}
 		var n int64
 		err = p.do(ctx, func(db bun.IDB) (err error) {
-			n, err = ob.store.MarkPublished(ctx, db, ob.owner, ids, 0, time.Hour)
+			n, err = ob.store.Done(ctx, db, ob.owner, ids, 0, time.Hour)
 			return err
 		})
 		if err != nil || n != 3 {
 			t.Fatalf("round %d: marked %d rows, %v; want 3", round, n, err)
 		}
 	}
-	if c := statusCounts(t, ob); c[sqlstore.StatusPublished] != 6 || len(c) != 1 {
+	if c := statusCounts(t, ob); c[tables.StatusPublished] != 6 || len(c) != 1 {
 		t.Errorf("statuses = %v, want 6 published", c)
 	}
 	if d.Name != "postgres" {

@@ -55,28 +55,34 @@ func NewPrepared(db *bun.DB, d Dialect) *Prepared {
 // or one of its transactions and query has been prepared, through Bun
 // otherwise.
 func (p *Prepared) ExecContext(ctx context.Context, idb bun.IDB, query string, args ...any) (sql.Result, error) {
+	return ExecPrepared(ctx, p, idb, query, args...)
+}
+
+// prepared returns query's statement for idb, closed by done: the prepared
+// statement if idb is p's database or one of its transactions and query has
+// been prepared, nil otherwise.
+func (p *Prepared) prepared(ctx context.Context, idb bun.IDB, query string) (stmt *sql.Stmt, done func()) {
+	if p == nil {
+		return nil, nil
+	}
 	switch db := idb.(type) {
 	case bun.Tx:
 		if db.Tx == nil || db.NewRaw("").DB() != p.db {
-			break
+			return nil, nil
 		}
 		if stmt := p.stmt(query); stmt != nil {
 			// The transaction's copy reuses the statement already
 			// prepared on its connection, and prepares it there the
 			// first time.
 			txStmt := db.Tx.StmtContext(ctx, stmt)
-			defer txStmt.Close()
-			return txStmt.ExecContext(ctx, args...)
+			return txStmt, func() { _ = txStmt.Close() }
 		}
 	case *bun.DB:
-		if db != p.db {
-			break
-		}
-		if stmt := p.stmt(query); stmt != nil {
-			return stmt.ExecContext(ctx, args...)
+		if db == p.db {
+			return p.stmt(query), func() {}
 		}
 	}
-	return idb.ExecContext(ctx, query, args...)
+	return nil, nil
 }
 
 // stmt returns query's prepared statement, or nil if it is not prepared
@@ -143,7 +149,7 @@ func driverPlaceholders(d Dialect, query string) string {
 }
 
 // StatementConn is a connection that keeps the statements prepared on it.
-// OutboxStore runs its claims and marks on a StatementConn as prepared
+// The leased tables run their claims and marks on a StatementConn as prepared
 // statements; everything else runs through Bun, as on a bun.Conn.
 type StatementConn struct {
 	bun.Conn
@@ -185,9 +191,12 @@ func (c *StatementConn) stmt(ctx context.Context, query string) (*sql.Stmt, erro
 	return stmt, nil
 }
 
-// queryPrepared runs query on db: prepared if db is a StatementConn, with
-// args that every driver takes as they are, through Bun otherwise.
-func queryPrepared(ctx context.Context, db bun.IDB, query string, args ...any) (*sql.Rows, error) {
+// QueryPrepared runs query, written with Bun's placeholders, on db as a
+// prepared statement where one is kept: on a StatementConn that prepares,
+// or through p (which may be nil) on p's database and its transactions.
+// Otherwise it runs through Bun, with the values inlined. args must be
+// values every driver takes as they are.
+func QueryPrepared(ctx context.Context, p *Prepared, db bun.IDB, query string, args ...any) (*sql.Rows, error) {
 	if c, ok := db.(*StatementConn); ok && c.stmts != nil {
 		stmt, err := c.stmt(ctx, query)
 		if err != nil {
@@ -195,16 +204,30 @@ func queryPrepared(ctx context.Context, db bun.IDB, query string, args ...any) (
 		}
 		return stmt.QueryContext(ctx, args...)
 	}
+	if stmt, done := p.prepared(ctx, db, query); stmt != nil {
+		rows, err := stmt.QueryContext(ctx, args...)
+		if err != nil {
+			done()
+			return nil, err
+		}
+		// A statement of a transaction stays usable until the
+		// transaction ends; its rows are read before that.
+		return rows, nil
+	}
 	return db.QueryContext(ctx, query, args...)
 }
 
-// execPrepared is queryPrepared for statements that return no rows.
-func execPrepared(ctx context.Context, db bun.IDB, query string, args ...any) (sql.Result, error) {
+// ExecPrepared is QueryPrepared for statements that return no rows.
+func ExecPrepared(ctx context.Context, p *Prepared, db bun.IDB, query string, args ...any) (sql.Result, error) {
 	if c, ok := db.(*StatementConn); ok && c.stmts != nil {
 		stmt, err := c.stmt(ctx, query)
 		if err != nil {
 			return nil, err
 		}
+		return stmt.ExecContext(ctx, args...)
+	}
+	if stmt, done := p.prepared(ctx, db, query); stmt != nil {
+		defer done()
 		return stmt.ExecContext(ctx, args...)
 	}
 	return db.ExecContext(ctx, query, args...)

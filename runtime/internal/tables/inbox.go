@@ -1,0 +1,272 @@
+package tables
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/eventgen/eventgen/runtime/internal/leased"
+	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
+)
+
+// Inbox row statuses besides the shared pending, processing and failed. A
+// row is inserted as succeeded by the fast path (in the handler's
+// transaction), as pending after a first failed run, as failed when it can
+// never succeed, or as skipped when its group has no handler for the event.
+// The retrier moves pending rows to processing and then to succeeded,
+// pending or failed.
+const (
+	StatusSucceeded = "succeeded"
+	StatusSkipped   = "skipped"
+)
+
+// InboxMigrations are the schema steps of an inbox table. One table may hold
+// several consumer groups; every query is scoped to one group.
+//
+// As in the outbox, next_attempt_at is the single claim key: for pending rows
+// it is when the next attempt is due, for processing rows it equals
+// lease_until, and it is NULL for succeeded, skipped and failed rows.
+// expires_at is NULL until a row is finished and is then when cleanup may
+// delete it.
+var InboxMigrations = []sqlstore.Migration{{
+	Version: 1,
+	Statements: func(d sqlstore.Dialect, table string) []string {
+		t := d.Types
+		claim := sqlstore.IndexName(table, "claim")
+		expiry := sqlstore.IndexName(table, "expiry")
+		failed := sqlstore.IndexName(table, "failed")
+		cols := []string{
+			"id " + t.ID,
+			"consumer_group " + t.String + " NOT NULL",
+			"message_id " + t.String + " NOT NULL",
+			"name " + t.String + " NOT NULL",
+			"version " + t.Int + " NOT NULL",
+			"topic " + t.String + " NOT NULL",
+			"msg_key " + t.String + " NOT NULL DEFAULT ''",
+			"source " + t.String + " NOT NULL DEFAULT ''",
+			// event_time is the producer's ce_time, for Metadata.Time; it
+			// is never compared with the database clock.
+			"event_time " + t.BigInt + " NOT NULL DEFAULT 0",
+			"payload " + t.Payload + " NOT NULL",
+			"headers " + t.Text,
+			"status VARCHAR(16) NOT NULL",
+			"attempts " + t.Int + " NOT NULL DEFAULT 0",
+			"created_at " + t.BigInt + " NOT NULL",
+			"next_attempt_at " + t.BigInt,
+			"lock_owner VARCHAR(128)",
+			"lease_until " + t.BigInt,
+			"handled_at " + t.BigInt,
+			"expires_at " + t.BigInt,
+			"last_error " + t.Text,
+			"UNIQUE (consumer_group, message_id)",
+		}
+		if d.Name == "mysql" {
+			// One statement per step (DDL is not transactional). Finished
+			// rows have NULL next_attempt_at and unfinished ones NULL
+			// expires_at, so each range scan reads only its own rows.
+			cols = append(cols,
+				"INDEX "+claim+" (consumer_group, next_attempt_at)",
+				"INDEX "+expiry+" (consumer_group, expires_at)",
+				"INDEX "+failed+" (consumer_group, status)")
+			return []string{fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (\n  %s\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+				table, strings.Join(cols, ",\n  "))}
+		}
+		return []string{
+			fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (\n  %s\n)", table, strings.Join(cols, ",\n  ")),
+			fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (consumer_group, next_attempt_at) WHERE status IN ('%s', '%s')",
+				claim, table, StatusPending, StatusProcessing),
+			fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (consumer_group, expires_at) WHERE expires_at IS NOT NULL", expiry, table),
+			fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (consumer_group, id) WHERE status = '%s'", failed, table, StatusFailed),
+		}
+	},
+}}
+
+// InboxRow is a received message as the inbox stores it.
+type InboxRow struct {
+	ID        int64
+	MessageID string
+	Name      string
+	Version   int
+	Topic     string
+	Key       string
+	Source    string
+	EventTime int64 // producer's time, µs since the epoch; 0 if unknown
+	Payload   []byte
+	Headers   sql.NullString // JSON object
+	Status    string
+	Attempts  int
+	HandledAt sql.NullInt64 // database clock, µs
+	LastError sql.NullString
+}
+
+const inboxColumns = "id, message_id, name, version, topic, msg_key, source, event_time, payload, headers, status, attempts, handled_at, last_error"
+
+func scanInboxRow(rows *sql.Rows, r *InboxRow) error {
+	return rows.Scan(&r.ID, &r.MessageID, &r.Name, &r.Version, &r.Topic, &r.Key, &r.Source, &r.EventTime,
+		&r.Payload, &r.Headers, &r.Status, &r.Attempts, &r.HandledAt, &r.LastError)
+}
+
+// InboxSpec describes an inbox table to the engine. A row is a received
+// message of one group: pending until its next attempt, done when handled.
+// A claim counts the attempt, so that a run that crashes its process still
+// uses one up.
+func InboxSpec(d sqlstore.Dialect, table string) leased.Spec {
+	return leased.Spec{
+		Dialect:      d,
+		Table:        table,
+		Scope:        "consumer_group",
+		Columns:      inboxColumns,
+		Done:         StatusSucceeded,
+		DoneAt:       "handled_at",
+		FinishedAt:   "handled_at",
+		CountOnClaim: true,
+	}
+}
+
+// Inbox is the inbox of one consumer group on one table: the leased-row
+// engine, scoped to the group, and the inbox's own insert and lookups.
+type Inbox struct {
+	*leased.Table[InboxRow]
+	D         sqlstore.Dialect
+	TableName string // validated
+	Group     string
+	// Prepared, if set, runs the insert of every handled message as a
+	// prepared statement; see sqlstore.Prepared.
+	Prepared *sqlstore.Prepared
+
+	insertDone, insertPending string
+	failedByMessageID         string
+}
+
+// NewInbox returns the inbox of group on table (validated) of a database of
+// dialect d. prepared may be nil.
+func NewInbox(d sqlstore.Dialect, table, group string, prepared *sqlstore.Prepared) *Inbox {
+	in := &Inbox{
+		Table:     leased.New(InboxSpec(d, table), group, scanInboxRow, prepared),
+		D:         d,
+		TableName: table,
+		Group:     group,
+		Prepared:  prepared,
+	}
+	in.insertDone, in.insertPending = in.insertSQL(false), in.insertSQL(true)
+	in.failedByMessageID = fmt.Sprintf("SELECT id FROM %s WHERE consumer_group = ? AND status = '%s' AND message_id IN (?)", table, StatusFailed)
+	return in
+}
+
+// Outcome is how a row is inserted: its status, attempts so far, the delay
+// of its next attempt (pending) or its retention (finished), and its last
+// error.
+type Outcome struct {
+	Status    string
+	Attempts  int
+	Delay     time.Duration
+	Retention time.Duration
+	LastError string
+}
+
+// insertSQL builds the insert of a received message: pending (due after a
+// delay) or finished (kept for a retention).
+func (in *Inbox) insertSQL(pending bool) string {
+	var verb, conflict string
+	switch in.D.Name {
+	case "postgres":
+		verb, conflict = "INSERT INTO", " ON CONFLICT (consumer_group, message_id) DO NOTHING"
+	case "mysql":
+		// IGNORE also downgrades errors such as truncation to warnings:
+		// callers check lengths and encodings before inserting.
+		verb = "INSERT IGNORE INTO"
+	default:
+		verb = "INSERT OR IGNORE INTO"
+	}
+	now := in.D.Now
+	next, handled, expires := "NULL", now, now+" + ?"
+	if pending {
+		next, handled, expires = now+" + ?", "NULL", "NULL"
+	}
+	return fmt.Sprintf("%s %s (consumer_group, message_id, name, version, topic, msg_key, source, event_time, payload, headers, "+
+		"status, attempts, last_error, created_at, next_attempt_at, handled_at, expires_at) "+
+		"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, %s, %s, %s, %s)%s",
+		verb, in.TableName, now, next, handled, expires, conflict)
+}
+
+// Insert records r unless the group already has a row for its message id,
+// and reports whether it did. Run inside the handler's transaction, the row
+// and the handler's writes commit together; a concurrent delivery of the same
+// message waits for that transaction and then inserts nothing.
+func (in *Inbox) Insert(ctx context.Context, db bun.IDB, r InboxRow, o Outcome) (bool, error) {
+	q, arg := in.insertDone, o.Retention
+	if o.Status == StatusPending {
+		q, arg = in.insertPending, o.Delay
+	}
+	var lastErr any
+	if o.LastError != "" {
+		lastErr = o.LastError
+	}
+	payload := r.Payload
+	if payload == nil {
+		payload = []byte{}
+	}
+	res, err := sqlstore.ExecPrepared(ctx, in.Prepared, db, q, in.Group, r.MessageID, r.Name, r.Version, r.Topic, r.Key, r.Source, r.EventTime,
+		payload, r.Headers, o.Status, o.Attempts, lastErr, arg.Microseconds())
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, err
+	}
+	return n > 0, nil
+}
+
+// Reexecute requeues the group's failed rows with the given message ids,
+// in batches of batch, and reports how many it changed.
+func (in *Inbox) Reexecute(ctx context.Context, db bun.IDB, messageIDs []string, batch int) (int64, error) {
+	var total int64
+	for chunk := range slices.Chunk(messageIDs, batch) {
+		rows, err := db.QueryContext(ctx, in.failedByMessageID, in.Group, bun.In(chunk))
+		if err != nil {
+			return total, err
+		}
+		var ids []int64
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return total, err
+			}
+			ids = append(ids, id)
+		}
+		if err := rows.Close(); err != nil {
+			return total, err
+		}
+		n, err := in.Requeue(ctx, db, ids, batch)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// Get returns the group's row for messageID, if there is one.
+func (in *Inbox) Get(ctx context.Context, db bun.IDB, messageID string) (InboxRow, bool, error) {
+	q := fmt.Sprintf("SELECT %s FROM %s WHERE consumer_group = ? AND message_id = ?", inboxColumns, in.TableName)
+	var r InboxRow
+	rows, err := db.QueryContext(leased.QueryContext(ctx, in.D), q, in.Group, messageID)
+	if err != nil {
+		return r, false, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return r, false, rows.Err()
+	}
+	if err := scanInboxRow(rows, &r); err != nil {
+		return r, false, err
+	}
+	return r, true, rows.Close()
+}
