@@ -50,7 +50,6 @@ import (
 	"github.com/uptrace/bun"
 
 	shopevents "github.com/eventgen/eventgen/examples/generated"
-	"github.com/eventgen/eventgen/internal/dbopen"
 	"github.com/eventgen/eventgen/runtime/eventgen"
 	"github.com/eventgen/eventgen/runtime/transport"
 )
@@ -119,17 +118,17 @@ func (c config) run(ctx context.Context, stdout, stderr io.Writer) (bool, error)
 	// The runtime and the broker clients log only problems, to stderr.
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	where := dbopen.Redact(c.dsn)
+	note := ""
 	if c.dsn == "" {
 		dir, err := os.MkdirTemp("", "eventgen-shop-")
 		if err != nil {
 			return false, err
 		}
 		defer os.RemoveAll(dir)
-		c.dsn = filepath.Join(dir, "shop.db")
-		where = c.dsn + " (deleted at exit; -db shop.db keeps it)"
+		c.dsn = "sqlite:" + filepath.Join(dir, "shop.db")
+		note = " (deleted at exit; -db shop.db keeps it)"
 	}
-	db, err := dbopen.Open(ctx, c.dsn)
+	db, dialect, where, err := openDB(ctx, c.dsn)
 	if err != nil {
 		return false, fmt.Errorf("open the database: %w", err)
 	}
@@ -143,8 +142,7 @@ func (c config) run(ctx context.Context, stdout, stderr io.Writer) (bool, error)
 	if tr.Scheme() == "mem" {
 		broker = "mem:// (in process)"
 	}
-	dialect, _ := dbopen.Dialect(c.dsn) // Open has parsed it
-	fmt.Fprintf(stdout, "database  %s %s\nbroker    %s\n", dialect, where, broker)
+	fmt.Fprintf(stdout, "database  %s %s%s\nbroker    %s\n", dialect, where, note, broker)
 	if !c.quiet {
 		fmt.Fprintln(stdout)
 	}

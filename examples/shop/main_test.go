@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -11,7 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/eventgen/eventgen/internal/dbopen/dbtest"
+	"github.com/eventgen/eventgen/internal/testservices"
 	"github.com/eventgen/eventgen/runtime/transport"
 )
 
@@ -101,14 +102,14 @@ func TestQuietWithAFile(t *testing.T) {
 func TestServices(t *testing.T) {
 	for _, broker := range []string{"amqp", "nats"} {
 		t.Run("postgres+"+broker, func(t *testing.T) {
-			db := dbtest.Database{Name: "postgres", DSN: dbtest.Require(t, "postgres")}
+			db := testservices.Database{Name: "postgres", DSN: testservices.Require(t, "postgres")}
 			db.Open(t) // skips if unreachable
-			url := dbtest.Require(t, broker)
+			url := testservices.Require(t, broker)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			tr, err := transport.Open(ctx, url, transport.Options{})
 			if err != nil {
-				dbtest.Unavailable(t, broker, err)
+				testservices.Unavailable(t, broker, err)
 			}
 			tr.Close()
 			out := runShop(t, 20, "-q", "-db", db.DSN, "-broker", url)
@@ -130,6 +131,21 @@ func TestPasswordsAreNotPrinted(t *testing.T) {
 	code = run(context.Background(), []string{"-broker", "amqp://u:s3cret@127.0.0.1:1/"}, &stdout, &stderr)
 	if code != 1 || strings.Contains(stdout.String()+stderr.String(), "s3cret") {
 		t.Errorf("shop -broker with a password = %d\nstdout: %s\nstderr: %s", code, stdout.String(), stderr.String())
+	}
+}
+
+// TestUnrecognisedDSN checks that a -db value of no known form, such as
+// PostgreSQL's keyword/value form, is refused without being printed, and
+// is not taken for the name of a SQLite file to create.
+func TestUnrecognisedDSN(t *testing.T) {
+	t.Chdir(t.TempDir())
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"-db", "host=db user=u password=secret dbname=shop"}, &stdout, &stderr)
+	if code != 1 || strings.Contains(stdout.String()+stderr.String(), "secret") || !strings.Contains(stderr.String(), "unrecognised -db value: want postgres://") {
+		t.Errorf("shop -db keyword/value = %d\nstdout: %s\nstderr: %s", code, stdout.String(), stderr.String())
+	}
+	if entries, err := os.ReadDir("."); err != nil || len(entries) > 0 {
+		t.Errorf("files created: %v, %v", entries, err)
 	}
 }
 
