@@ -124,9 +124,9 @@ func (o *Outbox) Run(ctx context.Context) error {
 	var watching sync.WaitGroup
 	watching.Add(1)
 	go watchPool(ctx, &watching, newPoolWatch(o.db.DB, r.log, time.Now()))
-	r.claimConn = newPinnedConn(o.db, o.dialect, !o.opts.NoPreparedStatements)
+	r.claimConn = leased.NewPinned(o.db, o.dialect, !o.opts.NoPreparedStatements)
 	r.dispatchLoop(ctx)
-	r.claimConn.close()
+	r.claimConn.Close()
 	r.publishing.Wait()
 	close(r.results)
 	<-coordinated
@@ -159,8 +159,8 @@ type relay struct {
 	// database lock sleeps in steps of up to 100ms.
 	writeMu      sync.Mutex
 	serialWrites bool
-	// claimConn is the dispatcher's connection; see pinnedConn.
-	claimConn *pinnedConn
+	// claimConn is the dispatcher's connection; see leased.Pinned.
+	claimConn *leased.Pinned
 	// brokerFailures counts publishes failed since the last success.
 	brokerFailures atomic.Int64
 	// stuck counts publisher calls still running past their timeout.
@@ -412,7 +412,7 @@ func (r *relay) take(ctx context.Context, c leased.Claim, lock bool) (n int, ful
 		}
 	} else {
 		unlock := r.lockWrites()
-		err = r.claimConn.do(ctx, func(db bun.IDB) (err error) {
+		err = r.claimConn.Do(ctx, func(db bun.IDB) (err error) {
 			rows, err = r.o.store.Claim(ctx, db, c)
 			return err
 		})
@@ -615,8 +615,8 @@ func (r *relay) publish(c *claimed) error {
 // used up their local retries to the table. After results is closed it
 // settles everything it still holds, with a context that outlives ctx.
 func (r *relay) coordinate(ctx context.Context) {
-	s := settler{r: r, published: map[int][]int64{}, stopping: ctx.Done(), conn: newPinnedConn(r.o.db, r.o.dialect, !r.o.opts.NoPreparedStatements)}
-	defer s.conn.close()
+	s := settler{r: r, published: map[int][]int64{}, stopping: ctx.Done(), conn: leased.NewPinned(r.o.db, r.o.dialect, !r.o.opts.NoPreparedStatements)}
+	defer s.conn.Close()
 	// Bookkeeping must outlive Run's context: rows already published are
 	// marked even while stopping.
 	ctx = context.WithoutCancel(ctx)
@@ -703,8 +703,8 @@ type settler struct {
 	waiting []*claimed
 	// stopping is closed when Run's context is done.
 	stopping <-chan struct{}
-	// conn is the coordinator's connection; see pinnedConn.
-	conn *pinnedConn
+	// conn is the coordinator's connection; see leased.Pinned.
+	conn *leased.Pinned
 }
 
 func (s *settler) isStopping() bool {
@@ -791,12 +791,12 @@ func (s *settler) endRound(ctx context.Context, c *claimed) {
 	unlock := r.lockWrites()
 	if r.policy.Exhausted(attempts) {
 		status = tables.StatusFailed
-		err = s.conn.do(ctx, func(db bun.IDB) error {
+		err = s.conn.Do(ctx, func(db bun.IDB) error {
 			return r.o.store.Finish(ctx, db, r.o.owner, c.row.ID, tables.StatusFailed, attempts, r.opts.FailedRetention, msg)
 		})
 	} else {
 		delay := r.policy.PersistentDelay(attempts)
-		err = s.conn.do(ctx, func(db bun.IDB) error {
+		err = s.conn.Do(ctx, func(db bun.IDB) error {
 			return r.o.store.Retry(ctx, db, r.o.owner, c.row.ID, attempts, delay, msg)
 		})
 	}
@@ -873,7 +873,7 @@ func (s *settler) flush(ctx context.Context) error {
 	defer r.lockWrites()()
 	for failures, ids := range s.published {
 		var n int64
-		err := s.conn.do(ctx, func(db bun.IDB) (err error) {
+		err := s.conn.Do(ctx, func(db bun.IDB) (err error) {
 			n, err = r.o.store.Done(ctx, db, r.o.owner, ids, failures, r.opts.PublishedRetention)
 			return err
 		})
@@ -892,7 +892,7 @@ func (s *settler) flush(ctx context.Context) error {
 		}
 	}
 	if len(s.released) > 0 {
-		err := s.conn.do(ctx, func(db bun.IDB) error {
+		err := s.conn.Do(ctx, func(db bun.IDB) error {
 			return r.o.store.Release(ctx, db, r.o.owner, s.released)
 		})
 		if err != nil {

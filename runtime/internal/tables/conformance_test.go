@@ -186,6 +186,8 @@ var behaviours = []struct {
 	{"TwoClaimersNeverGetTheSameRow", func(t *testing.T, s *suite) {
 		const rows, claimers = 120, 4
 		s.insert(t, s.db, s.d, s.table, rows, 0, 16)
+		hook := &statements{}
+		s.db.AddQueryHook(hook)
 		var mu sync.Mutex
 		seen := map[int64]string{}
 		var wg sync.WaitGroup
@@ -222,6 +224,15 @@ var behaviours = []struct {
 		}
 		if len(seen) != rows {
 			t.Errorf("%d rows claimed, want %d", len(seen), rows)
+		}
+		// On MySQL the locking read goes through the claim index, so
+		// that it locks the batch and not every due row it scans.
+		if s.d.Name == "mysql" {
+			for _, q := range hook.queries("SELECT") {
+				if strings.Contains(q, "SKIP LOCKED") && !strings.Contains(q, "FORCE INDEX") {
+					t.Errorf("a claim's locking read does not force the claim index: %s", q)
+				}
+			}
 		}
 	}},
 	{"ALeaseExpiresAndIsTakenOver", func(t *testing.T, s *suite) {

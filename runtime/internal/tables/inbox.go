@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -25,23 +24,14 @@ const (
 	StatusSkipped   = "skipped"
 )
 
-// InboxMigrations are the schema steps of an inbox table. One table may hold
-// several consumer groups; every query is scoped to one group.
-//
-// As in the outbox, next_attempt_at is the single claim key: for pending rows
-// it is when the next attempt is due, for processing rows it equals
-// lease_until, and it is NULL for succeeded, skipped and failed rows.
-// expires_at is NULL until a row is finished and is then when cleanup may
-// delete it.
+// InboxMigrations are the schema steps of an inbox table: its own columns,
+// and the engine's (see leased.Spec.Schema). One table may hold several
+// consumer groups; every statement is scoped to one group.
 var InboxMigrations = []sqlstore.Migration{{
 	Version: 1,
 	Statements: func(d sqlstore.Dialect, table string) []string {
 		t := d.Types
-		claim := sqlstore.IndexName(table, "claim")
-		expiry := sqlstore.IndexName(table, "expiry")
-		failed := sqlstore.IndexName(table, "failed")
-		cols := []string{
-			"id " + t.ID,
+		return InboxSpec(d, table).Schema([]string{
 			"consumer_group " + t.String + " NOT NULL",
 			"message_id " + t.String + " NOT NULL",
 			"name " + t.String + " NOT NULL",
@@ -54,35 +44,7 @@ var InboxMigrations = []sqlstore.Migration{{
 			"event_time " + t.BigInt + " NOT NULL DEFAULT 0",
 			"payload " + t.Payload + " NOT NULL",
 			"headers " + t.Text,
-			"status VARCHAR(16) NOT NULL",
-			"attempts " + t.Int + " NOT NULL DEFAULT 0",
-			"created_at " + t.BigInt + " NOT NULL",
-			"next_attempt_at " + t.BigInt,
-			"lock_owner VARCHAR(128)",
-			"lease_until " + t.BigInt,
-			"handled_at " + t.BigInt,
-			"expires_at " + t.BigInt,
-			"last_error " + t.Text,
-			"UNIQUE (consumer_group, message_id)",
-		}
-		if d.Name == "mysql" {
-			// One statement per step (DDL is not transactional). Finished
-			// rows have NULL next_attempt_at and unfinished ones NULL
-			// expires_at, so each range scan reads only its own rows.
-			cols = append(cols,
-				"INDEX "+claim+" (consumer_group, next_attempt_at)",
-				"INDEX "+expiry+" (consumer_group, expires_at)",
-				"INDEX "+failed+" (consumer_group, status)")
-			return []string{fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (\n  %s\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
-				table, strings.Join(cols, ",\n  "))}
-		}
-		return []string{
-			fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (\n  %s\n)", table, strings.Join(cols, ",\n  ")),
-			fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (consumer_group, next_attempt_at) WHERE status IN ('%s', '%s')",
-				claim, table, StatusPending, StatusProcessing),
-			fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (consumer_group, expires_at) WHERE expires_at IS NOT NULL", expiry, table),
-			fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (consumer_group, id) WHERE status = '%s'", failed, table, StatusFailed),
-		}
+		}, "UNIQUE (consumer_group, message_id)")
 	},
 }}
 

@@ -4,7 +4,6 @@ package tables
 
 import (
 	"database/sql"
-	"fmt"
 	"strings"
 
 	"github.com/eventgen/eventgen/runtime/internal/leased"
@@ -25,21 +24,13 @@ const (
 	StatusFailed     = leased.StatusFailed
 )
 
-// OutboxMigrations are the schema steps of an outbox table.
-//
-// next_attempt_at is the single claim key: for scheduled and pending rows it
-// is when the row becomes due, for processing rows it equals lease_until (the
-// lease's expiry, after which another relay may take the row over), and it is
-// NULL for published and failed rows. So "claimable" is one range on one
-// index on every database, however much history the table keeps.
+// OutboxMigrations are the schema steps of an outbox table: its own
+// columns, and the engine's (see leased.Spec.Schema).
 var OutboxMigrations = []sqlstore.Migration{{
 	Version: 1,
 	Statements: func(d sqlstore.Dialect, table string) []string {
 		t := d.Types
-		claim := sqlstore.IndexName(table, "claim")
-		expiry := sqlstore.IndexName(table, "expiry")
-		cols := []string{
-			"id " + t.ID,
+		return OutboxSpec(d, table).Schema([]string{
 			"message_id VARCHAR(64) NOT NULL",
 			"name " + t.String + " NOT NULL",
 			"version " + t.Int + " NOT NULL",
@@ -48,36 +39,7 @@ var OutboxMigrations = []sqlstore.Migration{{
 			"source " + t.String + " NOT NULL",
 			"payload " + t.Payload + " NOT NULL",
 			"headers " + t.Text,
-			"status VARCHAR(16) NOT NULL",
-			"attempts " + t.Int + " NOT NULL DEFAULT 0",
-			"created_at " + t.BigInt + " NOT NULL",
-			"next_attempt_at " + t.BigInt,
-			"lock_owner VARCHAR(128)",
-			"lease_until " + t.BigInt,
-			"published_at " + t.BigInt,
-			"expires_at " + t.BigInt,
-			"last_error " + t.Text,
-			"UNIQUE (message_id)",
-		}
-		if d.Name == "mysql" {
-			// DDL is not transactional on MySQL: one statement per step.
-			// Terminal rows have NULL next_attempt_at and expires_at is NULL
-			// until a row is terminal, so both range scans skip the rest.
-			cols = append(cols,
-				"INDEX "+claim+" (next_attempt_at)",
-				"INDEX "+expiry+" (expires_at)")
-			return []string{fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (\n  %s\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
-				table, strings.Join(cols, ",\n  "))}
-		}
-		return []string{
-			fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (\n  %s\n)", table, strings.Join(cols, ",\n  ")),
-			fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (next_attempt_at) WHERE status IN ('%s', '%s', '%s')",
-				claim, table, StatusScheduled, StatusPending, StatusProcessing),
-			fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (expires_at) WHERE expires_at IS NOT NULL", expiry, table),
-			// Failed and RequeueFailed; MySQL scans for them instead of
-			// paying for a status index on every update.
-			fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (id) WHERE status = '%s'", sqlstore.IndexName(table, "failed"), table, StatusFailed),
-		}
+		}, "UNIQUE (message_id)")
 	},
 }}
 

@@ -1,4 +1,4 @@
-package eventgen
+package leased
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
 )
 
-// pinnedConn keeps one connection of a pool for a loop that runs one
+// Pinned keeps one connection of a pool for a loop that runs one
 // statement at a time, such as the relay's claims or its marks.
 //
 // database/sql keeps only two idle connections unless told otherwise, so a
@@ -24,9 +24,9 @@ import (
 // A pool bounded to fewer than minPinnedPool connections is used as it is:
 // pinning would starve the application.
 //
-// The connection keeps the statements prepared on it, so that the store's
+// The connection keeps the statements prepared on it, so that the table.s
 // claims and marks are parsed and planned once (see sqlstore.StatementConn).
-type pinnedConn struct {
+type Pinned struct {
 	db      *bun.DB
 	d       sqlstore.Dialect
 	prepare bool                    // keep statements prepared
@@ -37,16 +37,18 @@ type pinnedConn struct {
 // minPinnedPool is the smallest bounded pool the runtime pins connections in.
 const minPinnedPool = 8
 
-func newPinnedConn(db *bun.DB, d sqlstore.Dialect, prepare bool) *pinnedConn {
+// NewPinned returns a Pinned for db, of dialect d, that keeps the statements
+// run through the leased tables prepared on its connection if prepare is set.
+func NewPinned(db *bun.DB, d sqlstore.Dialect, prepare bool) *Pinned {
 	limit := db.Stats().MaxOpenConnections
-	return &pinnedConn{db: db, d: d, prepare: prepare, off: limit > 0 && limit < minPinnedPool}
+	return &Pinned{db: db, d: d, prepare: prepare, off: limit > 0 && limit < minPinnedPool}
 }
 
-// do runs f on the pinned connection. After an error the connection goes
+// Do runs f on the pinned connection. After an error the connection goes
 // back to the pool (which discards it if it is broken) and the next call
 // takes another; an error from a connection the server already closed
 // (say, after an idle timeout) is retried once on a fresh one.
-func (p *pinnedConn) do(ctx context.Context, f func(bun.IDB) error) error {
+func (p *Pinned) Do(ctx context.Context, f func(bun.IDB) error) error {
 	if p.off {
 		return f(p.db)
 	}
@@ -62,15 +64,15 @@ func (p *pinnedConn) do(ctx context.Context, f func(bun.IDB) error) error {
 		if err == nil {
 			return nil
 		}
-		p.close()
+		p.Close()
 		if attempt > 0 || ctx.Err() != nil || !(errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone)) {
 			return err
 		}
 	}
 }
 
-// close returns the connection to the pool.
-func (p *pinnedConn) close() {
+// Close returns the connection to the pool.
+func (p *Pinned) Close() {
 	if p.conn != nil {
 		_ = p.conn.Close()
 		p.conn = nil
