@@ -568,6 +568,7 @@ func TestConformance(t *testing.T) {
 				t.Run(k.name, func(t *testing.T) {
 					for _, b := range behaviours {
 						t.Run(b.name, func(t *testing.T) {
+							t.Parallel() // each behaviour has a table of its own
 							table := testenv.TableName(t, "conf_"+k.name)
 							if err := sqlstore.Migrate(context.Background(), db, table, k.migrations); err != nil {
 								t.Fatal(err)
