@@ -157,6 +157,9 @@ func (o *Outbox) Publish(ctx context.Context, db bun.IDB, source string, events 
 	if err := checkColumn("source", source); err != nil {
 		return fmt.Errorf("outbox: publish: %w", err)
 	}
+	if err := wire.CheckValue(source); err != nil {
+		return fmt.Errorf("outbox: publish: source %q %w", source, err)
+	}
 	cfg := newPublishConfig(opts)
 	headers, err := encodeHeaders(cfg.headers)
 	if err != nil {
@@ -214,6 +217,9 @@ func encodeEvent(e Event) (encodedEvent, error) {
 	if err := checkColumn("event name", r.name); err != nil {
 		return r, err
 	}
+	if err := wire.CheckValue(r.name); err != nil {
+		return r, fmt.Errorf("event name %q %w", r.name, err)
+	}
 	if err := checkColumn("topic", r.topic); err != nil {
 		return r, fmt.Errorf("%s: %w", r.name, err)
 	}
@@ -224,6 +230,9 @@ func encodeEvent(e Event) (encodedEvent, error) {
 		r.key = k.Key()
 		if len(r.key) > maxColumn {
 			return r, fmt.Errorf("%s: key is %d bytes, over the limit of %d", r.name, len(r.key), maxColumn)
+		}
+		if err := wire.CheckValue(r.key); err != nil {
+			return r, fmt.Errorf("%s: key %q %w", r.name, r.key, err)
 		}
 	}
 	if err := e.Validate(); err != nil {
@@ -256,15 +265,18 @@ func encodeHeaders(h map[string]string) (any, error) {
 	var errs []error
 	for k, v := range h {
 		lk := strings.ToLower(k)
+		if err := wire.CheckName(k); err != nil {
+			errs = append(errs, fmt.Errorf("header name %q %w", k, err))
+			continue
+		}
 		switch {
-		case k == "":
-			errs = append(errs, errors.New("header key is empty"))
-		case strings.HasPrefix(lk, "ce_") || lk == wire.HeaderContentType:
+		case strings.HasPrefix(lk, "ce_") || strings.HasPrefix(lk, "ce-") || lk == wire.HeaderContentType:
 			errs = append(errs, fmt.Errorf("header %q is reserved for the CloudEvents attributes", k))
 		case strings.HasPrefix(k, "_"):
 			errs = append(errs, fmt.Errorf("header %q: keys starting with _ are reserved for brokers", k))
-		case len(v) > wire.MaxHeaderValue:
-			errs = append(errs, fmt.Errorf("header %q is %d bytes, over the limit of %d", k, len(v), wire.MaxHeaderValue))
+		}
+		if err := wire.CheckValue(v); err != nil {
+			errs = append(errs, fmt.Errorf("header %q: value %w", k, err))
 		}
 	}
 	if len(errs) > 0 {

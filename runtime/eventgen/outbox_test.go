@@ -631,8 +631,22 @@ func TestOutboxPublishRejectsBadInput(t *testing.T) {
 		{"reserved header", "s", []Event{testEvent{}}, []PublishOption{WithHeader("CE_type", "x")}, `header "CE_type" is reserved`},
 		{"content type header", "s", []Event{testEvent{}}, []PublishOption{WithHeader("Content-Type", "x")}, "reserved"},
 		{"broker header", "s", []Event{testEvent{}}, []PublishOption{WithHeader("_watermill", "x")}, "reserved for brokers"},
-		{"empty header", "s", []Event{testEvent{}}, []PublishOption{WithHeader("", "x")}, "header key is empty"},
+		{"empty header", "s", []Event{testEvent{}}, []PublishOption{WithHeader("", "x")}, `header name "" is empty`},
 		{"huge header", "s", []Event{testEvent{}}, []PublishOption{WithHeader("h", strings.Repeat("v", wire.MaxHeaderValue+1))}, "over the limit"},
+		{"64 KiB header", "s", []Event{testEvent{}}, []PublishOption{WithHeader("h", strings.Repeat("v", 64<<10))}, "over the limit"},
+		// Values every broker could not carry unchanged: refused before
+		// anything is committed, never a row that fails on every publish.
+		{"key with a line break", "s", []Event{keyedEvent{key: "a\nb"}}, nil, `key "a\nb" holds the control character U+000A`},
+		{"key with a NUL", "s", []Event{keyedEvent{key: "a\x00b"}}, nil, "U+0000"},
+		{"key with a leading space", "s", []Event{keyedEvent{key: " k"}}, nil, "white space"},
+		{"key with a trailing tab", "s", []Event{keyedEvent{key: "k\t"}}, nil, "white space"},
+		{"key not UTF-8", "s", []Event{keyedEvent{key: "k\xff"}}, nil, "not valid UTF-8"},
+		{"source with CR", "s\r", []Event{testEvent{}}, nil, `source "s\r"`},
+		{"header value with a line break", "s", []Event{testEvent{}}, []PublishOption{WithHeader("h", "a\r\nInjected: 1")}, `header "h": value holds the control character U+000D`},
+		{"header value not UTF-8", "s", []Event{testEvent{}}, []PublishOption{WithHeader("h", "\xc3\x28")}, "not valid UTF-8"},
+		{"header name with a colon", "s", []Event{testEvent{}}, []PublishOption{WithHeader("a:b", "x")}, `header name "a:b" holds ':'`},
+		{"header name with a space", "s", []Event{testEvent{}}, []PublishOption{WithHeader("a b", "x")}, `holds ' '`},
+		{"ce- header", "s", []Event{testEvent{}}, []PublishOption{WithHeader("ce-id", "x")}, "reserved"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := ob.Publish(ctx, db, tc.source, tc.events, tc.opts...)
@@ -647,7 +661,20 @@ func TestOutboxPublishRejectsBadInput(t *testing.T) {
 	if err := ob.Publish(ctx, db, "s", nil); err != nil {
 		t.Errorf("Publish of no events: %v", err)
 	}
+	// What every broker carries is accepted as it is.
+	ok := []PublishOption{WithHeader("x-percent", "100%25 %s %%"), WithHeader("x-unicode", "Grüße, 東京 ✓")}
+	if err := ob.Publish(ctx, db, "svc/orders", []Event{keyedEvent{key: "K-1 with inner spaces %0A"}}, ok...); err != nil {
+		t.Errorf("Publish of carriable values: %v", err)
+	}
 }
+
+// keyedEvent is an event with a given key.
+type keyedEvent struct {
+	testEvent
+	key string
+}
+
+func (e keyedEvent) Key() string { return e.key }
 
 func TestOutboxBrokerDownThenUp(t *testing.T) {
 	for _, d := range testenv.Databases(t) {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -142,4 +143,57 @@ func Decode(m *message.Message) (Envelope, error) {
 		return e, fmt.Errorf("%w: %w", ErrMalformed, errors.Join(errs...))
 	}
 	return e, nil
+}
+
+// MaxHeaderName bounds a header name: AMQP 0-9-1 field names are short
+// strings, and brokers and proxies cap names well below values.
+const MaxHeaderName = 128
+
+// CheckValue reports why v, a value that travels as a header or attribute
+// (a key, a source, a header from WithHeader), could not be carried by
+// every broker unchanged, or nil if it can. Brokers differ: NATS headers end
+// at a line break and lose leading and trailing spaces, and PostgreSQL
+// refuses NUL and invalid UTF-8. Publish checks every value, so that a
+// committed event is always deliverable.
+func CheckValue(v string) error {
+	switch {
+	case len(v) > MaxHeaderValue:
+		return fmt.Errorf("is %d bytes, over the limit of %d", len(v), MaxHeaderValue)
+	case !utf8.ValidString(v):
+		return errors.New("is not valid UTF-8")
+	case strings.TrimSpace(v) != v:
+		return errors.New("starts or ends with white space, which NATS headers do not keep")
+	}
+	for i, r := range v {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029' {
+			return fmt.Errorf("holds the control character %U at byte %d", r, i)
+		}
+	}
+	return nil
+}
+
+// CheckName reports why name could not be a header name on every broker,
+// or nil if it can: 1 to MaxHeaderName bytes of letters, digits and
+// !#$%&'*+-.^_`|~ (an HTTP token, which NATS and AMQP both carry).
+func CheckName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("is empty")
+	case len(name) > MaxHeaderName:
+		return fmt.Errorf("is %d bytes, over the limit of %d", len(name), MaxHeaderName)
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !isTokenChar(c) {
+			return fmt.Errorf("holds %q at byte %d: use letters, digits and !#$%%&'*+-.^_`|~", c, i)
+		}
+	}
+	return nil
+}
+
+func isTokenChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
