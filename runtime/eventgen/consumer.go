@@ -372,6 +372,10 @@ func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Messa
 		c.record(ctx, msg, row, c.finished(tables.StatusSkipped, 0, fmt.Sprintf("group %q has no handler for event %q", c.opts.Group, row.Name)))
 		return
 	}
+	if reason := wrongTopic(h, row.Topic); reason != "" {
+		c.record(ctx, msg, row, c.finished(tables.StatusFailed, 0, reason))
+		return
+	}
 
 	tx, err := c.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -410,6 +414,17 @@ func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Messa
 		return
 	}
 	c.record(ctx, msg, row, c.afterFailure(row, 1, herr))
+}
+
+// wrongTopic returns why a message of h's event that arrived on topic must
+// not run h, or "" if it may: the spec binds every event to one topic, and
+// a broker user allowed to write to another topic the group reads must not
+// be able to run h.
+func wrongTopic(h *handler, topic string) string {
+	if topic == h.topic {
+		return ""
+	}
+	return fmt.Sprintf("rejected: event %q belongs on topic %q but arrived on %q; no handler ran", h.name, h.topic, topic)
 }
 
 // record inserts a row for a message that is not handled now (failed,

@@ -96,6 +96,11 @@ func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
 			fmt.Sprintf("group %q has no handler for event %q", c.opts.Group, row.Name)))
 		return
 	}
+	if reason := wrongTopic(h, row.Topic); reason != "" {
+		// Re-executed after it was rejected: it stays rejected.
+		c.finish(ctx, row, c.finished(tables.StatusFailed, row.Attempts-1, reason))
+		return
+	}
 	if ctx.Err() != nil {
 		c.releaseRow(ctx, row) // claimed as shutdown began
 		return

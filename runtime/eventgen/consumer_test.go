@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -823,6 +824,53 @@ func TestConsumerLenientDecodingAndSkips(t *testing.T) {
 		}
 		h.publish(topicShipments, eventMessage(t, orderShipped{OrderID: "7"}, "shipped", nil))
 		tr.waitOutcome(t, "shipped", tables.StatusSucceeded)
+	})
+}
+
+// TestConsumerRunsHandlersOnlyForTheirTopic sends an event on a topic the
+// group reads but the spec does not bind it to, with the id of a real
+// message that comes later on the right topic: the forged one runs no
+// handler (not even when re-executed), and the real one is not taken for
+// its duplicate.
+func TestConsumerRunsHandlersOnlyForTheirTopic(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, h *harness) {
+		var runs atomic.Int32
+		c, tr := h.orders("billing", fastOptions(), func(ctx context.Context, e orderPlaced, m Metadata) error {
+			runs.Add(1)
+			return h.effect(ctx, m.Group, m.ID+"@"+m.Topic)
+		})
+		if err := Handle(c, func(ctx context.Context, e orderShipped, m Metadata) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		h.run(c)
+		h.publish(topicShipments, eventMessage(t, orderPlaced{OrderID: "1"}, "m1", nil))
+		tr.waitOutcome(t, "m1", tables.StatusFailed)
+		if n := runs.Load(); n != 0 {
+			t.Fatalf("the handler ran %d times for a message on the wrong topic", n)
+		}
+		failed, err := c.Failed(context.Background(), 10)
+		if err != nil || len(failed) != 1 || !strings.Contains(failed[0].Error, `belongs on topic "test.orders" but arrived on "test.shipments"`) {
+			t.Fatalf("Failed = %+v, %v; want the rejected message with its reason", failed, err)
+		}
+
+		h.publish(topicOrders, eventMessage(t, orderPlaced{OrderID: "1"}, "m1", nil))
+		tr.waitOutcome(t, "m1", tables.StatusSucceeded)
+		if n := runs.Load(); n != 1 {
+			t.Fatalf("the handler ran %d times for the real message, want 1", n)
+		}
+
+		if n, err := c.Reexecute(context.Background(), "m1"); err != nil || n != 1 {
+			t.Fatalf("Reexecute = %d, %v; want the rejected message", n, err)
+		}
+		tr.wait(t, "the re-executed message failed again", func() bool {
+			return slices.Index(tr.all("m1"), tables.StatusSucceeded) < len(tr.all("m1"))-1 && tr.last("m1") == tables.StatusFailed
+		})
+		if n := runs.Load(); n != 1 {
+			t.Errorf("the handler ran %d times in all, want 1: a re-executed rejected message ran it", n)
+		}
+		if rows, distinct := h.effectCounts("billing"); rows != 1 || distinct != 1 {
+			t.Errorf("effects: %d rows, %d distinct; want 1", rows, distinct)
+		}
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
+	"github.com/eventgen/eventgen/runtime/internal/tables"
 	"github.com/eventgen/eventgen/runtime/internal/testenv"
 )
 
@@ -58,6 +59,7 @@ func testMigrateRecreates(t *testing.T, db *bun.DB, schema string) {
 		t.Fatal(err)
 	}
 	migrate := map[string]func(context.Context) error{outboxTable: ob.Migrate, inboxTable: c.Migrate}
+	versions := map[string]int{outboxTable: len(tables.OutboxMigrations), inboxTable: len(tables.InboxMigrations)}
 	for _, table := range []string{outboxTable, inboxTable} {
 		if err := migrate[table](ctx); err != nil {
 			t.Fatalf("first Migrate of %s: %v", table, err)
@@ -65,8 +67,8 @@ func testMigrateRecreates(t *testing.T, db *bun.DB, schema string) {
 		if _, err := db.ExecContext(ctx, "DROP TABLE "+table); err != nil {
 			t.Fatal(err)
 		}
-		if n := recordedVersions(t, db, table); n != 1 {
-			t.Fatalf("%s dropped: %d versions recorded, want the stale 1", table, n)
+		if n := recordedVersions(t, db, table); n != versions[table] {
+			t.Fatalf("%s dropped: %d versions recorded, want the stale %d", table, n, versions[table])
 		}
 		errs := make(chan error, 3)
 		for range cap(errs) {
@@ -77,8 +79,8 @@ func testMigrateRecreates(t *testing.T, db *bun.DB, schema string) {
 				t.Errorf("Migrate of dropped %s: %v", table, err)
 			}
 		}
-		if n := recordedVersions(t, db, table); n != 1 {
-			t.Errorf("%s recreated: %d versions recorded, want 1", table, n)
+		if n := recordedVersions(t, db, table); n != versions[table] {
+			t.Errorf("%s recreated: %d versions recorded, want %d", table, n, versions[table])
 		}
 	}
 	publish(t, ob, db, 0, 2)

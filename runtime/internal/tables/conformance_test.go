@@ -584,3 +584,64 @@ func TestConformance(t *testing.T) {
 		})
 	}
 }
+
+// TestInboxVersion2KeysMessagesByTopic upgrades an inbox table of version 1
+// that holds rows, and checks that the rows stay and that a message id is
+// then unique per topic, not per group.
+func TestInboxVersion2KeysMessagesByTopic(t *testing.T) {
+	for _, d := range testenv.Databases(t) {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			ctx := context.Background()
+			dialect, err := sqlstore.DialectOf(db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			table := testenv.TableName(t, "inbox_v1")
+			testenv.DropTables(t, db, table)
+			if err := sqlstore.Migrate(ctx, db, table, InboxMigrations[:1]); err != nil {
+				t.Fatal(err)
+			}
+			insertV1 := fmt.Sprintf("INSERT INTO %s (consumer_group, message_id, name, version, topic, payload, status, attempts, created_at, next_attempt_at) VALUES (?, ?, 'E', 1, ?, ?, 'pending', 2, %s, %s)",
+				table, dialect.Now, dialect.Now)
+			for i, topic := range []string{"orders", "payments"} {
+				if _, err := db.ExecContext(ctx, insertV1, "g", fmt.Sprintf("m%d", i), topic, []byte(`{}`)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := db.ExecContext(ctx, insertV1, "g", "m0", "payments", []byte(`{}`)); err == nil {
+				t.Fatal("version 1 took a second row for one group and message id")
+			}
+			if err := sqlstore.Migrate(ctx, db, table, InboxMigrations); err != nil {
+				t.Fatalf("upgrade to version 2: %v", err)
+			}
+			var rows, attempts int
+			if err := db.QueryRowContext(ctx, "SELECT COUNT(*), SUM(attempts) FROM "+table).Scan(&rows, &attempts); err != nil || rows != 2 || attempts != 4 {
+				t.Fatalf("after the upgrade: %d rows with %d attempts, %v; want 2 rows with 4", rows, attempts, err)
+			}
+			in := NewInbox(dialect, table, "g", nil)
+			insert := func(topic string) bool {
+				t.Helper()
+				ok, err := in.Insert(ctx, db, InboxRow{MessageID: "m0", Name: "E", Version: 1, Topic: topic, Payload: []byte(`{}`)}, Outcome{Status: StatusPending})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return ok
+			}
+			if insert("orders") {
+				t.Error("a message already recorded on its topic was recorded again")
+			}
+			if !insert("payments") {
+				t.Error("a message with the id of one on another topic was not recorded")
+			}
+			// The table keeps working as a leased table after the rebuild.
+			ids, err := in.Claim(ctx, db, leased.Claim{Owner: "o", Limit: 10, Lease: time.Minute})
+			if err != nil || len(ids) != 3 {
+				t.Errorf("claim after the upgrade = %d rows, %v; want 3", len(ids), err)
+			}
+			if err := sqlstore.Migrate(ctx, db, table, InboxMigrations); err != nil {
+				t.Errorf("migrate again: %v", err)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -27,26 +28,81 @@ const (
 // InboxMigrations are the schema steps of an inbox table: its own columns,
 // and the engine's (see leased.Spec.Schema). One table may hold several
 // consumer groups; every statement is scoped to one group.
-var InboxMigrations = []sqlstore.Migration{{
-	Version: 1,
-	Statements: func(d sqlstore.Dialect, table string) []string {
-		t := d.Types
-		return InboxSpec(d, table).Schema([]string{
-			"consumer_group " + t.String + " NOT NULL",
-			"message_id " + t.String + " NOT NULL",
-			"name " + t.String + " NOT NULL",
-			"version " + t.Int + " NOT NULL",
-			"topic " + t.String + " NOT NULL",
-			"msg_key " + t.String + " NOT NULL DEFAULT ''",
-			"source " + t.String + " NOT NULL DEFAULT ''",
-			// event_time is the producer's ce_time, for Metadata.Time; it
-			// is never compared with the database clock.
-			"event_time " + t.BigInt + " NOT NULL DEFAULT 0",
-			"payload " + t.Payload + " NOT NULL",
-			"headers " + t.Text,
-		}, "UNIQUE (consumer_group, message_id)")
-	},
-}}
+//
+// Version 2 makes a message unique per group, topic and id, where version 1
+// had group and id: a message on one topic then cannot take the place of a
+// message with the same id on another (see the consumer's topic check).
+var InboxMigrations = []sqlstore.Migration{
+	{Version: 1, Statements: func(d sqlstore.Dialect, table string) []string {
+		return inboxSchema(d, table, "UNIQUE (consumer_group, message_id)")
+	}},
+	{Version: 2, Statements: inboxUniquePerTopic},
+}
+
+func inboxSchema(d sqlstore.Dialect, table, unique string) []string {
+	t := d.Types
+	return InboxSpec(d, table).Schema([]string{
+		"consumer_group " + t.String + " NOT NULL",
+		"message_id " + t.String + " NOT NULL",
+		"name " + t.String + " NOT NULL",
+		"version " + t.Int + " NOT NULL",
+		"topic " + t.String + " NOT NULL",
+		"msg_key " + t.String + " NOT NULL DEFAULT ''",
+		"source " + t.String + " NOT NULL DEFAULT ''",
+		// event_time is the producer's ce_time, for Metadata.Time; it
+		// is never compared with the database clock.
+		"event_time " + t.BigInt + " NOT NULL DEFAULT 0",
+		"payload " + t.Payload + " NOT NULL",
+		"headers " + t.Text,
+	}, unique)
+}
+
+// inboxUniqueColumns is the unique key of an inbox row from version 2 on.
+const inboxUniqueColumns = "consumer_group, topic, message_id"
+
+// inboxUniquePerTopic replaces the unique key (consumer_group, message_id)
+// of version 1 with (consumer_group, topic, message_id).
+func inboxUniquePerTopic(d sqlstore.Dialect, table string) []string {
+	unique := sqlstore.IndexName(table, "message")
+	switch d.Name {
+	case "postgres":
+		// Version 1 declared the key inline, so PostgreSQL named it; find
+		// it by its columns.
+		return []string{
+			fmt.Sprintf(`DO $$
+DECLARE c text;
+BEGIN
+  SELECT con.conname INTO c FROM pg_constraint con
+  WHERE con.conrelid = '%[1]s'::regclass AND con.contype = 'u' AND array_length(con.conkey, 1) = 2;
+  IF c IS NOT NULL THEN
+    EXECUTE format('ALTER TABLE %[1]s DROP CONSTRAINT %%I', c);
+  END IF;
+END $$`, table),
+			fmt.Sprintf("CREATE UNIQUE INDEX IF NOT EXISTS %s ON %s (%s)", unique, table, inboxUniqueColumns),
+		}
+	case "mysql":
+		// MySQL names an unnamed key after its first column. One
+		// statement: DDL is not transactional.
+		return []string{fmt.Sprintf("ALTER TABLE %s DROP INDEX consumer_group, ADD UNIQUE INDEX %s (%s)", table, unique, inboxUniqueColumns)}
+	default:
+		// SQLite cannot drop a key declared in CREATE TABLE: copy the rows
+		// into a table with the new key, and put it in the old one's place.
+		schema, name := "", table
+		if i := strings.IndexByte(table, '.'); i >= 0 {
+			schema, name = table[:i+1], table[i+1:]
+		}
+		next := schema + name + "_v2"
+		create := inboxSchema(d, table, "UNIQUE ("+inboxUniqueColumns+")")
+		cols := "id, consumer_group, message_id, name, version, topic, msg_key, source, event_time, payload, headers, " +
+			"status, attempts, created_at, next_attempt_at, lock_owner, lease_until, handled_at, expires_at, last_error"
+		return append([]string{
+			strings.Replace(create[0], "CREATE TABLE IF NOT EXISTS "+table+" (", "CREATE TABLE "+next+" (", 1),
+			fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM %s", next, cols, cols, table),
+			"DROP TABLE " + table,
+			fmt.Sprintf("ALTER TABLE %s RENAME TO %s", next, name),
+		}, create[1:]...)
+	}
+}
 
 // InboxRow is a received message as the inbox stores it.
 type InboxRow struct {
@@ -137,7 +193,7 @@ func (in *Inbox) insertSQL(pending bool) string {
 	var verb, conflict string
 	switch in.D.Name {
 	case "postgres":
-		verb, conflict = "INSERT INTO", " ON CONFLICT (consumer_group, message_id) DO NOTHING"
+		verb, conflict = "INSERT INTO", " ON CONFLICT ("+inboxUniqueColumns+") DO NOTHING"
 	case "mysql":
 		// IGNORE also downgrades errors such as truncation to warnings:
 		// callers check lengths and encodings before inserting.
