@@ -40,6 +40,7 @@ func TestConformance(t *testing.T) {
 		{"GroupOutlivesItsSubscribers", testGroupOutlivesSubscribers},
 		{"SubscribeInitializeCreatesTheGroup", testSubscribeInitialize},
 		{"UnackedReturnsWhenSubscriberStops", testUnackedReturns},
+		{"MessageContextEnds", testMessageContextEnds},
 		{"CloseReleasesEverything", testCloseReleases},
 		{"CloseWhileTheBrokerIsFrozen", testCloseWhileFrozen},
 		{"WrongPasswordNotShown", testWrongPasswordNotShown},
@@ -392,6 +393,34 @@ func testUnackedReturns(t *testing.T, tc testenv.TransportCase) {
 // testCloseReleasesEverything closes the transport under live subscriptions
 // (one holding an unacked message); the leak check in TestConformance then
 // finds every goroutine gone.
+// testMessageContextEnds checks Watermill's contract for a received
+// message's context: it is cancelled once the message is acked, once it is
+// nacked, and once its subscriber closes with the message in hand.
+func testMessageContextEnds(t *testing.T, tc testenv.TransportCase) {
+	tr, topic := setup(t, tc, "billing")
+	sub, ch := subscribe(t, tr, "billing", topic)
+	publish(t, tr, topic, newMessages(2))
+	ended := func(m *message.Message, after string) {
+		t.Helper()
+		select {
+		case <-m.Context().Done():
+		case <-time.After(5 * time.Second):
+			t.Errorf("message %s: context not cancelled 5s after %s", m.UUID, after)
+		}
+	}
+	m := next(t, ch)
+	m.Ack()
+	ended(m, "Ack")
+	m = next(t, ch)
+	m.Nack()
+	ended(m, "Nack")
+	m = next(t, ch)
+	if err := sub.Close(); err != nil {
+		t.Fatalf("close subscriber: %v", err)
+	}
+	ended(m, "the subscriber's Close")
+}
+
 func testCloseReleases(t *testing.T, tc testenv.TransportCase) {
 	// Delete the topic through a second transport: tr is closed below, and
 	// on SQL a DROP TABLE would wait for the live subscriber's lock.

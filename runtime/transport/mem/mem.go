@@ -140,19 +140,9 @@ type subscriber struct {
 }
 
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	var in <-chan *message.Message
-	out := make(chan *message.Message)
-	err := s.life.Start(func() (err error) {
-		in, err = s.b.groupOutput(topic, s.group)
-		return err
-	}, func(closing <-chan struct{}) {
-		defer close(out)
-		relay(ctx, closing, in, out)
+	return s.life.Subscribe(ctx, func() (<-chan *message.Message, error) {
+		return s.b.groupOutput(topic, s.group)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // SubscribeInitialize creates the group's subscription to topic, so that
@@ -160,45 +150,6 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 func (s *subscriber) SubscribeInitialize(topic string) error {
 	_, err := s.b.groupOutput(topic, s.group)
 	return err
-}
-
-// relay hands messages from the group's subscription to out, one at a
-// time, until ctx is done or closing is closed. A message it holds unacked
-// then goes back to the group.
-func relay(ctx context.Context, closing <-chan struct{}, in <-chan *message.Message, out chan<- *message.Message) {
-	for {
-		var m *message.Message
-		select {
-		case <-ctx.Done():
-			return
-		case <-closing:
-			return
-		case got, ok := <-in:
-			if !ok {
-				return
-			}
-			m = got
-		}
-		select {
-		case out <- m:
-		case <-ctx.Done():
-			m.Nack()
-			return
-		case <-closing:
-			m.Nack()
-			return
-		}
-		select {
-		case <-m.Acked():
-		case <-m.Nacked():
-		case <-ctx.Done():
-			m.Nack() // no effect if the handler acks first
-			return
-		case <-closing:
-			m.Nack()
-			return
-		}
-	}
 }
 
 func (s *subscriber) Close() error { return s.life.Close() }

@@ -432,7 +432,11 @@ func (s *subscriber) handle(ctx context.Context, jm jetstream.Msg, out chan<- *m
 		}
 		return
 	}
-	m.SetContext(ctx)
+	// The message's context ends when the message is acked or nacked or
+	// the subscription stops, as message.Subscriber's contract says.
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	m.SetContext(mctx)
 	select {
 	case out <- m:
 	case <-stop:

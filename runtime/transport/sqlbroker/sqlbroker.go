@@ -214,7 +214,27 @@ func (b *Broker) Subscriber(group string) (support.GroupSubscriber, error) {
 	if err != nil {
 		return nil, b.ep.Errorf("sqlbroker: new subscriber: %w", err)
 	}
-	return support.Track(&b.closers, b.ep, pkg, sub, b.checkTopic)
+	return support.Track(&b.closers, b.ep, pkg, &subscriber{Subscriber: sub}, b.checkTopic)
+}
+
+// subscriber gives each message of watermill-sql's subscriber a context
+// of its own, cancelled once the message is acked or nacked or the
+// subscription stops: watermill-sql redelivers a nacked message with the
+// context it had.
+type subscriber struct {
+	*wsql.Subscriber
+	life support.Lifecycle
+}
+
+func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	return s.life.Subscribe(ctx, func() (<-chan *message.Message, error) {
+		return s.Subscriber.Subscribe(ctx, topic)
+	})
+}
+
+func (s *subscriber) Close() error {
+	_ = s.life.Close()
+	return s.Subscriber.Close()
 }
 
 // DeleteTopic drops the topic's message and offsets tables.

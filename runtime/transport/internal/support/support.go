@@ -368,6 +368,84 @@ func (l *Lifecycle) Close() error {
 	return nil
 }
 
+// Forward hands the messages of in to out one at a time, until in is
+// closed, ctx is done or stop is closed. Each goes out as a copy whose
+// context derives from ctx and is cancelled once the copy is acked or
+// nacked or Forward stops, as message.Subscriber's contract says; the
+// original is acked or nacked as the copy is. A message held when Forward
+// stops is nacked, unless its copy was acked just then.
+//
+// It is for subscribers whose messages' contexts outlive their ack (the
+// GoChannel's live until it closes; watermill-sql redelivers a nacked
+// message with the same context).
+func Forward(ctx context.Context, stop <-chan struct{}, in <-chan *message.Message, out chan<- *message.Message) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-stop:
+			return
+		case m, ok := <-in:
+			if !ok || !forward(ctx, stop, m, out) {
+				return
+			}
+		}
+	}
+}
+
+// Subscribe starts a subscription whose messages come from the channel
+// subscribe returns, through Forward (see there), until ctx is done or
+// Close is called. It fails with ErrClosed after Close.
+func (l *Lifecycle) Subscribe(ctx context.Context, subscribe func() (<-chan *message.Message, error)) (<-chan *message.Message, error) {
+	var in <-chan *message.Message
+	out := make(chan *message.Message)
+	err := l.Start(func() (err error) {
+		in, err = subscribe()
+		return err
+	}, func(closing <-chan struct{}) {
+		defer close(out)
+		Forward(ctx, closing, in, out)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// forward hands a copy of m to out and settles m as the copy is settled.
+// It reports false if ctx is done or stop closed meanwhile.
+func forward(ctx context.Context, stop <-chan struct{}, m *message.Message, out chan<- *message.Message) bool {
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c := m.Copy()
+	c.SetContext(mctx)
+	select {
+	case out <- c:
+	case <-ctx.Done():
+		m.Nack()
+		return false
+	case <-stop:
+		m.Nack()
+		return false
+	}
+	select {
+	case <-c.Acked():
+		m.Ack()
+		return true
+	case <-c.Nacked():
+		m.Nack()
+		return true
+	case <-ctx.Done():
+	case <-stop:
+	}
+	if c.Nack() { // not acked: it goes back
+		m.Nack()
+	} else {
+		m.Ack()
+	}
+	return false
+}
+
 // GroupSubscriber is what every broker's Subscriber returns (package
 // transport names it transport.Subscriber): a Watermill subscriber of one
 // consumer group that can also create the group's subscription to a topic
