@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -146,6 +147,48 @@ func FuzzDecode(f *testing.F) {
 		}
 		if again.ID != e.ID || again.Name != e.Name || again.Version != e.Version || again.Key != e.Key || again.Source != e.Source {
 			t.Fatalf("round trip changed the envelope: %+v -> %+v", e, again)
+		}
+	})
+}
+
+// FuzzCheckedValuesRoundTrip checks that every value CheckValue and
+// CheckName accept is one that no broker changes: no control characters,
+// valid UTF-8, nothing to trim, and it comes back from Encode and Decode as
+// it went in.
+func FuzzCheckedValuesRoundTrip(f *testing.F) {
+	for _, seed := range [][3]string{
+		{"order-1", "x-tenant", "acme"},
+		{"a\nb", "h", "v"},
+		{" k", "h", "v "},
+		{"k\x00", "h:", "v\r\n"},
+		{"\xff", "h h", "%0A%00"},
+		{"Grüße 東京", "x-trace", "100%"},
+		{"k\u2028", "ce_id", "\u0085"},
+	} {
+		f.Add(seed[0], seed[1], seed[2])
+	}
+	f.Fuzz(func(t *testing.T, key, name, value string) {
+		for _, v := range []string{key, value} {
+			if CheckValue(v) != nil {
+				continue
+			}
+			if !utf8.ValidString(v) || strings.TrimSpace(v) != v || strings.ContainsAny(v, "\r\n\x00\t") || len(v) > MaxHeaderValue {
+				t.Fatalf("CheckValue accepted %q", v)
+			}
+		}
+		if CheckName(name) == nil && strings.ContainsAny(name, " :\r\n\x00\t") {
+			t.Fatalf("CheckName accepted %q", name)
+		}
+		if CheckValue(key) != nil || CheckValue(value) != nil || CheckName(name) != nil || strings.HasPrefix(name, "ce_") || strings.HasPrefix(name, "_") || name == HeaderContentType {
+			return
+		}
+		in := Envelope{ID: "id", Name: "E", Version: 1, Source: "s", Key: key, Payload: []byte(`{}`), Headers: map[string]string{name: value}}
+		out, err := Decode(Encode(in))
+		if err != nil {
+			t.Fatalf("Decode(Encode(%+v)): %v", in, err)
+		}
+		if out.Key != key || out.Headers[name] != value {
+			t.Fatalf("round trip changed key %q -> %q or header %q=%q -> %q", key, out.Key, name, value, out.Headers[name])
 		}
 	})
 }
