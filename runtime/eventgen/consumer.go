@@ -359,7 +359,7 @@ func (c *Consumer) release(n int) {
 // deliver handles one delivered message and acknowledges it or not.
 func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Message) {
 	env, err := wire.Decode(msg)
-	row, headers, reason := storable(env, topic, msg)
+	row, headers, reason := storable(env, topic, msg, c.opts.MaxMessageBytes)
 	if err != nil {
 		reason = strings.TrimSuffix(err.Error()+"; "+reason, "; ")
 	}
@@ -532,17 +532,10 @@ const maxErrorBytes = 16 << 10
 // maxHeadersBytes bounds the headers' JSON; MySQL's TEXT holds 64 KiB.
 const maxHeadersBytes = 60 << 10
 
-// maxPayloadBytes bounds the payload of a received message. A larger one is
-// recorded as failed, without its payload: it could not be stored everywhere
-// (Bun sends a payload inline, as hex on MySQL, whose default
-// max_allowed_packet is 16 MiB on MariaDB), and redelivering it would fail
-// the same way forever.
-const maxPayloadBytes = 4 << 20
-
 // storable maps a decoded envelope to its inbox row. A non-empty reason
 // means it cannot be handled as it is; the row is then made storable anyway
 // (ids and names clipped, headers dropped), to record the failure.
-func storable(env wire.Envelope, topic string, msg *message.Message) (row tables.InboxRow, headers map[string]string, reason string) {
+func storable(env wire.Envelope, topic string, msg *message.Message, maxPayload int) (row tables.InboxRow, headers map[string]string, reason string) {
 	row = tables.InboxRow{
 		MessageID: env.ID,
 		Name:      env.Name,
@@ -559,8 +552,8 @@ func storable(env wire.Envelope, topic string, msg *message.Message) (row tables
 		row.MessageID = uuid.NewString() // recorded once per delivery: there is nothing to tell them apart by
 	}
 	var bad []string
-	if len(row.Payload) > maxPayloadBytes {
-		bad = append(bad, fmt.Sprintf("payload is %d bytes, over the limit of %d (not stored)", len(row.Payload), maxPayloadBytes))
+	if len(row.Payload) > maxPayload {
+		bad = append(bad, fmt.Sprintf("payload is %d bytes, over MaxMessageBytes (%d); not stored", len(row.Payload), maxPayload))
 		row.Payload = nil
 	}
 	for _, f := range []struct {

@@ -547,7 +547,7 @@ func TestConsumerPoisonMessagesDoNotBlock(t *testing.T) {
 		unknown.Metadata.Set(wire.HeaderType, "OrderCancelled")
 		longID := eventMessage(t, orderPlaced{OrderID: "x"}, strings.Repeat("i", 300), nil)
 		huge := eventMessage(t, orderPlaced{OrderID: "x"}, "huge", nil)
-		huge.Payload = []byte(`{"order_id":"` + strings.Repeat("x", maxPayloadBytes) + `"}`)
+		huge.Payload = []byte(`{"order_id":"` + strings.Repeat("x", DefaultMaxMessageBytes) + `"}`)
 		poison := []*message.Message{
 			eventMessage(t, orderPlaced{OrderID: "poison"}, "always-fails", nil),
 			noType, badTime, badJSON, wrongType, badEnum, unknown, longID, huge,
@@ -567,7 +567,7 @@ func TestConsumerPoisonMessagesDoNotBlock(t *testing.T) {
 			"bad-enum":               {tables.StatusFailed, `status: unknown value "refunded"`},
 			"unknown":                {tables.StatusSkipped, `no handler for event "OrderCancelled"`},
 			strings.Repeat("i", 255): {tables.StatusFailed, "message id is over 255 bytes"},
-			"huge":                   {tables.StatusFailed, "over the limit of 4194304 (not stored)"},
+			"huge":                   {tables.StatusFailed, "over MaxMessageBytes (4194304); not stored"},
 		}
 		tr.wait(t, "every message settled for good", func() bool {
 			if tr.count(tables.StatusSucceeded) != good {
@@ -779,7 +779,7 @@ func TestConsumerTakesOverCrashedReplicaRows(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			row, _, _ := storable(env, topicOrders, msg)
+			row, _, _ := storable(env, topicOrders, msg, DefaultMaxMessageBytes)
 			if _, err := c.inbox.Insert(ctx, h.db, row, tables.Outcome{Status: tables.StatusPending, Attempts: 1, LastError: "crash"}); err != nil {
 				t.Fatal(err)
 			}
@@ -825,6 +825,39 @@ func TestConsumerLenientDecodingAndSkips(t *testing.T) {
 		h.publish(topicShipments, eventMessage(t, orderShipped{OrderID: "7"}, "shipped", nil))
 		tr.waitOutcome(t, "shipped", tables.StatusSucceeded)
 	})
+}
+
+// TestConsumerMaxMessageBytes checks that a message over MaxMessageBytes is
+// recorded as failed without its payload and runs no handler, while one
+// within it is handled, and that the option is bounded.
+func TestConsumerMaxMessageBytes(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, h *harness) {
+		opts := fastOptions()
+		opts.MaxMessageBytes = 100
+		var runs atomic.Int32
+		c, tr := h.orders("billing", opts, func(ctx context.Context, e orderPlaced, m Metadata) error {
+			runs.Add(1)
+			return nil
+		})
+		h.run(c)
+		big := eventMessage(t, orderPlaced{OrderID: strings.Repeat("x", 101)}, "big", nil)
+		small := eventMessage(t, orderPlaced{OrderID: "1"}, "small", nil)
+		h.publish(topicOrders, big, small)
+		tr.waitOutcome(t, "big", tables.StatusFailed)
+		tr.waitOutcome(t, "small", tables.StatusSucceeded)
+		if n := runs.Load(); n != 1 {
+			t.Errorf("the handler ran %d times, want 1 (not for the oversized message)", n)
+		}
+		row := h.row(c, "big")
+		if len(row.Payload) != 0 || !strings.Contains(row.LastError.String, "over MaxMessageBytes (100); not stored") {
+			t.Errorf("oversized row: %d payload bytes, error %q; want none and the reason", len(row.Payload), row.LastError.String)
+		}
+	})
+	for _, bad := range []int{-1, 64<<20 + 1} {
+		if _, err := NewConsumer(testenv.OpenSQLite(t), nil, ConsumerOptions{Group: "g", MaxMessageBytes: bad}); err == nil || !strings.Contains(err.Error(), "MaxMessageBytes") {
+			t.Errorf("MaxMessageBytes %d: %v, want an error naming it", bad, err)
+		}
+	}
 }
 
 // TestConsumerRunsHandlersOnlyForTheirTopic sends an event on a topic the

@@ -99,6 +99,14 @@ type ConsumerOptions struct {
 	// Concurrency bounds the handlers running at once. Default 8.
 	Concurrency int
 
+	// MaxMessageBytes bounds the payload of a received message. A larger
+	// one is recorded as failed with the reason, without its payload, and
+	// acknowledged, before its payload is decoded or stored: redelivering
+	// it would fail the same way for ever. The database must accept a
+	// payload of this size in one statement (MySQL's max_allowed_packet,
+	// 16 MiB by default on MariaDB). Default 4 MiB, at most 64 MiB.
+	MaxMessageBytes int
+
 	// LocalRetries is how many quick retries a failed handler gets, the
 	// local tier. Each one goes through the inbox table like every retry,
 	// so that a crash loses none, and waits LocalRetryInterval-based
@@ -175,7 +183,11 @@ const (
 	DefaultFailedRetention    = 15 * 24 * time.Hour
 	DefaultDeleteBatch        = 1000
 	DefaultConcurrency        = 8
+	DefaultMaxMessageBytes    = 4 << 20
 )
+
+// maxMaxMessageBytes is the largest MaxMessageBytes accepted.
+const maxMaxMessageBytes = 64 << 20
 
 // withDefaults validates o and fills in defaults.
 func (o OutboxOptions) withDefaults() (OutboxOptions, error) {
@@ -228,6 +240,10 @@ func (o ConsumerOptions) withDefaults() (ConsumerOptions, error) {
 		errs = append(errs, fmt.Errorf("Table: %w", err))
 	}
 	errs = intOpt(errs, "Concurrency", &o.Concurrency, DefaultConcurrency)
+	errs = intOpt(errs, "MaxMessageBytes", &o.MaxMessageBytes, DefaultMaxMessageBytes)
+	if o.MaxMessageBytes > maxMaxMessageBytes {
+		errs = append(errs, fmt.Errorf("MaxMessageBytes is %d, over the limit of %d", o.MaxMessageBytes, maxMaxMessageBytes))
+	}
 	errs = localRetriesOpt(errs, &o.LocalRetries)
 	errs = durOpt(errs, "LocalRetryInterval", &o.LocalRetryInterval, DefaultLocalRetryInterval)
 	errs = intOpt(errs, "MaxRetries", &o.MaxRetries, DefaultMaxRetries)
