@@ -15,23 +15,31 @@
 // much survives a Redis restart depends on the server's persistence
 // settings (AOF with appendfsync always for the strongest guarantee).
 //
-// Ack is XACK. Nack redelivers the message to the same subscriber at once.
-// A message left unacked when its subscriber stops (or crashes) stays
-// pending and is claimed by another consumer of the group once it has been
-// idle for 30 seconds (checked every 2 seconds), as NATS redelivers after its
-// 30-second AckWait. A handler that runs longer than that may see its
+// Each subscription is a consumer of its own in the group and reads one
+// entry at a time (XREADGROUP COUNT 1), the next only once the current one
+// is acked or nacked. Ack is XACK, retried until it succeeds or 10 seconds
+// pass, and done before the subscription's Close returns. Nack redelivers
+// the message to the same subscription at once. A message that a
+// subscription holds when it stops is handed back at once: its idle time
+// is set to the claim delay (XCLAIM ... IDLE), so the group's other
+// subscriptions claim it within 2 seconds and a new one claims it as it
+// starts. A message left by a subscriber that crashed stays pending and is
+// claimed once it has been idle for 30 seconds (each subscription looks
+// every 2 seconds, with XAUTOCLAIM), as NATS redelivers after its
+// 30-second AckWait; a handler that runs longer than that may see its
 // message delivered to another consumer as well: consumers must be
-// idempotent, as eventgen's Consumer is.
+// idempotent, as eventgen's Consumer is. A stopping subscription deletes
+// its consumer from the group when it has no pending entries left; a
+// subscription that starts deletes consumers idle for 10 minutes with
+// none (those of crashed subscribers).
+//
+// Needs Redis 6.2 or newer (XAUTOCLAIM).
 package redisstream
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"strings"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
@@ -112,52 +120,8 @@ func (b *Broker) Subscriber(group string) (support.GroupSubscriber, error) {
 	if err := b.closers.NewSubscriber(pkg, group); err != nil {
 		return nil, err
 	}
-	client := redis.NewClient(b.clientOptions())
-	sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
-		Client:        client,
-		ConsumerGroup: group,
-		Unmarshaller:  unmarshaller{log: b.slog},
-		// Block for BlockTime at most, so that the read loop notices Close,
-		// and end it at once when Close or the subscription's context
-		// interrupts a read (instead of retrying half a second later, after
-		// Close has returned).
-		DisableIndefiniteInitialBlock: true,
-		ShouldStopOnReadErrors:        stopReading,
-		MaxIdleTime:                   claimIdle,
-		ClaimInterval:                 claimInterval,
-	}, b.log)
-	if err != nil {
-		_ = client.Close()
-		return nil, b.ep.Errorf("redisstream: new subscriber: %w", err)
-	}
-	// sub.Close closes client.
-	return support.Track(&b.closers, b.ep, pkg, &subscriber{Subscriber: sub, client: client, group: group}, nil)
-}
-
-// A pending message idle for claimIdle is claimed by another consumer of
-// its group; each subscription looks for them every claimInterval.
-const (
-	claimIdle     = 30 * time.Second
-	claimInterval = 2 * time.Second
-)
-
-// subscriber adds SubscribeInitialize to watermill-redisstream's.
-type subscriber struct {
-	*redisstream.Subscriber
-	client *redis.Client
-	group  string
-}
-
-// SubscribeInitialize creates the topic's stream and the group on it, at
-// the stream's beginning, as the group's first Subscribe would.
-func (s *subscriber) SubscribeInitialize(topic string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err := s.client.XGroupCreateMkStream(ctx, topic, s.group, "0").Err()
-	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
-		return fmt.Errorf("create group %s on stream %s: %w", s.group, topic, err)
-	}
-	return nil
+	s := &subscriber{b: b, client: redis.NewClient(b.clientOptions()), group: group}
+	return support.Track(&b.closers, b.ep, pkg, s, nil)
 }
 
 // DeleteTopic deletes the topic's stream with its messages and groups.
@@ -179,19 +143,10 @@ func (b *Broker) Close() error {
 	return nil
 }
 
-// stopReading reports whether a read error means the subscriber is
-// stopping: its context was cancelled, or Close closed the client (before
-// a read, or under one, closing its socket).
-func stopReading(err error) bool {
-	return errors.Is(err, redis.ErrClosed) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
-}
-
-// unmarshaller decodes as watermill-redisstream does, but never fails: a
-// failure stops watermill-redisstream's subscription for good, so an entry
-// that is not in Watermill's format is delivered with what could be read
-// (its payload field, if any) and its UUID, if any, for the consumer to
-// reject and ack, and the problem is logged.
+// unmarshaller decodes as watermill-redisstream does, but never fails: an
+// entry that is not in Watermill's format is delivered with what could be
+// read (its payload field, if any) and its UUID, if any, for the consumer
+// to reject and ack, and the problem is logged.
 type unmarshaller struct{ log *slog.Logger }
 
 func (u unmarshaller) Unmarshal(values map[string]any) (*message.Message, error) {
