@@ -212,7 +212,7 @@ func newHandInbox(d dialect, table, group string) *handInbox {
 	verb, conflict := "INSERT OR IGNORE INTO", ""
 	switch d.name {
 	case "postgres":
-		verb, conflict = "INSERT INTO", " ON CONFLICT (consumer_group, message_id) DO NOTHING"
+		verb, conflict = "INSERT INTO", " ON CONFLICT (consumer_group, topic, message_id) DO NOTHING"
 	case "mysql":
 		verb = "INSERT IGNORE INTO"
 	}
