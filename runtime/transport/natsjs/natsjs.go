@@ -265,18 +265,12 @@ type subscriber struct {
 
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	var cons jetstream.Consumer
-	out := make(chan *message.Message)
-	err := s.life.Start(func() (err error) {
+	return s.life.Serve(func() (err error) {
 		cons, err = s.consumer(ctx, topic)
 		return err
-	}, func(closing <-chan struct{}) {
-		defer close(out)
+	}, func(closing <-chan struct{}, out chan<- *message.Message) {
 		s.run(ctx, closing, topic, cons, out)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // SubscribeInitialize creates the topic's stream and the group's consumer.

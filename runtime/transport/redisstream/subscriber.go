@@ -49,19 +49,13 @@ type subscriber struct {
 // Subscribe creates the group on topic if needed (at the stream's
 // beginning) and delivers the group's messages, one at a time.
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	out := make(chan *message.Message)
-	sub := &subscription{s: s, topic: topic, consumer: watermill.NewShortUUID(), out: out,
-		log: s.b.slog.With("topic", topic, "group", s.group)}
-	err := s.life.Start(func() error {
+	return s.life.Serve(func() error {
 		return s.createGroup(ctx, topic)
-	}, func(closing <-chan struct{}) {
-		defer close(out)
+	}, func(closing <-chan struct{}, out chan<- *message.Message) {
+		sub := &subscription{s: s, topic: topic, consumer: watermill.NewShortUUID(), out: out,
+			log: s.b.slog.With("topic", topic, "group", s.group)}
 		sub.run(ctx, closing)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // SubscribeInitialize creates the topic's stream and the group on it, at

@@ -393,23 +393,33 @@ func Forward(ctx context.Context, stop <-chan struct{}, in <-chan *message.Messa
 	}
 }
 
-// Subscribe starts a subscription whose messages come from the channel
-// subscribe returns, through Forward (see there), until ctx is done or
-// Close is called. It fails with ErrClosed after Close.
-func (l *Lifecycle) Subscribe(ctx context.Context, subscribe func() (<-chan *message.Message, error)) (<-chan *message.Message, error) {
-	var in <-chan *message.Message
+// Serve starts a subscription: setup runs at once, and if it succeeds
+// run delivers to the returned channel in a goroutine of its own, until
+// closing is closed (by Close); the channel is closed when run returns.
+// It fails with ErrClosed after Close.
+func (l *Lifecycle) Serve(setup func() error, run func(closing <-chan struct{}, out chan<- *message.Message)) (<-chan *message.Message, error) {
 	out := make(chan *message.Message)
-	err := l.Start(func() (err error) {
-		in, err = subscribe()
-		return err
-	}, func(closing <-chan struct{}) {
+	err := l.Start(setup, func(closing <-chan struct{}) {
 		defer close(out)
-		Forward(ctx, closing, in, out)
+		run(closing, out)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// Subscribe starts a subscription whose messages come from the channel
+// subscribe returns, through Forward (see there), until ctx is done or
+// Close is called. It fails with ErrClosed after Close.
+func (l *Lifecycle) Subscribe(ctx context.Context, subscribe func() (<-chan *message.Message, error)) (<-chan *message.Message, error) {
+	var in <-chan *message.Message
+	return l.Serve(func() (err error) {
+		in, err = subscribe()
+		return err
+	}, func(closing <-chan struct{}, out chan<- *message.Message) {
+		Forward(ctx, closing, in, out)
+	})
 }
 
 // forward hands a copy of m to out and settles m as the copy is settled.
