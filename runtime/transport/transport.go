@@ -73,6 +73,10 @@ type Options struct {
 	// Logger receives the broker client's logs, with secrets masked; nil
 	// discards them.
 	Logger *slog.Logger
+	// SQLMaxConns bounds the connections the SQL transport opens to its
+	// database (sqlbroker.DefaultMaxConns, 16, when 0; negative is an
+	// error). Other brokers ignore it.
+	SQLMaxConns int
 }
 
 // Transport is an open connection to a broker. Its methods are safe for
@@ -116,15 +120,15 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 	)
 	switch scheme {
 	case "mem", "gochannel":
-		b, err = mem.Open(ctx, rawURL, mem.Options(opts))
+		b, err = mem.Open(ctx, rawURL, mem.Options{Logger: opts.Logger})
 	case "amqp", "amqps":
-		b, err = amqp.Open(ctx, rawURL, amqp.Options(opts))
+		b, err = amqp.Open(ctx, rawURL, amqp.Options{Logger: opts.Logger})
 	case "nats", "tls":
-		b, err = natsjs.Open(ctx, rawURL, natsjs.Options(opts))
+		b, err = natsjs.Open(ctx, rawURL, natsjs.Options{Logger: opts.Logger})
 	case "redis", "rediss":
-		b, err = redisstream.Open(ctx, rawURL, redisstream.Options(opts))
+		b, err = redisstream.Open(ctx, rawURL, redisstream.Options{Logger: opts.Logger})
 	case "postgres", "postgresql", "mysql":
-		b, err = sqlbroker.Open(ctx, rawURL, sqlbroker.Options(opts))
+		b, err = sqlbroker.Open(ctx, rawURL, sqlbroker.Options{Logger: opts.Logger, MaxConns: opts.SQLMaxConns})
 	default:
 		return nil, fmt.Errorf("transport: unsupported URL scheme %q in %s (want mem, gochannel, amqp, amqps, nats, tls, redis, rediss, postgres, postgresql or mysql)", scheme, redacted)
 	}

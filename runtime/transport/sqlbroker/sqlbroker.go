@@ -5,9 +5,14 @@
 // postgresql://), and mysql://user:password@host:3306/db?param=value (the
 // query parameters are go-sql-driver/mysql's).
 //
-// Topology: watermill-sql's default schema. A topic is the table
-// watermill_<topic> (quoted, so dots are fine) and its consumer offsets the
-// table watermill_offsets_<topic>, both created on first use. Topics are
+// Topology: watermill-sql's default schema, except that the payload column
+// holds bytes (BYTEA on PostgreSQL, LONGBLOB on MySQL) instead of JSON, so
+// any payload can be published. A topic is the table watermill_<topic>
+// (quoted, so dots are fine) and its consumer offsets the table
+// watermill_offsets_<topic>, both created on first use. A topic table
+// created with a JSON payload column (by an earlier version of eventgen,
+// or by watermill-sql's default schema) is altered to the byte column on
+// the Broker's first use of the topic; its payloads keep their text. Topics are
 // limited to 45 characters on PostgreSQL and 46 on MySQL, so that
 // watermill_offsets_<topic> fits the database's identifier limit (63 and 64
 // bytes): a longer one is an error rather than a silently truncated table
@@ -26,6 +31,11 @@
 // to that topic wait. Publish and consume from different goroutines, and
 // keep handlers short.
 //
+// The Broker's pool opens at most Options.MaxConns connections (16 by
+// default). A subscription holds one while it has a batch unacked, and a
+// publish takes one for its INSERT; what finds the pool busy waits for a
+// connection.
+//
 // Publish returns once the INSERT has committed. Ack advances the group's
 // offset (with the rest of the batch, in the same transaction). Nack
 // redelivers the message to the same subscriber after a short pause. A
@@ -36,9 +46,12 @@ package sqlbroker
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -67,12 +80,21 @@ const (
 	// transaction; the transaction's locks delay publishes to the topic
 	// until the batch is acked, so it is kept small.
 	mysqlBatch = 10
+	// migrateTimeout bounds checking and migrating a topic's table.
+	migrateTimeout = time.Minute
 )
+
+// DefaultMaxConns is the default bound of a Broker's connection pool.
+const DefaultMaxConns = 16
 
 // Options configure a Broker. The zero value is ready to use.
 type Options struct {
 	// Logger receives the client's logs; nil discards them.
 	Logger *slog.Logger
+	// MaxConns bounds the connections the Broker opens to the database
+	// (DefaultMaxConns when 0; negative is an error). As many are kept
+	// idle, so that a busy broker does not reconnect.
+	MaxConns int
 }
 
 // Broker is a database used as a message broker.
@@ -86,6 +108,11 @@ type Broker struct {
 	tables   func(topic string) []string // quoted message and offsets tables
 	pub      *support.Publisher
 	closers  support.Closers
+
+	// migratePayload alters the payload column of topic's table from JSON
+	// to bytes, if the table exists with a JSON column.
+	migratePayload func(ctx context.Context, topic string) error
+	migrated       sync.Map // topics whose payload column is checked
 }
 
 // Open opens the database at rawURL and pings it.
@@ -93,6 +120,13 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
 	ep, err := support.Parse(pkg, rawURL)
 	if err != nil {
 		return nil, err
+	}
+	if opts.MaxConns < 0 {
+		return nil, fmt.Errorf("sqlbroker: MaxConns is %d; want 0 (the default, %d) or more", opts.MaxConns, DefaultMaxConns)
+	}
+	maxConns := opts.MaxConns
+	if maxConns == 0 {
+		maxConns = DefaultMaxConns
 	}
 	b := &Broker{ep: ep, log: support.Watermill(ep.Logger(opts.Logger))}
 	switch ep.URL.Scheme {
@@ -102,10 +136,15 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
 			return nil, ep.Errorf("sqlbroker: parse URL %s: %w", ep.Redacted, err)
 		}
 		b.db = stdlib.OpenDB(*cfg)
-		schema, offsets := wsql.DefaultPostgreSQLSchema{}, wsql.DefaultPostgreSQLOffsetsAdapter{}
+		schema := wsql.DefaultPostgreSQLSchema{GeneratePayloadType: func(string) string { return "BYTEA" }}
+		offsets := wsql.DefaultPostgreSQLOffsetsAdapter{}
 		b.schema, b.offsets = schema, offsets
 		b.tables = func(t string) []string { return []string{schema.MessagesTable(t), offsets.MessagesOffsetsTable(t)} }
 		b.maxTopic = postgresIdentifierLimit - len(offsetsTablePrefix)
+		b.migratePayload = func(ctx context.Context, topic string) error {
+			_, err := b.db.ExecContext(ctx, postgresPayloadMigration(schema.MessagesTable(topic)))
+			return err
+		}
 	case "mysql":
 		cfg, err := mysqlConfig(ep)
 		if err != nil {
@@ -116,14 +155,19 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
 			return nil, ep.Errorf("sqlbroker: %s: %w", ep.Redacted, err)
 		}
 		b.db = sql.OpenDB(conn)
-		schema := wsql.DefaultMySQLSchema{SubscribeBatchSize: mysqlBatch}
+		schema := wsql.DefaultMySQLSchema{SubscribeBatchSize: mysqlBatch, GeneratePayloadType: func(string) string { return "LONGBLOB" }}
 		offsets := mysqlOffsets{}
 		b.schema, b.offsets = schema, offsets
 		b.tables = func(t string) []string { return []string{schema.MessagesTable(t), offsets.MessagesOffsetsTable(t)} }
 		b.maxTopic = mysqlIdentifierLimit - len(offsetsTablePrefix)
+		b.migratePayload = func(ctx context.Context, topic string) error {
+			return mysqlPayloadMigration(ctx, b.db, "watermill_"+topic, schema.MessagesTable(topic))
+		}
 	default:
 		return nil, fmt.Errorf("sqlbroker: URL scheme %q is not postgres, postgresql or mysql", ep.URL.Scheme)
 	}
+	b.db.SetMaxOpenConns(maxConns)
+	b.db.SetMaxIdleConns(maxConns)
 	if err := b.db.PingContext(ctx); err != nil {
 		_ = b.db.Close()
 		return nil, ep.Errorf("sqlbroker: connect to %s: %w", ep.Redacted, err)
@@ -141,7 +185,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
 	// in progress, which a database that stopped answering would make it
 	// do for good (and it reads its closed flag without synchronisation).
 	// Closing the database releases everything the publisher holds.
-	b.pub = support.NewPublisher(&b.closers, ep, pkg, pub, b.checkTopic)
+	b.pub = support.NewPublisher(&b.closers, ep, pkg, pub, b.prepare)
 	return b, nil
 }
 
@@ -186,6 +230,62 @@ func (a mysqlOffsets) BeforeSubscribingQueries(params wsql.BeforeSubscribingQuer
 	}}, nil
 }
 
+// prepare checks topic and, on the Broker's first use of it, migrates its
+// table's payload column.
+func (b *Broker) prepare(topic string) error {
+	if err := b.checkTopic(topic); err != nil {
+		return err
+	}
+	if _, ok := b.migrated.Load(topic); ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), migrateTimeout)
+	defer cancel()
+	if err := b.migratePayload(ctx, topic); err != nil {
+		return fmt.Errorf("migrate the payload column of topic %s to bytes: %w", topic, err)
+	}
+	b.migrated.Store(topic, true)
+	return nil
+}
+
+// postgresPayloadMigration returns a statement that alters table's payload
+// column from JSON (or JSONB) to BYTEA, keeping each payload's text, if
+// the table exists with such a column, and does nothing otherwise. It
+// checks again under an exclusive lock on the table, so that brokers that
+// start together alter it once. table is quoted; topics hold no quotes.
+func postgresPayloadMigration(table string) string {
+	lit := "'" + table + "'"
+	isJSON := `(SELECT atttypid FROM pg_attribute WHERE attrelid = to_regclass(` + lit + `) AND attname = 'payload') IN ('json'::regtype, 'jsonb'::regtype)`
+	return `DO $$
+BEGIN
+	IF ` + isJSON + ` THEN
+		LOCK TABLE ` + table + ` IN ACCESS EXCLUSIVE MODE;
+		IF ` + isJSON + ` THEN
+			ALTER TABLE ` + table + ` ALTER COLUMN payload TYPE BYTEA USING convert_to(payload::text, 'UTF8');
+		END IF;
+	END IF;
+END $$`
+}
+
+// mysqlPayloadMigration alters the payload column of the table named name
+// (quoted: table) to LONGBLOB, if the table exists with another type: JSON
+// on MySQL, LONGTEXT with a JSON check on MariaDB, where JSON is an alias.
+// Payloads keep their text, as the database prints it. Altering a LONGBLOB
+// column to LONGBLOB changes nothing, so brokers that start together may
+// both do it.
+func mysqlPayloadMigration(ctx context.Context, db *sql.DB, name, table string) error {
+	var dataType string
+	err := db.QueryRowContext(ctx, "SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'payload'", name).Scan(&dataType)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && strings.EqualFold(dataType, "longblob") {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = db.ExecContext(ctx, "ALTER TABLE "+table+" MODIFY `payload` LONGBLOB DEFAULT NULL")
+	return err
+}
+
 // checkTopic refuses topics whose table names the database would truncate.
 func (b *Broker) checkTopic(topic string) error {
 	if len(topic) > b.maxTopic {
@@ -214,7 +314,7 @@ func (b *Broker) Subscriber(group string) (support.GroupSubscriber, error) {
 	if err != nil {
 		return nil, b.ep.Errorf("sqlbroker: new subscriber: %w", err)
 	}
-	return support.Track(&b.closers, b.ep, pkg, &subscriber{Subscriber: sub}, b.checkTopic)
+	return support.Track(&b.closers, b.ep, pkg, &subscriber{Subscriber: sub}, b.prepare)
 }
 
 // subscriber gives each message of watermill-sql's subscriber a context
