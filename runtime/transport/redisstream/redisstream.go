@@ -97,7 +97,11 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
 		_ = b.client.Close()
 		return nil, ep.Errorf("redisstream: new publisher: %w", err)
 	}
-	if _, err := b.closers.Add(pub.Close); err != nil { // closes b.client
+	// watermill-redisstream's Publisher.Close is not registered: it writes
+	// its closed flag without synchronisation while a publish in progress
+	// reads it. The wrapper refuses publishes after Close, and closing the
+	// client ends one in progress.
+	if _, err := b.closers.Add(b.client.Close); err != nil {
 		return nil, err
 	}
 	b.pub = support.NewPublisher(&b.closers, ep, pkg, pub, nil)
