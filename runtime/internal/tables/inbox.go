@@ -69,15 +69,11 @@ func inboxUniquePerTopic(d sqlstore.Dialect, table string) []string {
 		// Version 1 declared the key inline, so PostgreSQL named it; find
 		// it by its columns.
 		return []string{
-			fmt.Sprintf(`DO $$
-DECLARE c text;
-BEGIN
-  SELECT con.conname INTO c FROM pg_constraint con
-  WHERE con.conrelid = '%[1]s'::regclass AND con.contype = 'u' AND array_length(con.conkey, 1) = 2;
-  IF c IS NOT NULL THEN
-    EXECUTE format('ALTER TABLE %[1]s DROP CONSTRAINT %%I', c);
-  END IF;
-END $$`, table),
+			// One line: tools that split a script at a semicolon that
+			// ends a line keep the block whole.
+			fmt.Sprintf("DO $$ DECLARE c text; BEGIN "+
+				"SELECT con.conname INTO c FROM pg_constraint con WHERE con.conrelid = '%[1]s'::regclass AND con.contype = 'u' AND array_length(con.conkey, 1) = 2; "+
+				"IF c IS NOT NULL THEN EXECUTE format('ALTER TABLE %[1]s DROP CONSTRAINT %%I', c); END IF; END $$", table),
 			fmt.Sprintf("CREATE UNIQUE INDEX IF NOT EXISTS %s ON %s (%s)", unique, table, inboxUniqueColumns),
 		}
 	case "mysql":
