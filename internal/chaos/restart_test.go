@@ -6,18 +6,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/eventgen/eventgen/internal/chaos"
+	"github.com/eventgen/eventgen/internal/testservices"
 )
 
 // TestChaosRestarts stops real server processes under a running pipeline:
@@ -39,21 +38,21 @@ func TestChaosRestarts(t *testing.T) {
 	res := &results{}
 	t.Cleanup(func() { res.save(t) })
 	pg := newPrivatePostgres(t)
-	nats := newPrivateServer(t, "nats-server", "nats", func(port int, dir string) []string {
+	nats := testservices.StartServer(t, "nats-server", "nats", func(port int, dir string) []string {
 		return []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "store")}
 	})
-	redis := newPrivateServer(t, "redis-server", "redis", func(port int, dir string) []string {
+	redis := testservices.StartServer(t, "redis-server", "redis", func(port int, dir string) []string {
 		return []string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir, "--save", "",
 			"--appendonly", "yes", "--appendfsync", "always"}
 	})
-	on := func(broker *privateServer) backend {
-		return backend{name: "own-postgres+own-" + broker.scheme, db: "postgres", dsn: pg.dsn(), broker: broker.url()}
+	on := func(broker *testservices.Server) backend {
+		return backend{name: "own-postgres+own-" + broker.Scheme, db: "postgres", dsn: pg.dsn(), broker: broker.URL()}
 	}
 
-	for _, s := range []*privateServer{nats, redis} {
-		t.Run("broker-restart-"+s.scheme, func(t *testing.T) {
+	for _, s := range []*testservices.Server{nats, redis} {
+		t.Run("broker-restart-"+s.Scheme, func(t *testing.T) {
 			e := newEnv(t, on(s))
-			line := restart(t, e, sz, "broker", s.kill, s.start)
+			line := restart(t, e, sz, "broker", s.Kill, s.Start)
 			res.add(t, line)
 		})
 	}
@@ -145,112 +144,6 @@ func sampleRSS(pid int, d time.Duration) int {
 	return peak
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// waitListening waits until something accepts connections on port.
-func waitListening(t *testing.T, what string, port int) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not listening on port %d within 30s: %v", what, port, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// lookBin finds a server binary on PATH or in dirs. A missing one skips
-// the test, or fails it under EVENTGEN_TEST_REQUIRE_SERVICES=1.
-func lookBin(t *testing.T, name string, dirs ...string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, d := range dirs {
-		if p := filepath.Join(d, name); fileExists(p) {
-			return p
-		}
-	}
-	unavailable(t, name, fmt.Errorf("%s is neither on PATH nor in %v", name, dirs))
-	return ""
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}
-
-// privateServer is a broker server (nats-server, redis-server) that the
-// test runs on a port and data directory of its own.
-type privateServer struct {
-	t      *testing.T
-	bin    string
-	scheme string
-	args   []string
-	port   int
-	dir    string
-	cmd    *exec.Cmd
-	done   chan struct{}
-}
-
-// newPrivateServer starts the server bin with the arguments args returns
-// for its port and directory, and kills it at t's cleanup.
-func newPrivateServer(t *testing.T, bin, scheme string, args func(port int, dir string) []string) *privateServer {
-	s := &privateServer{t: t, bin: lookBin(t, bin, "/usr/sbin", "/usr/bin", "/usr/local/bin"), scheme: scheme,
-		port: freePort(t), dir: t.TempDir()}
-	s.args = args(s.port, s.dir)
-	s.start()
-	t.Cleanup(s.kill)
-	return s
-}
-
-func (s *privateServer) url() string { return fmt.Sprintf("%s://127.0.0.1:%d", s.scheme, s.port) }
-
-// start runs the server on its port and data, and waits until it listens.
-func (s *privateServer) start() {
-	s.t.Helper()
-	log, err := os.OpenFile(filepath.Join(s.dir, "server.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.cmd = exec.Command(s.bin, s.args...)
-	s.cmd.Stdout, s.cmd.Stderr = log, log
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatalf("start %s: %v", s.bin, err)
-	}
-	s.done = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) {
-		_ = cmd.Wait()
-		log.Close()
-		close(done)
-	}(s.cmd, s.done)
-	waitListening(s.t, filepath.Base(s.bin), s.port)
-}
-
-// kill sends SIGKILL to the server by its pid and waits for it to exit.
-func (s *privateServer) kill() {
-	if s.cmd == nil {
-		return
-	}
-	_ = syscall.Kill(s.cmd.Process.Pid, syscall.SIGKILL)
-	<-s.done
-	s.cmd = nil
-}
-
 // privatePostgres is a PostgreSQL cluster that the test creates with
 // initdb in a directory of its own and runs on a port of its own. As root,
 // its commands run as the postgres user, since the server refuses root.
@@ -263,8 +156,8 @@ type privatePostgres struct {
 }
 
 func newPrivatePostgres(t *testing.T) *privatePostgres {
-	initdb := lookBin(t, "initdb", postgresBinDirs()...)
-	p := &privatePostgres{t: t, binDir: filepath.Dir(initdb), port: freePort(t)}
+	initdb := testservices.LookBin(t, "initdb", postgresBinDirs()...)
+	p := &privatePostgres{t: t, binDir: filepath.Dir(initdb), port: testservices.FreePort(t)}
 	dir, err := os.MkdirTemp("", "eventgen-chaos-pg-")
 	if err != nil {
 		t.Fatal(err)
@@ -281,7 +174,7 @@ func newPrivatePostgres(t *testing.T) *privatePostgres {
 		if err := os.Chown(dir, uid, gid); err != nil {
 			t.Fatal(err)
 		}
-		p.as = []string{lookBin(t, "runuser", "/usr/sbin", "/sbin"), "-u", "postgres", "--"}
+		p.as = []string{testservices.LookBin(t, "runuser", "/usr/sbin", "/sbin"), "-u", "postgres", "--"}
 	}
 	p.run("initdb", "-D", p.data(), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
 	p.start()

@@ -109,13 +109,9 @@ func features(name string) tests.Features {
 		// The message context is the subscription's, cancelled after
 		// Ack, Nack or Close; the publisher's context is not carried.
 		ContextPreserved: false,
-		// No RestartServiceCommand: TestReconnect is skipped. It restarts
-		// the broker the whole suite uses, and with 10000 messages it
-		// would add about a minute of CI per broker (Redis waits its
-		// 30-second claim delay for an ack lost in the restart).
-		// internal/chaos's TestChaosRestarts kills and restarts private
-		// NATS, Redis and PostgreSQL servers under the relay and the
-		// consumers, which use these transports.
+		// No RestartServiceCommand here: it would restart the broker
+		// every other test shares. TestReconnect sets one for servers
+		// of its own.
 	}
 }
 
