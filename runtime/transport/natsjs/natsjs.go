@@ -62,7 +62,18 @@ const (
 	ackTimeout = 10 * time.Second
 	// stopGrace bounds it instead once the subscription is stopping.
 	stopGrace = time.Second
+	// stallAfter is how long a subscription waits for its next message,
+	// while the server holds messages for its consumer, before it takes
+	// its pulls for lost and starts pulling anew; stallCheck is how often
+	// it looks.
+	stallAfter = 10 * time.Second
+	stallCheck = 2 * time.Second
 )
+
+// errStalled ends a pull that the server no longer answers although it
+// holds messages for the consumer, as after a server restart in which the
+// pull requests were lost; the subscription then pulls anew.
+var errStalled = errors.New("no message pulled for a while, although the server holds some: pulling anew")
 
 // Options configure a Broker. The zero value is ready to use.
 type Options struct {
@@ -324,7 +335,11 @@ func (s *subscriber) run(ctx context.Context, closing <-chan struct{}, topic str
 			if err == nil {
 				return
 			}
-			log.Error("natsjs: consume", "error", err)
+			if errors.Is(err, errStalled) {
+				log.Warn("natsjs: consume", "error", err)
+			} else {
+				log.Error("natsjs: consume", "error", err)
+			}
 		}
 		select {
 		case <-stop:
@@ -376,8 +391,11 @@ func (s *subscriber) consume(ctx context.Context, cons jetstream.Consumer, out c
 	}()
 	stopping := stop
 	var abandon <-chan time.Time
+	check := time.NewTicker(stallCheck)
+	defer check.Stop()
 	for {
 		requests <- struct{}{}
+		waiting := time.Now()
 		var r next
 		for received := false; !received; {
 			select {
@@ -390,6 +408,10 @@ func (s *subscriber) consume(ctx context.Context, cons jetstream.Consumer, out c
 				abandon = t.C
 			case <-abandon:
 				return nil
+			case <-check.C:
+				if stopping != nil && time.Since(waiting) >= stallAfter && s.stalled(ctx, cons) {
+					return errStalled
+				}
 			}
 		}
 		jm, err := r.jm, r.err
@@ -412,6 +434,19 @@ func (s *subscriber) consume(ctx context.Context, cons jetstream.Consumer, out c
 		}
 		s.handle(ctx, jm, out, stop)
 	}
+}
+
+// stalled reports whether the server holds messages for cons that none
+// of its pulls has been given (its pull requests were lost), or no longer
+// knows cons.
+func (s *subscriber) stalled(ctx context.Context, cons jetstream.Consumer) bool {
+	ctx, cancel := context.WithTimeout(ctx, stallCheck)
+	defer cancel()
+	info, err := cons.Info(ctx)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return true // lost with the server's state: re-created on the next pull
+	}
+	return err == nil && info.NumPending > 0
 }
 
 // handle delivers one message and waits for its ack or nack.
