@@ -87,7 +87,6 @@ type Spec struct {
 // value of Spec.Scope if the table has a scope. R is the table's row type,
 // read by scan from Spec.Columns. A Table is safe for concurrent use.
 type Table[R any] struct {
-	spec  Spec
 	d     sqlstore.Dialect
 	scope []any // the scope value as the statements' first argument, or nil
 	scan  func(*sql.Rows, *R) error
@@ -96,12 +95,12 @@ type Table[R any] struct {
 	prepared *sqlstore.Prepared
 
 	// The statements, built once; see New.
-	claim, claimIDs, fetch       stmt
-	lockIDs, lockRows            stmt
-	markLocked, leaseLocked      stmt
-	own, done, retry, finish     stmt
-	release, requeue, failedIDs  stmt
-	failed, expired, deleteExprd stmt
+	claim, claimIDs, fetch         stmt
+	lockIDs, lockRows              stmt
+	markLocked, leaseLocked        stmt
+	own, done, retry, finish       stmt
+	release, requeue, failedIDs    stmt
+	failed, expired, deleteExpired stmt
 }
 
 // stmt is one statement and whether it may run prepared: a statement whose
@@ -115,7 +114,7 @@ type stmt struct {
 // whose scope column holds scope (ignored without Spec.Scope). scan reads one
 // row of Spec.Columns into r. prepared may be nil.
 func New[R any](spec Spec, scope string, scan func(rows *sql.Rows, r *R) error, prepared *sqlstore.Prepared) *Table[R] {
-	t := &Table[R]{spec: spec, d: spec.Dialect, scan: scan, prepared: prepared}
+	t := &Table[R]{d: spec.Dialect, scan: scan, prepared: prepared}
 	d, table := spec.Dialect, spec.Table
 	mysql := d.Name == "mysql"
 	now := "(SELECT " + d.Now + ")" // once per statement: an index condition on PostgreSQL
@@ -236,13 +235,13 @@ SELECT %s FROM %s WHERE id IN (SELECT id FROM s WHERE rn = 1 OR run <= ?) AND (S
 		// take gap locks that block inserts: read ids without locking,
 		// then delete them by primary key, checking again.
 		t.expired = fixed(fmt.Sprintf("SELECT id FROM %s WHERE %s ORDER BY expires_at LIMIT ?", table, expired))
-		t.deleteExprd = byIDs(fmt.Sprintf("DELETE FROM %s WHERE %s AND %s", table, expired, ids))
+		t.deleteExpired = byIDs(fmt.Sprintf("DELETE FROM %s WHERE %s AND %s", table, expired, ids))
 	case "postgres":
 		// Computed once, then deleted by primary key; rows another
 		// cleaner is deleting are skipped instead of waited for.
-		t.deleteExprd = fixed(fmt.Sprintf("DELETE FROM %s WHERE id = ANY(ARRAY(SELECT id FROM %s WHERE %s ORDER BY expires_at LIMIT ? FOR UPDATE SKIP LOCKED))", table, table, expired))
+		t.deleteExpired = fixed(fmt.Sprintf("DELETE FROM %s WHERE id = ANY(ARRAY(SELECT id FROM %s WHERE %s ORDER BY expires_at LIMIT ? FOR UPDATE SKIP LOCKED))", table, table, expired))
 	default:
-		t.deleteExprd = fixed(fmt.Sprintf("DELETE FROM %s WHERE id IN (SELECT id FROM %s WHERE %s ORDER BY expires_at LIMIT ?)", table, table, expired))
+		t.deleteExpired = fixed(fmt.Sprintf("DELETE FROM %s WHERE id IN (SELECT id FROM %s WHERE %s ORDER BY expires_at LIMIT ?)", table, table, expired))
 	}
 	return t
 }
@@ -510,7 +509,7 @@ func (t *Table[R]) Cleanup(ctx context.Context, db bun.IDB, batch int) (int64, e
 // cleanupBatch deletes up to limit expired rows in one statement.
 func (t *Table[R]) cleanupBatch(ctx context.Context, db bun.IDB, limit int) (int64, error) {
 	if t.expired.q == "" {
-		return t.exec(ctx, db, t.deleteExprd, t.args(limit)...)
+		return t.exec(ctx, db, t.deleteExpired, t.args(limit)...)
 	}
 	// Another cleaner may read the same ids and delete them first: then
 	// read the next ones.
@@ -519,7 +518,7 @@ func (t *Table[R]) cleanupBatch(ctx context.Context, db bun.IDB, limit int) (int
 		if err != nil || len(ids) == 0 {
 			return 0, err
 		}
-		n, err := t.exec(ctx, db, t.deleteExprd, t.args(t.idList(ids))...)
+		n, err := t.exec(ctx, db, t.deleteExpired, t.args(t.idList(ids))...)
 		if err != nil || n > 0 {
 			return n, err
 		}
