@@ -568,14 +568,16 @@ func TestConformance(t *testing.T) {
 				t.Run(k.name, func(t *testing.T) {
 					for _, b := range behaviours {
 						t.Run(b.name, func(t *testing.T) {
+							// A handle of its own, so that hooks see only
+							// this behaviour. Made before t.Parallel: NewDB
+							// initialises the dialect it shares with db.
+							own := bun.NewDB(db.DB, db.Dialect())
 							t.Parallel() // each behaviour has a table of its own
 							table := testenv.TableName(t, "conf_"+k.name)
 							if err := sqlstore.Migrate(context.Background(), db, table, k.migrations); err != nil {
 								t.Fatal(err)
 							}
 							testenv.DropTables(t, db, table)
-							// A pool of its own, so that hooks see only this behaviour.
-							own := bun.NewDB(db.DB, db.Dialect())
 							b.run(t, &suite{kind: k, db: own, d: dialect, table: table, e: k.open(dialect, table, nil)})
 						})
 					}
