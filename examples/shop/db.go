@@ -73,6 +73,10 @@ func openDB(ctx context.Context, dsn string) (db *bun.DB, dialect, shown string,
 		if sqldb, err = sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?"+sqliteSettings); err != nil {
 			return nil, "", "", fmt.Errorf("open %s: %w", path, err)
 		}
+		// One connection: SQLite has one writer, and Go's pool queues
+		// the others where a canceled context reaches them, whereas
+		// SQLite's busy handler lets them sleep through a stop.
+		sqldb.SetMaxOpenConns(1)
 	default:
 		// Such as PostgreSQL's keyword/value form, "host=db password=...":
 		// not a file name, and not to be printed.

@@ -152,6 +152,12 @@ func (s *shop) placeOrder(ctx context.Context, n int, fail bool) (uuid.UUID, err
 		s.log.printf("shop", "order %2d %s: %s, rolled back with its %d events", n, short(id), err, 1+len(reservations))
 		return id, nil
 	case err != nil:
+		if ctx.Err() != nil {
+			// A transaction whose context ends is rolled back by
+			// database/sql, and its Commit may then report only "already
+			// rolled back": name the reason first.
+			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+		}
 		return id, fmt.Errorf("place order %d: %w", n, err)
 	}
 	s.log.printf("shop", "order %2d %s: %s, OrderPlaced and %d inventory.stock-reserved committed", n, short(id), money(placed.Total), len(reservations))

@@ -81,6 +81,12 @@ func TestSIGTERMStops(t *testing.T) {
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
+		// SIGQUIT makes the Go runtime print every goroutine's stack.
+		_ = cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
 		t.Fatalf("still running 10s after SIGTERM\nstderr:\n%s", stderr.String())
 	}
 	t.Logf("stopped %s after SIGTERM", time.Since(start).Round(time.Millisecond))

@@ -165,3 +165,55 @@ func TestSQLiteBusyTimeout(t *testing.T) {
 		t.Error("a negative SQLiteBusyTimeout was accepted")
 	}
 }
+
+// TestSQLiteCanceledQueryReleasesItsLock cancels transactions while they run
+// UPDATE ... RETURNING and then writes again. modernc.org/sqlite v1.39 left
+// such a query's statement unfinalized, so that its connection, closed by
+// database/sql, lived on and held the write lock: a process stopping on
+// SIGTERM then waited the whole busy timeout on its next write. The pinned
+// driver must not.
+func TestSQLiteCanceledQueryReleasesItsLock(t *testing.T) {
+	for round := range 50 {
+		db, err := Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "cancel.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.SetMaxOpenConns(1)
+		if _, err := db.Exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		writers := make(chan struct{})
+		for range 4 {
+			go func() {
+				defer func() { writers <- struct{}{} }()
+				for ctx.Err() == nil {
+					tx, err := db.BeginTx(ctx, nil)
+					if err != nil {
+						continue
+					}
+					_, _ = tx.ExecContext(ctx, "INSERT INTO t (v) VALUES ('x')")
+					if rows, err := tx.QueryContext(ctx, "UPDATE t SET v = 'y' WHERE id IN (SELECT id FROM t ORDER BY id DESC LIMIT 3) RETURNING id"); err == nil {
+						for rows.Next() {
+						}
+						_ = rows.Close()
+					}
+					_ = tx.Commit()
+				}
+			}()
+		}
+		time.Sleep(time.Duration(round%10) * 3 * time.Millisecond)
+		cancel()
+		for range 4 {
+			<-writers
+		}
+		wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		began := time.Now()
+		_, err = db.ExecContext(wctx, "INSERT INTO t (v) VALUES ('after')")
+		wcancel()
+		if err != nil {
+			t.Fatalf("round %d: write after the cancel: %v (after %s)", round, err, time.Since(began).Round(time.Millisecond))
+		}
+		db.Close()
+	}
+}
