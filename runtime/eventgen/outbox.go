@@ -264,13 +264,12 @@ func encodeHeaders(h map[string]string) (any, error) {
 	}
 	var errs []error
 	for k, v := range h {
-		lk := strings.ToLower(k)
 		if err := wire.CheckName(k); err != nil {
 			errs = append(errs, fmt.Errorf("header name %q %w", k, err))
 			continue
 		}
 		switch {
-		case strings.HasPrefix(lk, "ce_") || strings.HasPrefix(lk, "ce-") || lk == wire.HeaderContentType:
+		case wire.IsAttributeName(k):
 			errs = append(errs, fmt.Errorf("header %q is reserved for the CloudEvents attributes", k))
 		case strings.HasPrefix(k, "_"):
 			errs = append(errs, fmt.Errorf("header %q: keys starting with _ are reserved for brokers", k))

@@ -26,9 +26,10 @@ func WithDeliverAt(t time.Time) PublishOption {
 	return func(c *publishConfig) { c.deliverAt = t; c.delay = 0 }
 }
 
-// WithHeader adds a header to the published message. Keys starting with
-// "ce_" are reserved for the CloudEvents attributes and are rejected by
-// Publish.
+// WithHeader adds a header to the published message. Names that a broker
+// binding uses for the CloudEvents attributes (starting with ce_, ce- or
+// cloudEvents_, in any case, and content-type) are reserved, as are names
+// starting with _ (the brokers'): Publish rejects them.
 func WithHeader(key, value string) PublishOption {
 	return func(c *publishConfig) {
 		if c.headers == nil {

@@ -1,10 +1,11 @@
 // Package wire maps events to Watermill messages and back.
 //
 // Metadata follows CloudEvents 1.0 in binary mode: the payload is the event's
-// JSON and the attributes travel as ce_-prefixed headers, so a consumer in any
-// language can read them. Two extension attributes carry what CloudEvents has
-// no core attribute for: ce_eventversion and ce_partitionkey (the
-// partitioning extension's name for the ordering key).
+// JSON and each attribute is a header, named as the broker's protocol binding
+// says (see Binding), so a consumer in any language can read them. Two
+// extension attributes carry what CloudEvents has no core attribute for:
+// eventversion, and partitionkey (the partitioning extension's name for the
+// ordering key).
 package wire
 
 import (
@@ -150,19 +151,19 @@ func Decode(m *message.Message) (Envelope, error) {
 const MaxHeaderName = 128
 
 // CheckValue reports why v, a value that travels as a header or attribute
-// (a key, a source, a header from WithHeader), could not be carried by
-// every broker unchanged, or nil if it can. Brokers differ: NATS headers end
-// at a line break and lose leading and trailing spaces, and PostgreSQL
-// refuses NUL and invalid UTF-8. Publish checks every value, so that a
-// committed event is always deliverable.
+// (a key, a source, a header from WithHeader), is refused, or nil if every
+// broker carries it unchanged. PostgreSQL refuses NUL and invalid UTF-8 in
+// the outbox; control characters (line breaks among them) are refused
+// because they end a header on some protocols and forge lines in logs and
+// consoles. Spaces, quotes and percent signs are fine: the NATS binding
+// percent-encodes them. Publish checks every value, so that a committed
+// event is always deliverable.
 func CheckValue(v string) error {
 	switch {
 	case len(v) > MaxHeaderValue:
 		return fmt.Errorf("is %d bytes, over the limit of %d", len(v), MaxHeaderValue)
 	case !utf8.ValidString(v):
 		return errors.New("is not valid UTF-8")
-	case strings.TrimSpace(v) != v:
-		return errors.New("starts or ends with white space, which NATS headers do not keep")
 	}
 	for i, r := range v {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029' {

@@ -153,8 +153,8 @@ func FuzzDecode(f *testing.F) {
 
 // FuzzCheckedValuesRoundTrip checks that every value CheckValue and
 // CheckName accept is one that no broker changes: no control characters,
-// valid UTF-8, nothing to trim, and it comes back from Encode and Decode as
-// it went in.
+// valid UTF-8, and it comes back from Encode, each broker binding's header
+// mapping, and Decode as it went in.
 func FuzzCheckedValuesRoundTrip(f *testing.F) {
 	for _, seed := range [][3]string{
 		{"order-1", "x-tenant", "acme"},
@@ -172,23 +172,103 @@ func FuzzCheckedValuesRoundTrip(f *testing.F) {
 			if CheckValue(v) != nil {
 				continue
 			}
-			if !utf8.ValidString(v) || strings.TrimSpace(v) != v || strings.ContainsAny(v, "\r\n\x00\t") || len(v) > MaxHeaderValue {
+			if !utf8.ValidString(v) || strings.ContainsAny(v, "\r\n\x00\t") || len(v) > MaxHeaderValue {
 				t.Fatalf("CheckValue accepted %q", v)
 			}
 		}
 		if CheckName(name) == nil && strings.ContainsAny(name, " :\r\n\x00\t") {
 			t.Fatalf("CheckName accepted %q", name)
 		}
-		if CheckValue(key) != nil || CheckValue(value) != nil || CheckName(name) != nil || strings.HasPrefix(name, "ce_") || strings.HasPrefix(name, "_") || name == HeaderContentType {
+		if CheckValue(key) != nil || CheckValue(value) != nil || CheckName(name) != nil || IsAttributeName(name) || strings.HasPrefix(name, "_") {
 			return
 		}
-		in := Envelope{ID: "id", Name: "E", Version: 1, Source: "s", Key: key, Payload: []byte(`{}`), Headers: map[string]string{name: value}}
-		out, err := Decode(Encode(in))
-		if err != nil {
-			t.Fatalf("Decode(Encode(%+v)): %v", in, err)
-		}
-		if out.Key != key || out.Headers[name] != value {
-			t.Fatalf("round trip changed key %q -> %q or header %q=%q -> %q", key, out.Key, name, value, out.Headers[name])
+		in := Envelope{ID: "id", Name: "E", Version: 1, Source: key, Key: key, Payload: []byte(`{}`), Headers: map[string]string{name: value}}
+		for _, b := range []struct {
+			name string
+			Binding
+		}{{"metadata", Binding{Prefix: attributePrefix}}, {"NATS", NATS}, {"AMQP", AMQP}} {
+			m := Encode(in)
+			onBroker := map[string]string{}
+			for k, v := range m.Metadata {
+				hk, hv := b.Header(k, v)
+				if b.PercentEncode && strings.ContainsFunc(hv, func(r rune) bool { return r <= ' ' || r > '~' }) {
+					t.Fatalf("%s: header value %q is not printable ASCII", b.name, hv)
+				}
+				onBroker[hk] = hv
+			}
+			m.Metadata = message.Metadata{}
+			for hk, hv := range onBroker {
+				k, v := b.Metadata(hk, hv)
+				m.Metadata[k] = v
+			}
+			out, err := Decode(m)
+			if err != nil {
+				t.Fatalf("%s: Decode: %v", b.name, err)
+			}
+			if out.Key != key || out.Source != key || out.Headers[name] != value || len(out.Headers) != 1 {
+				t.Fatalf("%s: round trip changed key %q -> %q, source -> %q, or header %q=%q -> %v", b.name, key, out.Key, out.Source, name, value, out.Headers)
+			}
 		}
 	})
+}
+
+// FuzzPercentEncoding checks the NATS binding's value encoding: the encoded
+// form is printable ASCII without space, double quote or a stray percent,
+// and decodes to the value; decoding never fails or panics on what a
+// foreign producer may send.
+func FuzzPercentEncoding(f *testing.F) {
+	for _, seed := range []string{"", "plain", " lead", "trail ", "50%", "%41", `"quoted"`, "Grüße", "a\nb", "\xff", `"a\"b"`, "%", "%4", "%zz"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		_ = PercentDecode(v) // anything a broker delivers
+		if !utf8.ValidString(v) {
+			return
+		}
+		enc := PercentEncode(v)
+		for i := 0; i < len(enc); i++ {
+			if c := enc[i]; c <= ' ' || c > '~' || c == '"' {
+				t.Fatalf("PercentEncode(%q) = %q holds %q", v, enc, c)
+			}
+		}
+		if got := PercentDecode(enc); got != v {
+			t.Fatalf("PercentDecode(PercentEncode(%q)) = %q", v, got)
+		}
+	})
+}
+
+func TestBindingNames(t *testing.T) {
+	for _, tc := range []struct {
+		b                  Binding
+		header, value      string
+		wantKey, wantValue string
+	}{
+		{NATS, "ce-id", "1", HeaderID, "1"},
+		{NATS, "CE-PartitionKey", "%20k%C3%BC", HeaderKey, " kü"},
+		{NATS, "ce-source", `"a b\"c"`, HeaderSource, `a b"c`},
+		{NATS, "ce_type", "Old", HeaderType, "Old"}, // eventgen before the binding
+		{NATS, "content-type", "application/json", HeaderContentType, "application/json"},
+		{NATS, "x-tenant", "100%", "x-tenant", "100%"}, // not an escape: kept
+		{AMQP, "cloudEvents_id", "1", HeaderID, "1"},
+		{AMQP, "cloudEvents:type", "T", HeaderType, "T"},
+		{AMQP, "ce_time", "t", HeaderTime, "t"},
+		{AMQP, "cloudEvents_partitionkey", "%20", HeaderKey, "%20"}, // AMQP values are not encoded
+		{AMQP, "x-tenant", "a", "x-tenant", "a"},
+	} {
+		k, v := tc.b.Metadata(tc.header, tc.value)
+		if k != tc.wantKey || v != tc.wantValue {
+			t.Errorf("%s Metadata(%q, %q) = %q, %q; want %q, %q", tc.b.Prefix, tc.header, tc.value, k, v, tc.wantKey, tc.wantValue)
+		}
+	}
+	if k, v := NATS.Header(HeaderKey, "a b"); k != "ce-partitionkey" || v != "a%20b" {
+		t.Errorf("NATS.Header = %q, %q", k, v)
+	}
+	if k, v := AMQP.Header(HeaderSpecVersion, "1.0"); k != "cloudEvents_specversion" || v != "1.0" {
+		t.Errorf("AMQP.Header = %q, %q", k, v)
+	}
+	for name, want := range map[string]bool{"ce_x": true, "CE-x": true, "cloudevents_id": true, "Content-Type": true, "cex": false, "x-ce_": false, "traceparent": false} {
+		if IsAttributeName(name) != want {
+			t.Errorf("IsAttributeName(%q) = %v", name, !want)
+		}
+	}
 }

@@ -7,7 +7,11 @@
 // (group names hold no dots, so the name is unambiguous). Every group gets
 // every message; the subscribers of one group (its replicas) share the
 // group's queue, each holding at most one unacked message (prefetch 1).
-// Messages are persistent.
+// Messages are persistent. They follow the AMQP binding of CloudEvents in
+// binary mode, as RabbitMQ maps AMQP 1.0 application properties onto
+// headers: each attribute a cloudEvents_ header, the content type the
+// content-type property, the payload the body. It reads cloudEvents: names
+// too, and the ce_ headers of eventgen before the binding.
 //
 // Publish waits for the broker's publisher confirm of each message, so a
 // nil error means RabbitMQ has taken responsibility for it. A message
@@ -164,6 +168,7 @@ func clientConfig(ctx context.Context) *amqp091.Config {
 func (b *Broker) config(group string) wamqp.Config {
 	cfg := wamqp.NewDurablePubSubConfig(b.uri, func(topic string) string { return QueueName(topic, group) })
 	cfg.Consume.NoRequeueOnNack = false
+	cfg.Marshaler = marshaler{}
 	return cfg
 }
 

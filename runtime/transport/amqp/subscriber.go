@@ -163,18 +163,9 @@ func (s *subscriber) consumeOn(ctx context.Context, closing <-chan struct{}, con
 // the reader says. It returns nil without settling d when the
 // subscription stops first: closing the channel requeues it.
 func (s *subscriber) deliver(ctx context.Context, closing <-chan struct{}, d amqp091.Delivery, out chan<- *message.Message) error {
-	msg, err := s.cfg.Marshaler.Unmarshal(d)
-	if err != nil {
-		// Not from eventgen, or damaged: hand it on without its UUID,
-		// for the reader to record as it records undecodable messages,
-		// rather than requeue it for ever or drop it.
-		msg = message.NewMessage("", d.Body)
-		for k, v := range d.Headers {
-			if s, ok := v.(string); ok {
-				msg.Metadata.Set(k, s)
-			}
-		}
-	}
+	// Whatever it holds, the message is handed on, for the reader to
+	// record if it cannot use it, rather than requeued for ever or dropped.
+	msg, _ := marshaler{}.Unmarshal(d)
 	if d.Redelivered {
 		msg.Metadata.Set(wamqp.MetadataRedeliveredKey, "true")
 	}

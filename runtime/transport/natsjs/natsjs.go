@@ -1,7 +1,11 @@
 // Package natsjs is the NATS JetStream transport, on nats.go's jetstream
-// API with watermill-nats's message format (the Watermill UUID and metadata
-// travel as NATS headers, the payload as the body), so it interoperates with
-// watermill-nats publishers and subscribers.
+// API. Messages follow the NATS binding of CloudEvents in binary mode: the
+// payload is the body, each attribute a ce- header with a percent-encoded
+// value, the content type a content-type header; other metadata, encoded
+// alike, and the Watermill UUID travel as headers of their own names, as
+// watermill-nats sends them. So the CloudEvents SDKs read what it publishes,
+// and it reads what they publish, as well as the ce_ headers of eventgen
+// before the binding.
 //
 // URLs: nats://user:password@host:4222 (tls:// for TLS; several servers may
 // be given comma-separated, as nats.go accepts). The server must run with
@@ -45,6 +49,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eventgen/eventgen/runtime/internal/wire"
 	"github.com/eventgen/eventgen/runtime/transport/internal/support"
 )
 
@@ -252,20 +257,43 @@ func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
 
 func (p *publisher) Close() error { return nil }
 
-var marshaler wmnats.NATSMarshaler
-
-// marshal encodes m as watermill-nats does, refusing metadata that NATS
-// headers cannot carry instead of corrupting the protocol.
+// marshal encodes m for the NATS binding of CloudEvents: each attribute a
+// ce- header with a percent-encoded value, the content type a content-type
+// header, and other metadata under its own name, percent-encoded too. The
+// Watermill UUID travels as watermill-nats sends it. Metadata that no NATS
+// header can name is refused instead of corrupting the protocol.
 func marshal(topic string, m *message.Message) (*nats.Msg, error) {
+	h := make(nats.Header, len(m.Metadata)+1)
+	h.Set(wmnats.WatermillUUIDHdr, m.UUID)
 	for k, v := range m.Metadata {
 		if k == "" || strings.ContainsAny(k, ": \t\r\n") {
 			return nil, fmt.Errorf("message %s: metadata key %q cannot be a NATS header name", m.UUID, k)
 		}
-		if strings.ContainsAny(v, "\r\n") {
-			return nil, fmt.Errorf("message %s: metadata %q: a NATS header value cannot hold a line break", m.UUID, k)
-		}
+		h.Set(wire.NATS.Header(k, v))
 	}
-	return marshaler.Marshal(topic, m)
+	return &nats.Msg{Subject: topic, Header: h, Data: m.Payload}, nil
+}
+
+// unmarshal reads a message that marshal, watermill-nats, an earlier
+// eventgen (ce_ headers, not encoded) or any producer of the NATS binding
+// wrote. A header with several values is an error: it cannot be metadata.
+func unmarshal(jm jetstream.Msg) (*message.Message, error) {
+	h := jm.Headers()
+	md := make(message.Metadata, len(h))
+	for k, vs := range h {
+		switch k {
+		case wmnats.WatermillUUIDHdr, nats.MsgIdHdr, nats.ExpectedLastMsgIdHdr, nats.ExpectedStreamHdr, nats.ExpectedLastSubjSeqHdr, nats.ExpectedLastSeqHdr:
+			continue
+		}
+		if len(vs) != 1 {
+			return nil, fmt.Errorf("header %q has %d values", k, len(vs))
+		}
+		mk, mv := wire.NATS.Metadata(k, vs[0])
+		md[mk] = mv
+	}
+	m := message.NewMessage(h.Get(wmnats.WatermillUUIDHdr), jm.Data())
+	m.Metadata = md
+	return m, nil
 }
 
 type subscriber struct {
@@ -451,10 +479,10 @@ func (s *subscriber) stalled(ctx context.Context, cons jetstream.Consumer) bool 
 
 // handle delivers one message and waits for its ack or nack.
 func (s *subscriber) handle(ctx context.Context, jm jetstream.Msg, out chan<- *message.Message, stop <-chan struct{}) {
-	m, err := marshaler.Unmarshal(&nats.Msg{Subject: jm.Subject(), Header: jm.Headers(), Data: jm.Data()})
+	m, err := unmarshal(jm)
 	if err != nil {
-		// Not in watermill-nats format (a header with several values):
-		// redelivering cannot help, so terminate it and say so.
+		// A header with several values: redelivering cannot help, so
+		// terminate it and say so.
 		s.b.log.Error("natsjs: cannot decode message; terminated", "subject", jm.Subject(), "error", err)
 		if err := jm.Term(); err != nil {
 			s.b.log.Error("natsjs: terminate message", "error", err)
