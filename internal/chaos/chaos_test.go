@@ -258,7 +258,7 @@ func (e *env) finish(t *testing.T, sz sizes, kinds ...string) chaos.Report {
 }
 
 func producerArgs(events int, rate float64) []string {
-	return []string{"-events", fmt.Sprint(events), "-rate", fmt.Sprint(rate), "-workers", "8", "-rollback-every", "3", "-flaky-every", "10"}
+	return []string{"-events", fmt.Sprint(events), "-rate", fmt.Sprint(rate), "-workers", "8", "-rollback-every", "3", "-flaky-every", "10", "-hostile-every", "7"}
 }
 
 // killLoop produces events while the process running role (relay,

@@ -114,7 +114,23 @@ const (
 	KindUndecodable = "undecodable" // its payload does not decode
 	KindRejected    = "rejected"    // published with HeaderReject
 	KindFlaky       = "flaky"       // its handler fails on the first attempt, so it is run by the retrier
+	KindHostile     = "hostile"     // its key and a header hold what brokers mangle unless encoded; see HostileValue
 )
+
+// HostileHeader is the header that a hostile order carries HostileValue in.
+const HostileHeader = "x-chaos"
+
+// HostileValue is the key and the HostileHeader of the hostile order id:
+// spaces at both ends, a double quote, percent signs (one before hex digits)
+// and text outside ASCII, which every broker must deliver unchanged. Its
+// handler fails, so that the order is counted lost, unless they arrive so.
+func HostileValue(id string) string { return " " + id + ` "50%" %41 Grüße 東京 🚀 ` }
+
+// hostileOrder is an OrderPlaced keyed by HostileValue.
+type hostileOrder struct{ shopevents.OrderPlaced }
+
+// Key implements eventgen.Event.
+func (h hostileOrder) Key() string { return HostileValue(h.OrderID.String()) }
 
 // Order returns a valid OrderPlaced with a new id; a poison order carries
 // the note "poison".
@@ -135,8 +151,8 @@ func Order(kind string) shopevents.OrderPlaced {
 	case KindPoison:
 		note := KindPoison
 		e.Note = &note
-	case KindFlaky:
-		e.Labels[KindFlaky] = "1"
+	case KindFlaky, KindHostile:
+		e.Labels[kind] = "1"
 	}
 	return e
 }
@@ -189,11 +205,17 @@ func WriteEvent(ctx context.Context, tx bun.Tx, ob *eventgen.Outbox, t Tables, k
 		id  string
 		pub func() error
 	)
-	if kind == KindUndecodable {
+	switch kind {
+	case KindUndecodable:
 		u := Undecodable{ID: uuid.New()}
 		id = u.ID.String()
 		pub = func() error { return ob.Publish(ctx, tx, shopevents.Source, []eventgen.Event{u}, opts...) }
-	} else {
+	case KindHostile:
+		e := hostileOrder{Order(kind)}
+		id = e.OrderID.String()
+		opts = append(opts, eventgen.WithHeader(HostileHeader, HostileValue(id)))
+		pub = func() error { return ob.Publish(ctx, tx, shopevents.Source, []eventgen.Event{e}, opts...) }
+	default:
 		e := Order(kind)
 		id = e.OrderID.String()
 		pub = func() error { return shopevents.NewPublisher(ob).PublishOrderPlaced(ctx, tx, e, opts...) }
@@ -214,6 +236,7 @@ type ProducerOptions struct {
 	RollbackEvery int     // every n-th transaction rolls back after the publish; 0 never
 	Rate          float64 // transactions per second in all; 0 unlimited
 	FlakyEvery    int     // every n-th transaction writes a flaky event; 0 never
+	HostileEvery  int     // every n-th transaction (of those not flaky) writes a hostile event; 0 never
 }
 
 // ProducerStats counts what a producer did.
@@ -251,8 +274,11 @@ func RunProducer(ctx context.Context, db *bun.DB, ob *eventgen.Outbox, t Tables,
 			for n := range jobs {
 				rollback := opts.RollbackEvery > 0 && n%opts.RollbackEvery == opts.RollbackEvery-1
 				kind := KindGood
-				if opts.FlakyEvery > 0 && n%opts.FlakyEvery == 0 {
+				switch {
+				case opts.FlakyEvery > 0 && n%opts.FlakyEvery == 0:
 					kind = KindFlaky
+				case opts.HostileEvery > 0 && n%opts.HostileEvery == 1%opts.HostileEvery:
+					kind = KindHostile
 				}
 				start := time.Now()
 				_, err := PublishOne(ctx, db, ob, t, kind, rollback)
@@ -363,6 +389,9 @@ func NewConsumer(db *bun.DB, sub *Subscriber, t Tables, opts eventgen.ConsumerOp
 		}
 		if midHandler != nil {
 			midHandler(m.ID)
+		}
+		if want := HostileValue(id); e.Labels[KindHostile] != "" && (m.Key != want || m.Headers[HostileHeader] != want) {
+			return fmt.Errorf("chaos: hostile order %s arrived with key %q and header %q", id, m.Key, m.Headers[HostileHeader])
 		}
 		if e.Labels[KindFlaky] != "" && m.Attempt == 1 {
 			return ErrFlaky

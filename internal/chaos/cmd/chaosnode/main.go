@@ -61,6 +61,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		rollback   = fs.Int("rollback-every", 3, "producer: every n-th transaction rolls back after its publish (0: never)")
 		rate       = fs.Float64("rate", 0, "producer: transactions per second (0: unlimited)")
 		flaky      = fs.Int("flaky-every", 0, "producer: every n-th transaction writes an event whose first handler run fails (0: never)")
+		hostile    = fs.Int("hostile-every", 0, "producer: every n-th transaction writes an event with a hostile key and header (0: never)")
 		lease      = fs.Duration("lease", 0, "relay LeaseDuration (0: the harness's short lease)")
 		progress   = fs.String("progress", "", "file that receives the relays' and consumers' progress log")
 		maxRun     = fs.Duration("max-runtime", 5*time.Minute, "exit after this long whatever happens")
@@ -104,7 +105,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 1
 		}
 		st, err := chaos.RunProducer(ctx, db, ob, tables, chaos.ProducerOptions{
-			Events: *events, Workers: *workers, RollbackEvery: *rollback, Rate: *rate, FlakyEvery: *flaky,
+			Events: *events, Workers: *workers, RollbackEvery: *rollback, Rate: *rate, FlakyEvery: *flaky, HostileEvery: *hostile,
 		})
 		_ = json.NewEncoder(stdout).Encode(st)
 		if err != nil {
