@@ -358,7 +358,7 @@ func (c *Consumer) release(n int) {
 
 // deliver handles one delivered message and acknowledges it or not.
 func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Message) {
-	env, err := wire.Decode(msg)
+	env, err := wire.Decode(msg, c.opts.MaxMessageBytes)
 	row, headers, reason := storable(env, topic, msg, c.opts.MaxMessageBytes)
 	if err != nil {
 		reason = strings.TrimSuffix(err.Error()+"; "+reason, "; ")
@@ -543,7 +543,7 @@ func storable(env wire.Envelope, topic string, msg *message.Message, maxPayload 
 		Topic:     topic,
 		Key:       env.Key,
 		Source:    env.Source,
-		Payload:   msg.Payload,
+		Payload:   env.Payload, // the event's data, also in structured mode
 	}
 	if !env.Time.IsZero() {
 		row.EventTime = env.Time.UnixMicro()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"reflect"
 	"slices"
@@ -775,7 +776,7 @@ func TestConsumerTakesOverCrashedReplicaRows(t *testing.T) {
 		ctx := context.Background()
 		for _, id := range []string{"leased", "pending"} {
 			msg := eventMessage(t, orderPlaced{OrderID: id}, id, nil)
-			env, err := wire.Decode(msg)
+			env, err := wire.Decode(msg, math.MaxInt)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -903,6 +904,35 @@ func TestConsumerRunsHandlersOnlyForTheirTopic(t *testing.T) {
 		}
 		if rows, distinct := h.effectCounts("billing"); rows != 1 || distinct != 1 {
 			t.Errorf("effects: %d rows, %d distinct; want 1", rows, distinct)
+		}
+	})
+}
+
+// TestConsumerHandlesStructuredMode sends an event as a CloudEvents
+// producer in structured mode does: the attributes and the data in one JSON
+// body. The handler runs once with the event's data and attributes.
+func TestConsumerHandlesStructuredMode(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, h *harness) {
+		got := make(chan Metadata, 2)
+		c, tr := h.orders("billing", fastOptions(), func(ctx context.Context, e orderPlaced, m Metadata) error {
+			if e.OrderID != "7" || e.Status != "paid" {
+				return fmt.Errorf("decoded %+v", e)
+			}
+			got <- m
+			return h.effect(ctx, m.Group, m.ID)
+		})
+		h.run(c)
+		m := message.NewMessage("", []byte(`{"specversion":"1.0","id":"s-1","type":"OrderPlaced","source":"/elsewhere",
+			"partitionkey":"order-7","datacontenttype":"application/json","data":{"order_id":"7","status":"paid"}}`))
+		m.Metadata.Set("content-type", "application/cloudevents+json")
+		h.publish(topicOrders, m)
+		tr.waitOutcome(t, "s-1", tables.StatusSucceeded)
+		md := <-got
+		if md.ID != "s-1" || md.Key != "order-7" || md.Source != "/elsewhere" || md.Version != 1 {
+			t.Errorf("Metadata = %+v", md)
+		}
+		if rows, _ := h.effectCounts("billing"); rows != 1 {
+			t.Errorf("effects: %d rows, want 1", rows)
 		}
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -334,7 +335,7 @@ func TestOutboxCommitPublishesRollbackDoesNot(t *testing.T) {
 				t.Error("the rolled-back event was published")
 			}
 			m := got.message(1)
-			env, err := wire.Decode(m)
+			env, err := wire.Decode(m, math.MaxInt)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -372,7 +373,7 @@ func TestOutboxPublishWritesOneStatement(t *testing.T) {
 			if len(ids) != 10 {
 				t.Errorf("%d distinct message ids for 10 events", len(ids))
 			}
-			env, err := wire.Decode(got.message(7))
+			env, err := wire.Decode(got.message(7), math.MaxInt)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -509,7 +510,7 @@ func TestOutboxPublishIsPrepared(t *testing.T) {
 			run(t, ob)
 			got.waitDistinct(next)
 			for _, n := range []int{0, 2, next - 2, next - 1} {
-				env, err := wire.Decode(got.message(n))
+				env, err := wire.Decode(got.message(n), math.MaxInt)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -78,20 +78,30 @@ func Encode(e Envelope) *message.Message {
 // message is never retried: it can only fail again.
 var ErrMalformed = errors.New("malformed message")
 
-// Decode reads the envelope of a received message. The id falls back to the
-// Watermill UUID when ce_id is absent; a missing or invalid ce_type, a bad
-// ce_eventversion or ce_time, or an oversized header is an error wrapping
-// ErrMalformed. Decode never fails on unknown headers: they are kept in Headers.
-func Decode(m *message.Message) (Envelope, error) {
+// Decode reads the envelope of a received message in binary mode, or in
+// structured mode (content type application/cloudevents+json, as some
+// CloudEvents producers send) if its payload is at most maxPayload bytes.
+// The id falls back to the Watermill UUID when ce_id is absent; a missing or
+// invalid ce_type, a bad ce_eventversion or ce_time, or an oversized header
+// is an error wrapping ErrMalformed. Decode never fails on unknown headers:
+// they are kept in Headers.
+func Decode(m *message.Message, maxPayload int) (Envelope, error) {
+	md := m.Metadata
 	e := Envelope{Payload: m.Payload}
 	var errs []error
-	keys := make([]string, 0, len(m.Metadata))
-	for k := range m.Metadata {
+	if isStructured(md) {
+		var err error
+		if md, e.Payload, err = structured(md, m.Payload, maxPayload); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	keys := make([]string, 0, len(md))
+	for k := range md {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys) // errors in a stable order
 	for _, k := range keys {
-		v := m.Metadata[k]
+		v := md[k]
 		if len(v) > MaxHeaderValue {
 			errs = append(errs, fmt.Errorf("header %q is %d bytes, over the limit of %d", k, len(v), MaxHeaderValue))
 			continue

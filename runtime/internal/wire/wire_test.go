@@ -2,6 +2,8 @@ package wire
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +36,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 			t.Errorf("header %s = %q, want %q", k, got, v)
 		}
 	}
-	got, err := Decode(m)
+	got, err := Decode(m, math.MaxInt)
 	if err != nil {
 		t.Fatalf("Decode: %v", err)
 	}
@@ -63,7 +65,7 @@ func TestDecodeDefaults(t *testing.T) {
 	m := message.NewMessage("uuid-1", []byte(`{}`))
 	m.Metadata.Set(HeaderType, "A")
 	m.Metadata.Set("_watermill_internal", "x")
-	e, err := Decode(m)
+	e, err := Decode(m, math.MaxInt)
 	if err != nil {
 		t.Fatalf("Decode: %v", err)
 	}
@@ -100,7 +102,7 @@ func TestDecodeMalformed(t *testing.T) {
 			for k, v := range tt.headers {
 				m.Metadata.Set(k, v)
 			}
-			_, err := Decode(m)
+			_, err := Decode(m, math.MaxInt)
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("Decode error = %v, want ErrMalformed", err)
 			}
@@ -131,7 +133,7 @@ func FuzzDecode(f *testing.F) {
 				m.Metadata.Set(k, v)
 			}
 		}
-		e, err := Decode(m)
+		e, err := Decode(m, math.MaxInt)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("Decode error %v is not ErrMalformed", err)
@@ -141,7 +143,7 @@ func FuzzDecode(f *testing.F) {
 		if e.Name == "" || e.ID == "" || e.Version < 1 {
 			t.Fatalf("Decode accepted an envelope without name, id or version: %+v", e)
 		}
-		again, err := Decode(Encode(e))
+		again, err := Decode(Encode(e), math.MaxInt)
 		if err != nil {
 			t.Fatalf("Decode(Encode(%+v)): %v", e, err)
 		}
@@ -201,7 +203,7 @@ func FuzzCheckedValuesRoundTrip(f *testing.F) {
 				k, v := b.Metadata(hk, hv)
 				m.Metadata[k] = v
 			}
-			out, err := Decode(m)
+			out, err := Decode(m, math.MaxInt)
 			if err != nil {
 				t.Fatalf("%s: Decode: %v", b.name, err)
 			}
@@ -271,4 +273,98 @@ func TestBindingNames(t *testing.T) {
 			t.Errorf("IsAttributeName(%q) = %v", name, !want)
 		}
 	}
+}
+
+func TestDecodeStructuredMode(t *testing.T) {
+	structuredMsg := func(body string, md ...string) *message.Message {
+		m := message.NewMessage("", []byte(body))
+		m.Metadata.Set(HeaderContentType, "application/cloudevents+json; charset=utf-8")
+		for i := 0; i+1 < len(md); i += 2 {
+			m.Metadata.Set(md[i], md[i+1])
+		}
+		return m
+	}
+	t.Run("JSON data", func(t *testing.T) {
+		m := structuredMsg(`{"specversion":"1.0","id":"e-1","type":"OrderPlaced","source":"/billing","time":"2026-12-03T10:00:00Z",
+			"datacontenttype":"application/json","partitionkey":"order-7","eventversion":2,"traceparent":"00-abc-def-01","data":{"order_id":"7"}}`, "x-tenant", "acme")
+		e, err := Decode(m, math.MaxInt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := Envelope{ID: "e-1", Name: "OrderPlaced", Version: 2, Source: "/billing", Key: "order-7",
+			Time: time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC), Payload: []byte(`{"order_id":"7"}`),
+			Headers: map[string]string{"x-tenant": "acme", "ce_traceparent": "00-abc-def-01"}}
+		if e.ID != want.ID || e.Name != want.Name || e.Version != want.Version || e.Source != want.Source || e.Key != want.Key ||
+			!e.Time.Equal(want.Time) || string(e.Payload) != string(want.Payload) || fmt.Sprint(e.Headers) != fmt.Sprint(want.Headers) {
+			t.Errorf("Decode = %+v\nwant     %+v", e, want)
+		}
+	})
+	t.Run("base64 data", func(t *testing.T) {
+		e, err := Decode(structuredMsg(`{"specversion":"1.0","id":"e-2","type":"T","source":"s","data_base64":"eyJhIjoxfQ=="}`), math.MaxInt)
+		if err != nil || string(e.Payload) != `{"a":1}` || e.Version != 1 {
+			t.Errorf("Decode = %+v, %v", e, err)
+		}
+	})
+	t.Run("text data", func(t *testing.T) {
+		e, err := Decode(structuredMsg(`{"specversion":"1.0","id":"e-3","type":"T","source":"s","datacontenttype":"text/plain","data":"hi"}`), math.MaxInt)
+		if err != nil || string(e.Payload) != "hi" {
+			t.Errorf("Decode = %+v, %v", e, err)
+		}
+	})
+	t.Run("binary mode wins", func(t *testing.T) {
+		// A binary-mode message whose data is itself a structured event
+		// keeps its own attributes and payload.
+		body := `{"specversion":"1.0","id":"inner","type":"Inner","source":"s"}`
+		e, err := Decode(structuredMsg(body, HeaderType, "Outer", HeaderID, "outer"), math.MaxInt)
+		if err != nil || e.Name != "Outer" || e.ID != "outer" || string(e.Payload) != body {
+			t.Errorf("Decode = %+v, %v", e, err)
+		}
+	})
+	for _, tc := range []struct{ name, body, want string }{
+		{"not an object", `[1]`, "not a JSON object"},
+		{"no type", `{"specversion":"1.0","id":"x","source":"s"}`, "ce_type is missing"},
+		{"bad base64", `{"id":"x","type":"T","data_base64":"%%"}`, "data_base64"},
+		{"object attribute", `{"id":"x","type":"T","color":{"r":1}}`, `attribute "color"`},
+		{"bad time", `{"id":"x","type":"T","time":"noon"}`, "not an RFC 3339 time"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode(structuredMsg(tc.body), math.MaxInt)
+			if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Decode error = %v, want ErrMalformed mentioning %q", err, tc.want)
+			}
+		})
+	}
+	t.Run("over the limit", func(t *testing.T) {
+		body := `{"id":"x","type":"T","data":"` + strings.Repeat("a", 100) + `"}`
+		e, err := Decode(structuredMsg(body), 50)
+		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "over the limit of 50; not parsed") || string(e.Payload) != body {
+			t.Errorf("Decode = %+v, %v", e, err)
+		}
+	})
+}
+
+// FuzzDecodeStructured feeds arbitrary bodies to Decode as structured-mode
+// messages: it must never panic and must classify every failure as
+// ErrMalformed.
+func FuzzDecodeStructured(f *testing.F) {
+	for _, seed := range []string{
+		`{"specversion":"1.0","id":"1","type":"T","source":"s","data":{"a":1}}`,
+		`{"id":"1","type":"T","data_base64":"AA=="}`,
+		`{"id":1,"type":true,"eventversion":"x","time":null}`,
+		`{"data":"x","datacontenttype":"text/plain","partitionkey":" k "}`,
+		`null`, `[]`, `{`, `{"datacontenttype":5}`,
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		m := message.NewMessage("", []byte(body))
+		m.Metadata.Set(HeaderContentType, StructuredContentType)
+		e, err := Decode(m, 1<<20)
+		if err != nil && !errors.Is(err, ErrMalformed) {
+			t.Fatalf("Decode error %v is not ErrMalformed", err)
+		}
+		if err == nil && (e.Name == "" || e.ID == "" || e.Version < 1) {
+			t.Fatalf("Decode accepted %q as %+v", body, e)
+		}
+	})
 }
