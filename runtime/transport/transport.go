@@ -26,8 +26,9 @@
 //
 // A group exists from its first Subscribe, or from SubscribeInitialize. On
 // mem and AMQP a group gets only what is published after that; NATS, Redis
-// and SQL keep topics' history, and a new group reads all of it. So create
-// each group, with SubscribeInitialize or Subscribe, before publishing to it.
+// and SQL keep topics' history, and a new group reads all of it (on NATS
+// and Redis, all that Options.Retention kept). So create each group, with
+// SubscribeInitialize or Subscribe, before publishing to it.
 // Subscriber returns a [Subscriber], which has SubscribeInitialize in its
 // method set, so no type assertion is needed:
 //
@@ -40,6 +41,25 @@
 //
 // The subpackages document each broker's topology, publish confirmation
 // and redelivery.
+//
+// Options.Retention bounds what the brokers that keep history store of
+// each topic, whether or not every group has read it:
+//
+//	                  MaxAge (default 7 days)   MaxBytes   MaxMessages
+//	NATS JetStream    stream MaxAge             MaxBytes   MaxMsgs
+//	Redis Streams     XADD MINID ~              (none)     MAXLEN ~
+//	RabbitMQ, mem     (none: a group's queue holds only what it has not consumed)
+//	SQL               (none: watermill-sql never deletes; see below)
+//
+// A group that is down for longer than MaxAge, or falls further behind
+// than the other limits, loses the messages past them. The 7-day default
+// lets a group be down for a day, or a long weekend, and lose nothing,
+// while a broker's storage stays bounded by a week of traffic. Set
+// MaxAge to Unlimited to keep everything (Open then logs a warning,
+// unless a size limit is set). The SQL transport's tables grow for good:
+// watermill-sql has no retention for topics with consumer groups (its
+// delete-on-ack queue schema has one consumer per table), so delete old
+// rows of watermill_<topic> yourself, by created_at.
 //
 // Topic names are 1 to 200 characters from A-Z a-z 0-9 _ - and dots between
 // parts (shop.orders); group names 1 to 64 characters from A-Z a-z 0-9 _ -.
@@ -77,7 +97,18 @@ type Options struct {
 	// database (sqlbroker.DefaultMaxConns, 16, when 0; negative is an
 	// error). Other brokers ignore it.
 	SQLMaxConns int
+	// Retention bounds what NATS JetStream and Redis Streams keep of each
+	// topic (see the package documentation): messages for 7 days when
+	// zero. A negative value other than Unlimited, or a MaxAge under a
+	// second, is an error from Open. Other brokers ignore it.
+	Retention Retention
 }
+
+// Retention holds the limits of Options.Retention.
+type Retention = support.Retention
+
+// Unlimited, in a field of Retention, lifts that limit.
+const Unlimited = support.Unlimited
 
 // Transport is an open connection to a broker. Its methods are safe for
 // concurrent use.
@@ -124,9 +155,9 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Transport, error) 
 	case "amqp", "amqps":
 		b, err = amqp.Open(ctx, rawURL, amqp.Options{Logger: opts.Logger})
 	case "nats", "tls":
-		b, err = natsjs.Open(ctx, rawURL, natsjs.Options{Logger: opts.Logger})
+		b, err = natsjs.Open(ctx, rawURL, natsjs.Options{Logger: opts.Logger, Retention: opts.Retention})
 	case "redis", "rediss":
-		b, err = redisstream.Open(ctx, rawURL, redisstream.Options{Logger: opts.Logger})
+		b, err = redisstream.Open(ctx, rawURL, redisstream.Options{Logger: opts.Logger, Retention: opts.Retention})
 	case "postgres", "postgresql", "mysql":
 		b, err = sqlbroker.Open(ctx, rawURL, sqlbroker.Options{Logger: opts.Logger, MaxConns: opts.SQLMaxConns})
 	default:

@@ -15,11 +15,28 @@
 // token separators, which is fine), stored in a stream of its own named
 // after the topic with dots replaced by underscores (stream names cannot
 // hold dots; two topics that map to one stream name are reported, not
-// mixed). Streams keep messages by the default limits (forever, on file),
-// so a group created later still reads the whole history. A consumer group
-// is a durable pull consumer named after the group on the topic's stream;
-// the subscribers of one group (its replicas) pull from it and share its
-// messages.
+// mixed). A consumer group is a durable pull consumer named after the group
+// on the topic's stream; the subscribers of one group (its replicas) pull
+// from it and share its messages.
+//
+// Retention: streams are on file, with the limits of Options.Retention as
+// the stream's MaxAge, MaxBytes and MaxMsgs: by default messages are kept
+// for 7 days (DefaultMaxAge), with no limit by count or size, so a group
+// created later reads the history of the last 7 days. A stream at a limit
+// drops its oldest messages (DiscardOld), whether or not every group has
+// read them: a group that falls that far behind finds them gone and goes
+// on from the oldest message left. With no limit at all (MaxAge Unlimited
+// and no other limit) Open logs a warning.
+//
+// The Broker applies its limits when it first uses a topic, creating the
+// stream or, if the stream was created by eventgen (its description is
+// "eventgen topic <topic>") with other limits, updating it to them
+// (UpdateStream, logged as a warning, since it may delete messages at
+// once). So a changed Retention, and the default of a newer version, take
+// effect on the streams that exist; give every service that uses a topic
+// the same Retention, or each one's first use resets the limits. A stream
+// that was created otherwise (by an operator, with limits of its own) is
+// left as it is, and a warning names the limits that differ.
 //
 // Publish waits for JetStream's PubAck of each message, so a nil error means
 // the stream stored it. The Watermill UUID is sent as Nats-Msg-Id, so a
@@ -80,16 +97,33 @@ const (
 // pull requests were lost; the subscription then pulls anew.
 var errStalled = errors.New("no message pulled for a while, although the server holds some: pulling anew")
 
+// Retention bounds what the streams keep. Of its limits, JetStream honours
+// all three.
+type Retention = support.Retention
+
+// Unlimited, in a field of Retention, lifts that limit.
+const Unlimited = support.Unlimited
+
+// DefaultMaxAge is how long streams keep messages when Retention.MaxAge
+// is 0.
+const DefaultMaxAge = support.DefaultMaxAge
+
 // Options configure a Broker. The zero value is ready to use.
 type Options struct {
 	// Logger receives the client's logs; nil discards them.
 	Logger *slog.Logger
+	// Retention holds the limits of the streams the Broker creates or
+	// updates (see the package documentation); the zero value keeps
+	// messages for DefaultMaxAge. A negative value other than Unlimited,
+	// or a MaxAge under a second, is an error from Open.
+	Retention Retention
 }
 
 // Broker is a connection to a NATS server with JetStream.
 type Broker struct {
 	ep      *support.Endpoint
 	log     *slog.Logger
+	limits  support.Limits
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	pub     *support.Publisher
@@ -100,8 +134,12 @@ type Broker struct {
 }
 
 // Open connects to the server at rawURL and checks that JetStream is
-// enabled.
+// enabled. It logs a warning if opts.Retention sets no limit at all.
 func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
+	limits, err := opts.Retention.Check(pkg)
+	if err != nil {
+		return nil, err
+	}
 	ep, err := support.Parse(pkg, rawURL)
 	if err != nil {
 		return nil, err
@@ -110,7 +148,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
 		return nil, fmt.Errorf("natsjs: URL scheme %q is not nats or tls", s)
 	}
 	log := ep.Logger(opts.Logger)
-	b := &Broker{ep: ep, log: log, streams: make(map[string]jetstream.Stream)}
+	b := &Broker{ep: ep, log: log, limits: limits, streams: make(map[string]jetstream.Stream)}
 	natsOpts := []nats.Option{
 		nats.Name("eventgen"),
 		nats.MaxReconnects(-1),
@@ -140,13 +178,16 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
 		return nil, ep.Errorf("natsjs: JetStream on %s (is nats-server running with -js?): %w", ep.Redacted, err)
 	}
 	b.pub = support.NewPublisher(&b.closers, ep, pkg, &publisher{b: b}, nil)
+	limits.WarnUnbounded(log, pkg, "NATS JetStream", true)
 	return b, nil
 }
 
 // StreamName is the JetStream stream that holds topic.
 func StreamName(topic string) string { return strings.ReplaceAll(topic, ".", "_") }
 
-// stream returns topic's stream, creating it on first use.
+// stream returns topic's stream, creating it on first use with the
+// Broker's limits, or updating to them a stream of eventgen's that has
+// others.
 func (b *Broker) stream(ctx context.Context, topic string) (jetstream.Stream, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -156,13 +197,16 @@ func (b *Broker) stream(ctx context.Context, topic string) (jetstream.Stream, er
 	name := StreamName(topic)
 	s, err := b.js.Stream(ctx, name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s, err = b.js.CreateStream(ctx, jetstream.StreamConfig{
+		cfg := jetstream.StreamConfig{
 			Name:        name,
-			Description: "eventgen topic " + topic,
+			Description: description(topic),
 			Subjects:    []string{topic},
 			Storage:     jetstream.FileStorage,
 			Retention:   jetstream.LimitsPolicy,
-		})
+			Discard:     jetstream.DiscardOld,
+		}
+		b.setLimits(&cfg)
+		s, err = b.js.CreateStream(ctx, cfg)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // created meanwhile elsewhere
 			s, err = b.js.Stream(ctx, name)
 		}
@@ -173,7 +217,56 @@ func (b *Broker) stream(ctx context.Context, topic string) (jetstream.Stream, er
 	if subj := s.CachedInfo().Config.Subjects; !slices.Contains(subj, topic) {
 		return nil, fmt.Errorf("stream %s holds subjects %v, not topic %s (topics that differ only in . and _ cannot share a broker)", name, subj, topic)
 	}
+	if s, err = b.retain(ctx, topic, s); err != nil {
+		return nil, err
+	}
 	b.streams[topic] = s
+	return s, nil
+}
+
+// description is the description of the stream that eventgen creates for
+// topic, by which it recognises the streams whose limits it manages.
+func description(topic string) string { return "eventgen topic " + topic }
+
+// setLimits sets cfg's limits to the Broker's, in JetStream's terms (no
+// age limit is 0, no count or size limit -1), and shortens the duplicate
+// window to MaxAge if it is longer, as JetStream requires.
+func (b *Broker) setLimits(cfg *jetstream.StreamConfig) {
+	cfg.MaxAge = b.limits.MaxAge
+	cfg.MaxBytes, cfg.MaxMsgs = -1, -1
+	if b.limits.MaxBytes > 0 {
+		cfg.MaxBytes = b.limits.MaxBytes
+	}
+	if b.limits.MaxMessages > 0 {
+		cfg.MaxMsgs = b.limits.MaxMessages
+	}
+	if cfg.MaxAge > 0 && cfg.Duplicates > cfg.MaxAge {
+		cfg.Duplicates = cfg.MaxAge
+	}
+}
+
+// retain brings the limits of s, topic's stream, to the Broker's: a
+// stream that eventgen created is updated, and one created otherwise is
+// left as it is, with a warning.
+func (b *Broker) retain(ctx context.Context, topic string, s jetstream.Stream) (jetstream.Stream, error) {
+	have := s.CachedInfo().Config
+	want := have
+	b.setLimits(&want)
+	if have.MaxAge == want.MaxAge && have.MaxBytes == want.MaxBytes && have.MaxMsgs == want.MaxMsgs {
+		return s, nil
+	}
+	log := b.log.With("stream", have.Name,
+		"max_age", have.MaxAge.String(), "max_bytes", have.MaxBytes, "max_msgs", have.MaxMsgs,
+		"retention_max_age", want.MaxAge.String(), "retention_max_bytes", want.MaxBytes, "retention_max_msgs", want.MaxMsgs)
+	if have.Description != description(topic) {
+		log.Warn("natsjs: the stream was not created by eventgen, so its limits are left as they are, although they differ from the configured retention")
+		return s, nil
+	}
+	s, err := b.js.UpdateStream(ctx, want)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: update its limits to the configured retention: %w", have.Name, err)
+	}
+	log.Warn("natsjs: updated the stream's limits to the configured retention; messages past them are deleted")
 	return s, nil
 }
 

@@ -9,7 +9,22 @@
 // name on the stream, created at the stream's beginning (ID 0) by the
 // group's first Subscribe, so a new group reads the whole history; each
 // subscriber is a consumer of its own in the group, and the group's
-// consumers share its messages. Streams are not trimmed.
+// consumers share its messages.
+//
+// Retention: each XADD trims the stream to Options.Retention, approximately
+// (MINID ~ and MAXLEN ~, so Redis removes only whole nodes of the stream,
+// at next to no cost, and a stream may hold a node's worth, about 100
+// entries, more than the limit). By default entries older than 7 days
+// (DefaultMaxAge) are trimmed, with no limit by count; Redis has no limit
+// by size (Retention.MaxBytes is ignored, with a warning: bound Redis's
+// memory with maxmemory). The age of an entry is read from its id, which
+// Redis makes of its clock's milliseconds, against the publisher's clock
+// (MINID is now - MaxAge): the two clocks should agree. With MaxAge
+// Unlimited and no MaxMessages, Open logs a warning: streams then grow
+// until Redis runs out of memory. Trimming removes entries whether or not
+// every group has read them: a group that falls behind the retention
+// never sees the trimmed entries, and those it had read but not acked
+// leave its pending list when the group next claims them.
 //
 // Publish returns once XADD has stored the message in Redis's memory; how
 // much survives a Redis restart depends on the server's persistence
@@ -40,8 +55,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
@@ -51,26 +66,47 @@ import (
 
 const pkg = "redisstream"
 
+// Retention bounds what the streams keep. Of its limits, Redis Streams
+// honour MaxAge and MaxMessages.
+type Retention = support.Retention
+
+// Unlimited, in a field of Retention, lifts that limit.
+const Unlimited = support.Unlimited
+
+// DefaultMaxAge is how long streams keep entries when Retention.MaxAge is
+// 0.
+const DefaultMaxAge = support.DefaultMaxAge
+
 // Options configure a Broker. The zero value is ready to use.
 type Options struct {
 	// Logger receives the client's logs; nil discards them.
 	Logger *slog.Logger
+	// Retention holds the limits that publishing trims streams to (see
+	// the package documentation); the zero value keeps entries for
+	// DefaultMaxAge. A negative value other than Unlimited, or a MaxAge
+	// under a second, is an error from Open.
+	Retention Retention
 }
 
 // Broker is a connection pool to a Redis server for publishing, plus one
 // per subscriber.
 type Broker struct {
 	ep      *support.Endpoint
-	log     watermill.LoggerAdapter
 	slog    *slog.Logger
+	limits  support.Limits
 	opts    *redis.Options
 	client  *redis.Client
 	pub     *support.Publisher
 	closers support.Closers
 }
 
-// Open connects to the server at rawURL and pings it.
+// Open connects to the server at rawURL and pings it. It logs a warning
+// if opts.Retention sets no limit that Redis honours.
 func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
+	limits, err := opts.Retention.Check(pkg)
+	if err != nil {
+		return nil, err
+	}
 	ep, err := support.Parse(pkg, rawURL)
 	if err != nil {
 		return nil, err
@@ -86,25 +122,23 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
 		ropts.ClientName = "eventgen"
 	}
 	sl := ep.Logger(opts.Logger)
-	b := &Broker{ep: ep, slog: sl, log: support.Watermill(sl), opts: ropts}
+	b := &Broker{ep: ep, slog: sl, limits: limits, opts: ropts}
 	b.client = redis.NewClient(b.clientOptions())
 	if err := b.client.Ping(ctx).Err(); err != nil {
 		_ = b.client.Close()
 		return nil, ep.Errorf("redisstream: ping %s: %w", ep.Redacted, err)
 	}
-	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: b.client}, b.log)
-	if err != nil {
-		_ = b.client.Close()
-		return nil, ep.Errorf("redisstream: new publisher: %w", err)
-	}
-	// watermill-redisstream's Publisher.Close is not registered: it writes
-	// its closed flag without synchronisation while a publish in progress
-	// reads it. The wrapper refuses publishes after Close, and closing the
-	// client ends one in progress.
+	// The wrapper refuses publishes after Close, and closing the client
+	// ends one in progress.
 	if _, err := b.closers.Add(b.client.Close); err != nil {
 		return nil, err
 	}
-	b.pub = support.NewPublisher(&b.closers, ep, pkg, pub, nil)
+	b.pub = support.NewPublisher(&b.closers, ep, pkg, &publisher{b: b}, nil)
+	if limits.MaxBytes > 0 {
+		sl.Warn("redisstream: Retention.MaxBytes is ignored: Redis Streams cannot be trimmed by size; bound Redis's memory with maxmemory",
+			"max_bytes", limits.MaxBytes)
+	}
+	limits.WarnUnbounded(sl, pkg, "Redis", false)
 	return b, nil
 }
 
@@ -145,6 +179,66 @@ func (b *Broker) Close() error {
 		return b.ep.Errorf("redisstream: close: %w", err)
 	}
 	return nil
+}
+
+// publisher adds each message to its topic's stream with XADD, in
+// watermill-redisstream's format, and trims the stream to the Broker's
+// limits as it does.
+type publisher struct{ b *Broker }
+
+func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
+	for _, m := range msgs {
+		values, err := redisstream.DefaultMarshallerUnmarshaller{}.Marshal(topic, m)
+		if err != nil {
+			return fmt.Errorf("message %s: %w", m.UUID, err)
+		}
+		if err := p.add(m.Context(), topic, values); err != nil {
+			return fmt.Errorf("message %s: %w", m.UUID, err)
+		}
+	}
+	return nil
+}
+
+// add runs XADD, trimming approximately: by age (MINID ~) when there is
+// an age limit, else by count (MAXLEN ~). With both, one XADD cannot say
+// both, so an XTRIM MAXLEN ~ follows in the same round trip; if that
+// fails, the message is stored all the same, and the failure is logged.
+func (p *publisher) add(ctx context.Context, topic string, values map[string]any) error {
+	l := p.b.limits
+	args := &redis.XAddArgs{Stream: topic, Values: values, Approx: true}
+	switch {
+	case l.MaxAge > 0:
+		args.MinID = minID(time.Now(), l.MaxAge)
+	case l.MaxMessages > 0:
+		args.MaxLen = l.MaxMessages
+	}
+	if args.MinID == "" || l.MaxMessages == 0 {
+		return p.b.client.XAdd(ctx, args).Err()
+	}
+	var (
+		add  *redis.StringCmd
+		trim *redis.IntCmd
+	)
+	_, _ = p.b.client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		add = pipe.XAdd(ctx, args)
+		trim = pipe.XTrimMaxLenApprox(ctx, topic, l.MaxMessages, 0)
+		return nil
+	})
+	if err := add.Err(); err != nil {
+		return err
+	}
+	if err := trim.Err(); err != nil {
+		p.b.slog.Warn("redisstream: trim stream to Retention.MaxMessages", "stream", topic, "error", err)
+	}
+	return nil
+}
+
+func (p *publisher) Close() error { return nil }
+
+// minID is the MINID that trims the entries older than maxAge at now: a
+// stream id is the millisecond Redis added the entry, then a sequence.
+func minID(now time.Time, maxAge time.Duration) string {
+	return fmt.Sprintf("%d-0", max(now.Add(-maxAge).UnixMilli(), 0))
 }
 
 // unmarshaller decodes as watermill-redisstream does, but never fails: an
