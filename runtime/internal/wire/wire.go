@@ -2,10 +2,11 @@
 //
 // Metadata follows CloudEvents 1.0 in binary mode: the payload is the event's
 // JSON and each attribute is a header, named as the broker's protocol binding
-// says (see Binding), so a consumer in any language can read them. Two
-// extension attributes carry what CloudEvents has no core attribute for:
-// eventversion, and partitionkey (the partitioning extension's name for the
-// ordering key).
+// says (see Binding), so a consumer in any language can read them. Extension
+// attributes carry what CloudEvents has no core attribute for:
+// eventversion, partitionkey (the partitioning extension's name for the
+// ordering key), and, when tracing is on, traceparent and tracestate (the
+// distributed-tracing extension).
 package wire
 
 import (
@@ -32,6 +33,16 @@ const (
 	HeaderContentType  = "content-type"
 )
 
+// The CloudEvents distributed-tracing extension: the W3C trace context of
+// the event's producer, which the outbox stores with the row and the relay
+// replaces with its own span's. Like the other attributes, each broker
+// binding names them its own way: ce-traceparent on NATS,
+// cloudEvents_traceparent on AMQP.
+const (
+	HeaderTraceParent = "ce_traceparent"
+	HeaderTraceState  = "ce_tracestate"
+)
+
 // SpecVersion is the CloudEvents version written to ce_specversion.
 const SpecVersion = "1.0"
 
@@ -50,7 +61,10 @@ type Envelope struct {
 	Key     string
 	Time    time.Time
 	Payload []byte
-	// Headers holds extra headers; keys must not start with "ce_".
+	// Headers holds extra headers: the application's own, and extension
+	// attributes under their ce_ names (HeaderTraceParent,
+	// HeaderTraceState). Encode writes the attributes above after them,
+	// so an entry named like one of those is overwritten.
 	Headers map[string]string
 }
 

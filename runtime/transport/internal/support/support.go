@@ -519,6 +519,10 @@ func (s *Subscriber) cancelAll() {
 // for this method before it subscribes to a topic more than once.
 func (s *Subscriber) CompetingSubscriptions() bool { return true }
 
+// MessagingSystem returns the broker's value of the OpenTelemetry
+// attribute messaging.system; see the package function MessagingSystem.
+func (s *Subscriber) MessagingSystem() string { return MessagingSystem(s.pkg) }
+
 // Subscribe implements message.Subscriber.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	if err := check(topic, s.prepare); err != nil {
@@ -576,6 +580,33 @@ type Publisher struct {
 // with the validated topic.
 func NewPublisher(c *Closers, ep *Endpoint, pkg string, inner message.Publisher, prepare func(topic string) error) *Publisher {
 	return &Publisher{inner: inner, ep: ep, pkg: pkg, prepare: prepare, closers: c}
+}
+
+// MessagingSystem returns the broker's value of the OpenTelemetry
+// attribute messaging.system; see the package function MessagingSystem.
+func (p *Publisher) MessagingSystem() string { return MessagingSystem(p.pkg) }
+
+// MessagingSystem returns the value of the OpenTelemetry attribute
+// messaging.system for the broker package pkg: the semantic conventions'
+// well-known value where there is one (rabbitmq), and otherwise the
+// broker's name in lower case, as the conventions ask of a system they do
+// not list. eventgen's Outbox and Consumer read it from a publisher or
+// subscriber with a MessagingSystem method, which Publisher and Subscriber
+// have, for their spans.
+func MessagingSystem(pkg string) string {
+	switch pkg {
+	case "amqp":
+		return "rabbitmq"
+	case "natsjs":
+		return "nats"
+	case "redisstream":
+		return "redis"
+	case "sqlbroker":
+		return "sql"
+	case "mem":
+		return "in_process"
+	}
+	return pkg
 }
 
 // Publish implements message.Publisher.
