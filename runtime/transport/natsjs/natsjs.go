@@ -75,8 +75,11 @@ const pkg = "natsjs"
 const (
 	// ackWait is how long the server waits for an ack before redelivering.
 	ackWait = 30 * time.Second
-	// pullBatch is how many messages a subscription buffers ahead.
+	// pullBatch is how many messages a subscription buffers ahead, at
+	// most: fewer where pullBatch messages of the server's max_payload
+	// would be over pullBytes, and at least one (see pullSize).
 	pullBatch = 10
+	pullBytes = 10 << 20
 	// retryWait is the pause before a subscription re-creates its consumer
 	// after an error.
 	retryWait = time.Second
@@ -477,7 +480,7 @@ func (s *subscriber) run(ctx context.Context, closing <-chan struct{}, topic str
 // consume delivers cons's messages to out one at a time. It returns nil
 // once stop is closed and an error if the iterator fails.
 func (s *subscriber) consume(ctx context.Context, cons jetstream.Consumer, out chan<- *message.Message, stop <-chan struct{}) error {
-	iter, err := cons.Messages(jetstream.PullMaxMessages(pullBatch), jetstream.WithMessagesErrOnMissingHeartbeat(false))
+	iter, err := cons.Messages(jetstream.PullMaxMessages(pullSize(s.b.nc.MaxPayload())), jetstream.WithMessagesErrOnMissingHeartbeat(false))
 	if err != nil {
 		return err
 	}
@@ -555,6 +558,18 @@ func (s *subscriber) consume(ctx context.Context, cons jetstream.Consumer, out c
 		}
 		s.handle(ctx, jm, out, stop)
 	}
+}
+
+// pullSize is how many messages a subscription pulls ahead: pullBatch, or
+// as many of the largest message the server takes (maxPayload, its
+// max_payload) as fit in pullBytes, and at least one. So a subscription
+// holds at most pullBytes (or max_payload, if larger) ahead, plus the
+// message being handled. The bound is by count, not with PullMaxBytes: a
+// pull whose max_bytes is under the size of the consumer's next message
+// gets nothing, again and again, so one message over it would stop the
+// group for good.
+func pullSize(maxPayload int64) int {
+	return int(max(1, min(pullBatch, pullBytes/max(maxPayload, 1))))
 }
 
 // stalled reports whether the server holds messages for cons that none
