@@ -116,12 +116,21 @@ func TestParseConfig(t *testing.T) {
 			t.Errorf("phases %v", c.Phases)
 		}
 	})
+	t.Run("optional phase", func(t *testing.T) {
+		c, err := parseConfig([]string{"-phases", "oversize,consumer", "-oversized-bytes", "8388608"}, noEnv, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(c.Phases, []string{"consumer", "oversize"}) || c.Oversized != 6 || c.OversizedBytes != 8<<20 {
+			t.Errorf("phases %v, %d oversized messages of %d bytes; want consumer then oversize, and 6 of 8 MiB", c.Phases, c.Oversized, c.OversizedBytes)
+		}
+	})
 	t.Run("every error at once", func(t *testing.T) {
-		_, err := parseConfig([]string{"-clients", "0", "-phases", "nope", "-rate", "0", "-duration", "0s"}, noEnv, &bytes.Buffer{})
+		_, err := parseConfig([]string{"-clients", "0", "-phases", "nope", "-rate", "0", "-duration", "0s", "-oversized-bytes", "100"}, noEnv, &bytes.Buffer{})
 		if err == nil {
 			t.Fatal("no error")
 		}
-		for _, want := range []string{"-clients", "-phases", "-rate", "-duration"} {
+		for _, want := range []string{"-clients", "-phases", "-rate", "-duration", "-oversized-bytes"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("error %q does not mention %s", err, want)
 			}

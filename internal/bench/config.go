@@ -9,12 +9,23 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/eventgen/eventgen/runtime/eventgen"
 )
 
-// Phases returns the names of the measurements in the order they run.
+// Phases returns the names of the measurements that run by default, in
+// the order they run.
 func Phases() []string {
 	return []string{"publish", "relay", "drain", "consumer", "forwarder", "generator"}
 }
+
+// optionalPhases returns the phases that run only when -phases names them,
+// after the others: the oversize phase needs a broker outside the process
+// and stores hundreds of MiB in it.
+func optionalPhases() []string { return []string{"oversize"} }
+
+// allPhases returns every phase's name in the order they run.
+func allPhases() []string { return append(Phases(), optionalPhases()...) }
 
 // Environment variables that stand in for the -db and -broker flags.
 const (
@@ -45,6 +56,10 @@ type Config struct {
 	Messages int
 	// SpecEvents is the size of the generator's spec.
 	SpecEvents int
+	// Oversized is how many messages over the consumer's MaxMessageBytes
+	// the oversize phase publishes, each of OversizedBytes.
+	Oversized      int
+	OversizedBytes int
 	// DrainTimeout bounds each drain and each wait for stragglers.
 	DrainTimeout time.Duration
 	// MaxTime bounds the whole run.
@@ -94,9 +109,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.RelayRows, "relay-rows", 20_000, "committed events relayed, and published raw, in the relay phase")
 	fs.IntVar(&c.Messages, "messages", 10_000, "messages handled by each consumer variant, at most")
 	fs.IntVar(&c.SpecEvents, "spec-events", 1000, "events in the generator phase's spec")
+	fs.IntVar(&c.Oversized, "oversized", 6, "messages over the consumer's MaxMessageBytes in the oversize phase")
+	fs.IntVar(&c.OversizedBytes, "oversized-bytes", 64<<20, "payload of each of those messages, in bytes (more than the default MaxMessageBytes, 4 MiB)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 3*time.Minute, "bound on each drain and on each wait for stragglers")
 	fs.DurationVar(&c.MaxTime, "max-time", 30*time.Minute, "bound on the whole run")
-	phases := fs.String("phases", strings.Join(Phases(), ","), "phases to run, comma-separated: "+strings.Join(Phases(), ", "))
+	phases := fs.String("phases", strings.Join(Phases(), ","), "phases to run, comma-separated: "+strings.Join(Phases(), ", ")+
+		"; and "+strings.Join(optionalPhases(), ", ")+" (peak memory with messages over MaxMessageBytes; needs -broker other than mem://), which runs only when named")
 	fs.StringVar(&c.JSON, "json", "", "also write the report as JSON to this file")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	fs.BoolVar(&c.Quick, "quick", false, "smoke run: small counts and short measurements (CI)")
@@ -133,13 +151,17 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		v    int
 		min  int
 	}{{"size", c.Size, 1}, {"rate", c.Rate, 1}, {"rows", c.Rows, 100}, {"relay-rows", c.RelayRows, 100},
-		{"messages", c.Messages, 10}, {"spec-events", c.SpecEvents, 1}, {"rounds", c.Rounds, 1}} {
+		{"messages", c.Messages, 10}, {"spec-events", c.SpecEvents, 1}, {"rounds", c.Rounds, 1}, {"oversized", c.Oversized, 1},
+		{"oversized-bytes", c.OversizedBytes, eventgen.DefaultMaxMessageBytes + 1}} {
 		if p.v < p.min {
 			errs = append(errs, fmt.Errorf("-%s %d: must be at least %d", p.name, p.v, p.min))
 		}
 	}
 	if c.Size > 1<<20 {
 		errs = append(errs, fmt.Errorf("-size %d: must be at most 1 MiB", c.Size))
+	}
+	if c.OversizedBytes > maxOversizedBytes {
+		errs = append(errs, fmt.Errorf("-oversized-bytes %d: must be at most %d (512 MiB, Redis's largest value)", c.OversizedBytes, maxOversizedBytes))
 	}
 	for _, d := range []struct {
 		name string
@@ -172,13 +194,17 @@ func parseInts(s string) ([]int, error) {
 	return out, nil
 }
 
+// maxOversizedBytes bounds -oversized-bytes: Redis's proto-max-bulk-len
+// default, the largest value it takes.
+const maxOversizedBytes = 512 << 20
+
 func parsePhases(s string) ([]string, error) {
 	var out []string
-	all := Phases()
+	all := allPhases()
 	for f := range strings.SplitSeq(s, ",") {
 		f = strings.TrimSpace(f)
 		if !slices.Contains(all, f) {
-			return nil, fmt.Errorf("unknown phase %q: want some of %s", f, strings.Join(Phases(), ", "))
+			return nil, fmt.Errorf("unknown phase %q: want some of %s", f, strings.Join(all, ", "))
 		}
 		if !slices.Contains(out, f) {
 			out = append(out, f)

@@ -97,22 +97,36 @@ func (e *env) drainPhase(ctx context.Context, p *Phase) error {
 // marks are written after the last publish.
 func (e *env) waitSettled(ctx context.Context, table string) error {
 	q := "SELECT COUNT(*) FROM " + table + " WHERE status IN ('scheduled', 'pending', 'processing')"
+	n, err := e.waitCount(ctx, q, 5*time.Millisecond, func(n int) bool { return n == 0 })
+	if errors.Is(err, errTimeout) {
+		return fmt.Errorf("relay drain: %d rows still unsettled: %w", n, err)
+	}
+	if err != nil {
+		return fmt.Errorf("count unsettled rows: %w", err)
+	}
+	return nil
+}
+
+// waitCount runs q, a COUNT query, every poll until done accepts its
+// result, for cfg.DrainTimeout at most (then the error is errTimeout), and
+// returns the last count.
+func (e *env) waitCount(ctx context.Context, q string, poll time.Duration, done func(n int) bool) (int, error) {
 	deadline := time.Now().Add(e.cfg.DrainTimeout)
 	for {
 		var n int
 		if err := e.db.db.QueryRowContext(ctx, q).Scan(&n); err != nil {
-			return fmt.Errorf("count unsettled rows: %w", err)
+			return n, err
 		}
-		if n == 0 {
-			return nil
+		if done(n) {
+			return n, nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("relay drain: %d rows still unsettled: %w", n, errTimeout)
+			return n, errTimeout
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
+			return n, ctx.Err()
+		case <-time.After(poll):
 		}
 	}
 }

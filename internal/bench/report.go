@@ -36,6 +36,10 @@ type Settings struct {
 	SpecEvents   int     `json:"spec_events"`
 	Quick        bool    `json:"quick"`
 	Load         float64 `json:"load_average_at_start,omitempty"`
+
+	// Oversized and OversizedBytes are set when the oversize phase runs.
+	Oversized      int `json:"oversized,omitempty"`
+	OversizedBytes int `json:"oversized_bytes,omitempty"`
 }
 
 // Machine describes where the run happened.

@@ -115,6 +115,9 @@ func Execute(ctx context.Context, cfg *Config, logw io.Writer) (*Report, error) 
 		},
 		Machine: Machine{GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU()},
 	}
+	if cfg.runs("oversize") {
+		rep.Settings.Oversized, rep.Settings.OversizedBytes = cfg.Oversized, cfg.OversizedBytes
+	}
 	start := time.Now()
 	defer func() { rep.Seconds = time.Since(start).Seconds() }()
 
@@ -125,6 +128,7 @@ func Execute(ctx context.Context, cfg *Config, logw io.Writer) (*Report, error) 
 		"consumer":  e.consumerPhase,
 		"forwarder": e.forwarderPhase,
 		"generator": e.generatorPhase,
+		"oversize":  e.oversizePhase,
 	}
 	var errs []error
 	for _, name := range cfg.Phases {
