@@ -17,6 +17,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventgen/eventgen/runtime/internal/backoff"
 	"github.com/eventgen/eventgen/runtime/internal/leased"
@@ -93,6 +94,8 @@ type Consumer struct {
 	// dbErrors counts consecutive database errors on the delivery path, to
 	// back off instead of spinning through redeliveries during an outage.
 	dbErrors atomic.Int64
+	// tracing is nil only in benchmarks that measure its cost.
+	tracing *tracing
 
 	mu sync.Mutex
 	// handlers is keyed by event name; it does not change once Run starts.
@@ -140,6 +143,7 @@ func NewConsumer(db *bun.DB, sub message.Subscriber, opts ConsumerOptions) (*Con
 		sem:        make(chan struct{}, opts.Concurrency),
 		subscribed: make(chan struct{}),
 		handlers:   make(map[string]*handler),
+		tracing:    newTracing(opts.TracerProvider, opts.Propagator, sub, trace.SpanKindConsumer),
 	}, nil
 }
 
@@ -357,23 +361,34 @@ func (c *Consumer) release(n int) {
 }
 
 // deliver handles one delivered message and acknowledges it or not.
+//
+// Each delivery is a CONSUMER span, parented to the trace context the
+// message carries; the handler's ctx carries it.
 func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Message) {
 	env, err := wire.Decode(msg, c.opts.MaxMessageBytes)
 	row, headers, reason := storable(env, topic, msg, c.opts.MaxMessageBytes)
+	ctx, span := c.tracing.startProcess(ctx, env.Headers, &row, c.opts.Group, 1)
+	defer span.End()
 	if err != nil {
 		reason = strings.TrimSuffix(err.Error()+"; "+reason, "; ")
 	}
 	if reason != "" {
-		c.record(ctx, msg, row, c.finished(tables.StatusFailed, 0, reason))
+		o := c.finished(tables.StatusFailed, 0, reason)
+		spanOutcome(span, o, nil, "malformed")
+		c.record(ctx, msg, row, o)
 		return
 	}
 	h := c.handlers[row.Name]
 	if h == nil {
-		c.record(ctx, msg, row, c.finished(tables.StatusSkipped, 0, fmt.Sprintf("group %q has no handler for event %q", c.opts.Group, row.Name)))
+		o := c.finished(tables.StatusSkipped, 0, fmt.Sprintf("group %q has no handler for event %q", c.opts.Group, row.Name))
+		spanOutcome(span, o, nil, "skipped")
+		c.record(ctx, msg, row, o)
 		return
 	}
 	if reason := wrongTopic(h, row.Topic); reason != "" {
-		c.record(ctx, msg, row, c.finished(tables.StatusFailed, 0, reason))
+		o := c.finished(tables.StatusFailed, 0, reason)
+		spanOutcome(span, o, nil, "rejected")
+		c.record(ctx, msg, row, o)
 		return
 	}
 
@@ -392,6 +407,7 @@ func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Messa
 		// Handled already, or recorded for the retrier, which owns it.
 		_ = tx.Rollback()
 		msg.Ack()
+		span.AddEvent("duplicate")
 		c.log.Debug("duplicate delivery acknowledged", "message_id", row.MessageID, "event", row.Name)
 		c.hooks.onSettled(row.MessageID, outcomeDuplicate)
 		return
@@ -409,11 +425,14 @@ func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Messa
 	}
 	_ = tx.Rollback()
 	if ctx.Err() != nil {
+		spanError(span, herr, false, 0)
 		msg.Nack()
 		c.hooks.onSettled(row.MessageID, outcomeAbandoned)
 		return
 	}
-	c.record(ctx, msg, row, c.afterFailure(row, 1, herr))
+	o := c.afterFailure(row, 1, herr)
+	spanOutcome(span, o, herr, "")
+	c.record(ctx, msg, row, o)
 }
 
 // wrongTopic returns why a message of h's event that arrived on topic must
@@ -443,6 +462,7 @@ func (c *Consumer) record(ctx context.Context, msg *message.Message, row tables.
 // redeliver leaves msg to the broker after a database error, backing off
 // first so that an outage does not turn into a redelivery loop.
 func (c *Consumer) redeliver(ctx context.Context, msg *message.Message, row tables.InboxRow, what string, err error) {
+	spanError(trace.SpanFromContext(ctx), fmt.Errorf("%s: %w", what, err), false, 0)
 	if ctx.Err() == nil {
 		c.log.Warn("consumer: "+what+" failed; message left for redelivery",
 			"message_id", row.MessageID, "event", row.Name, "error", err)
@@ -604,11 +624,12 @@ func firstLine(s string) string {
 }
 
 // metadataOf builds a handler's Metadata. headers may be nil, in which case
-// they are read from the row.
+// they are read from the row; the trace context is removed from them.
 func metadataOf(row tables.InboxRow, headers map[string]string, attempt int, group string) Metadata {
-	if headers == nil && row.Headers.Valid {
-		_ = json.Unmarshal([]byte(row.Headers.String), &headers) // written by storable: valid
+	if headers == nil {
+		headers = rowHeaders(row)
 	}
+	headers = withoutTraceContext(headers)
 	m := Metadata{
 		ID:      row.MessageID,
 		Name:    row.Name,
@@ -624,4 +645,13 @@ func metadataOf(row tables.InboxRow, headers map[string]string, attempt int, gro
 		m.Time = time.UnixMicro(row.EventTime).UTC()
 	}
 	return m
+}
+
+// rowHeaders returns the headers stored with row, nil if it has none.
+func rowHeaders(row tables.InboxRow) map[string]string {
+	var h map[string]string
+	if row.Headers.Valid {
+		_ = json.Unmarshal([]byte(row.Headers.String), &h) // written by storable: valid
+	}
+	return h
 }

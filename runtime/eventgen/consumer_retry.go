@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/eventgen/eventgen/runtime/internal/leased"
 	"github.com/eventgen/eventgen/runtime/internal/tables"
 )
@@ -81,24 +83,36 @@ func (c *Consumer) acquireUpTo(ctx context.Context, max int) int {
 // retry runs one claimed row: in a transaction that first checks the lease
 // is still held, the handler, then the succeeded mark. A failure sends the
 // row back to pending or ends it as failed.
+//
+// Each run is a CONSUMER span, parented to the trace context stored with
+// the row from the message that first brought it.
 func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
+	headers := rowHeaders(row)
+	ctx, span := c.tracing.startProcess(ctx, headers, &row, c.opts.Group, row.Attempts)
+	defer span.End()
 	if row.Attempts > c.opts.MaxRetries {
 		// Only a run that never finished (its lease expired) gets here.
-		c.finish(ctx, row, c.finished(tables.StatusFailed, row.Attempts,
+		o := c.finished(tables.StatusFailed, row.Attempts,
 			fmt.Sprintf("gave up after %d attempts; the last did not finish within its lease (did the process crash?); previous error: %s",
-				row.Attempts-1, row.LastError.String)))
+				row.Attempts-1, row.LastError.String))
+		spanOutcome(span, o, nil, "")
+		c.finish(ctx, row, o)
 		return
 	}
 	h := c.handlers[row.Name]
 	if h == nil {
 		// Re-executed, or recorded by a replica with other handlers.
-		c.finish(ctx, row, c.finished(tables.StatusSkipped, row.Attempts-1,
-			fmt.Sprintf("group %q has no handler for event %q", c.opts.Group, row.Name)))
+		o := c.finished(tables.StatusSkipped, row.Attempts-1,
+			fmt.Sprintf("group %q has no handler for event %q", c.opts.Group, row.Name))
+		spanOutcome(span, o, nil, "skipped")
+		c.finish(ctx, row, o)
 		return
 	}
 	if reason := wrongTopic(h, row.Topic); reason != "" {
 		// Re-executed after it was rejected: it stays rejected.
-		c.finish(ctx, row, c.finished(tables.StatusFailed, row.Attempts-1, reason))
+		o := c.finished(tables.StatusFailed, row.Attempts-1, reason)
+		spanOutcome(span, o, nil, "rejected")
+		c.finish(ctx, row, o)
 		return
 	}
 	if ctx.Err() != nil {
@@ -117,11 +131,12 @@ func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
 		return
 	}
 	if !owned {
+		span.AddEvent("lease lost")
 		c.log.Info("consumer: lease lost before the run; another replica has the row", "message_id", row.MessageID)
 		c.hooks.onSettled(row.MessageID, outcomeLostLease)
 		return
 	}
-	herr := c.call(ctx, tx, h, row, metadataOf(row, nil, row.Attempts, c.opts.Group))
+	herr := c.call(ctx, tx, h, row, metadataOf(row, headers, row.Attempts, c.opts.Group))
 	if herr == nil {
 		if _, err := c.inbox.Done(ctx, tx, c.owner, []int64{row.ID}, 0, c.opts.SucceededRetention); err != nil {
 			c.retryError(ctx, row, "mark succeeded", err)
@@ -137,10 +152,12 @@ func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
 	}
 	_ = tx.Rollback()
 	if ctx.Err() != nil {
+		spanError(span, herr, false, 0)
 		c.releaseRow(ctx, row)
 		return
 	}
 	o := c.afterFailure(row, row.Attempts, herr)
+	spanOutcome(span, o, herr, "")
 	if o.Status == tables.StatusFailed {
 		c.finish(ctx, row, o)
 		return
@@ -171,6 +188,7 @@ func (c *Consumer) finish(ctx context.Context, row tables.InboxRow, o tables.Out
 // given back; otherwise it keeps its lease and is claimed again once the
 // lease expires.
 func (c *Consumer) retryError(ctx context.Context, row tables.InboxRow, what string, err error) {
+	spanError(trace.SpanFromContext(ctx), fmt.Errorf("%s: %w", what, err), false, 0)
 	if ctx.Err() != nil {
 		c.releaseRow(ctx, row)
 		return

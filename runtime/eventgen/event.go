@@ -45,7 +45,9 @@ type Metadata struct {
 	Attempt int
 	// Group is the consumer group handling the event.
 	Group string
-	// Headers holds the message's extra headers (not the ce_ ones).
+	// Headers holds the message's extra headers: not the CloudEvents
+	// attributes, nor the trace context (traceparent, tracestate), which
+	// is in the handler's context instead. W3C baggage is in both.
 	Headers map[string]string
 }
 

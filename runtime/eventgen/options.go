@@ -6,6 +6,9 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/eventgen/eventgen/runtime/internal/leased"
 	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
 )
@@ -84,6 +87,22 @@ type OutboxOptions struct {
 
 	// Logger receives the relay's logs. Default slog.Default().
 	Logger *slog.Logger
+
+	// TracerProvider makes the relay's spans: one PRODUCER span per
+	// publish attempt, "send <topic>", in the trace of the context that
+	// Publish was given (see docs/observability.md). Default
+	// otel.GetTracerProvider(), read by NewOutbox: install an SDK's
+	// provider with otel.SetTracerProvider before. Without an SDK, spans
+	// cost next to nothing.
+	TracerProvider trace.TracerProvider
+	// Propagator writes the trace context of Publish's context with each
+	// row, and that of the relay's span on each message, as the
+	// CloudEvents distributed-tracing extension (traceparent and
+	// tracestate) and W3C baggage. Default otel.GetTextMapPropagator(),
+	// read by NewOutbox; the global propagator propagates nothing until
+	// one is set, for example with
+	// otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})).
+	Propagator propagation.TextMapPropagator
 }
 
 // ConsumerOptions configures a [Consumer]. Fields that share a name with
@@ -155,6 +174,18 @@ type ConsumerOptions struct {
 
 	// Logger receives the consumer's logs. Default slog.Default().
 	Logger *slog.Logger
+
+	// TracerProvider makes the consumer's spans: one CONSUMER span per
+	// delivery or retry of a message, "process <topic>", whose parent is
+	// the relay's span that sent it (see docs/observability.md). The
+	// handler's context carries the span. Default
+	// otel.GetTracerProvider(), read by NewConsumer; see
+	// OutboxOptions.TracerProvider.
+	TracerProvider trace.TracerProvider
+	// Propagator reads the trace context from each message, and from the
+	// inbox row for a retry. Default otel.GetTextMapPropagator(), read by
+	// NewConsumer; see OutboxOptions.Propagator.
+	Propagator propagation.TextMapPropagator
 }
 
 // NoLocalRetries, as OutboxOptions.LocalRetries or

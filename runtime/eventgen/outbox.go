@@ -16,6 +16,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
 	"github.com/eventgen/eventgen/runtime/internal/tables"
@@ -51,6 +52,9 @@ type Outbox struct {
 	// prepared runs Publish's INSERT; nil with NoPreparedStatements.
 	prepared *sqlstore.Prepared
 
+	// tracing is nil only in benchmarks that measure its cost.
+	tracing *tracing
+
 	// hooks is nil outside tests.
 	hooks *outboxHooks
 }
@@ -81,6 +85,7 @@ func NewOutbox(db *bun.DB, pub message.Publisher, opts OutboxOptions) (*Outbox, 
 		dialect: d,
 		owner:   newOwnerID(),
 		wake:    make(chan struct{}, 1),
+		tracing: newTracing(opts.TracerProvider, opts.Propagator, pub, trace.SpanKindProducer),
 	}
 	if !opts.NoPreparedStatements {
 		o.prepared = sqlstore.NewPrepared(db, d)
@@ -147,6 +152,13 @@ func OutboxSchema(dialect, table string) ([]string, error) {
 //
 // Publish wakes this Outbox's relay, so a commit reaches the broker without
 // waiting for the poll interval.
+//
+// When ctx carries a valid span context or baggage, Publish stores it with
+// each row, as OutboxOptions.Propagator writes it: the W3C traceparent and
+// tracestate under the CloudEvents distributed-tracing extension's names
+// (ce_traceparent, ce_tracestate), baggage under its own name. The relay's
+// span continues that trace. A header of the same name set with WithHeader
+// is kept instead.
 func (o *Outbox) Publish(ctx context.Context, db bun.IDB, source string, events []Event, opts ...PublishOption) error {
 	if len(events) == 0 {
 		return nil
@@ -161,7 +173,7 @@ func (o *Outbox) Publish(ctx context.Context, db bun.IDB, source string, events 
 		return fmt.Errorf("outbox: publish: source %q %w", source, err)
 	}
 	cfg := newPublishConfig(opts)
-	headers, err := encodeHeaders(cfg.headers)
+	headers, err := encodeHeaders(cfg.headers, o.tracing.headers(ctx))
 	if err != nil {
 		return fmt.Errorf("outbox: publish: %w", err)
 	}
@@ -256,10 +268,11 @@ func checkColumn(what, v string) error {
 	return nil
 }
 
-// encodeHeaders checks headers from WithHeader and returns them as JSON text,
-// or nil (SQL NULL) when there are none.
-func encodeHeaders(h map[string]string) (any, error) {
-	if len(h) == 0 {
+// encodeHeaders checks headers h from WithHeader, adds the trace context
+// (checked by headerCarrier) where h has no header of the same name, and
+// returns them as JSON text, or nil (SQL NULL) when there are none.
+func encodeHeaders(h, traceContext map[string]string) (any, error) {
+	if len(h) == 0 && len(traceContext) == 0 {
 		return nil, nil
 	}
 	var errs []error
@@ -281,6 +294,14 @@ func encodeHeaders(h map[string]string) (any, error) {
 	if len(errs) > 0 {
 		slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 		return nil, errors.Join(errs...)
+	}
+	if len(h) == 0 {
+		h = traceContext
+	}
+	for k, v := range traceContext {
+		if _, set := h[k]; !set {
+			h[k] = v
+		}
 	}
 	b, err := json.Marshal(h) // sorted keys
 	if err != nil {

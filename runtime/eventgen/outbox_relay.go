@@ -562,9 +562,21 @@ func (r *relay) finishBatch(b *lockedBatch) batchOutcome {
 // row is retried like any failed publish, and the publisher's call keeps
 // its slot until it returns, so that a publisher that blocks for good
 // stops the relay's publishing instead of piling up goroutines.
-func (r *relay) publish(c *claimed) error {
+//
+// Each call is a PRODUCER span, parented to the trace context stored with
+// the row; the message carries the span's context instead of the stored
+// one, so that consumers continue the trace from it.
+func (r *relay) publish(c *claimed) (err error) {
 	c.tries++
 	row := &c.row
+	attempt := row.Attempts + c.tries
+	ctx, span := r.o.tracing.startSend(c.headers, row, attempt)
+	defer func() {
+		if err != nil {
+			spanError(span, err, r.policy.Exhausted(attempt), attempt)
+		}
+		span.End()
+	}()
 	msg := wire.Encode(wire.Envelope{
 		ID:      row.MessageID,
 		Name:    row.Name,
@@ -575,7 +587,8 @@ func (r *relay) publish(c *claimed) error {
 		Payload: row.Payload,
 		Headers: c.headers,
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), r.opts.PublishTimeout)
+	r.o.tracing.inject(ctx, msg.Metadata)
+	ctx, cancel := context.WithTimeout(ctx, r.opts.PublishTimeout)
 	msg.SetContext(ctx)
 	const running, returned, abandoned = 0, 1, 2
 	var state atomic.Int32
@@ -591,7 +604,6 @@ func (r *relay) publish(c *claimed) error {
 	}()
 	watchdog := time.NewTimer(r.opts.PublishTimeout + r.publishGrace())
 	defer watchdog.Stop()
-	var err error
 	select {
 	case err = <-done:
 	case <-watchdog.C:
