@@ -94,7 +94,7 @@ type Consumer struct {
 	// dbErrors counts consecutive database errors on the delivery path, to
 	// back off instead of spinning through redeliveries during an outage.
 	dbErrors atomic.Int64
-	// tracing is nil only in benchmarks that measure its cost.
+	// tracing is nil when tracing is off; see newTracing.
 	tracing *tracing
 
 	mu sync.Mutex

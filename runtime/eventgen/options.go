@@ -93,7 +93,10 @@ type OutboxOptions struct {
 	// Publish was given (see docs/observability.md). Default
 	// otel.GetTracerProvider(), read by NewOutbox: install an SDK's
 	// provider with otel.SetTracerProvider before. Without an SDK, spans
-	// cost next to nothing.
+	// cost next to nothing. To turn tracing off altogether, no spans and
+	// no trace context stored or sent, set noop.NewTracerProvider() (from
+	// go.opentelemetry.io/otel/trace/noop) with a Propagator that carries
+	// nothing, propagation.NewCompositeTextMapPropagator().
 	TracerProvider trace.TracerProvider
 	// Propagator writes the trace context of Publish's context with each
 	// row, and that of the relay's span on each message, as the
@@ -180,7 +183,7 @@ type ConsumerOptions struct {
 	// the relay's span that sent it (see docs/observability.md). The
 	// handler's context carries the span. Default
 	// otel.GetTracerProvider(), read by NewConsumer; see
-	// OutboxOptions.TracerProvider.
+	// OutboxOptions.TracerProvider, also for turning tracing off.
 	TracerProvider trace.TracerProvider
 	// Propagator reads the trace context from each message, and from the
 	// inbox row for a retry. Default otel.GetTextMapPropagator(), read by

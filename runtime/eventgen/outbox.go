@@ -52,7 +52,7 @@ type Outbox struct {
 	// prepared runs Publish's INSERT; nil with NoPreparedStatements.
 	prepared *sqlstore.Prepared
 
-	// tracing is nil only in benchmarks that measure its cost.
+	// tracing is nil when tracing is off; see newTracing.
 	tracing *tracing
 
 	// hooks is nil outside tests.

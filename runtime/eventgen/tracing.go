@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/eventgen/eventgen/runtime/internal/tables"
 	"github.com/eventgen/eventgen/runtime/internal/wire"
@@ -47,9 +48,8 @@ const (
 // tracing is what an Outbox or a Consumer traces with: its tracer, its
 // propagator, and the broker's messaging.system.
 //
-// A nil *tracing turns tracing off altogether: no span is started and no
-// trace context is read or written. Only benchmarks use it, to measure
-// what tracing through no-op providers costs against no tracing.
+// A nil *tracing is tracing turned off altogether: no span is started and
+// no trace context is read or written.
 type tracing struct {
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
@@ -65,7 +65,16 @@ type tracing struct {
 // read now. broker is the publisher or subscriber, which may say its
 // messaging.system with a MessagingSystem method, as those of package
 // transport do.
+//
+// It returns nil, tracing off, for the no-op TracerProvider of package
+// trace/noop with a propagator that carries no fields: such options ask
+// for no spans and no trace context, and then eventgen runs no tracing
+// code at all. (The global providers cannot be told apart from an SDK's
+// until they are used, so they never turn tracing off.)
 func newTracing(tp trace.TracerProvider, p propagation.TextMapPropagator, broker any, kind trace.SpanKind) *tracing {
+	if _, ok := tp.(noop.TracerProvider); ok && p != nil && len(p.Fields()) == 0 {
+		return nil
+	}
 	if tp == nil {
 		tp = otel.GetTracerProvider()
 	}

@@ -459,9 +459,10 @@ func TestTracingOutboxRetriesAndFailures(t *testing.T) {
 	}
 }
 
-// TestTracingOffStoresNothing checks that without a propagator (the
-// global one propagates nothing until set) and without a span, nothing is
-// stored with the row, and that the relay's spans then cost nothing.
+// TestTracingOffStoresNothing checks that nothing is stored with the row
+// or sent with the message without a propagator (the global one carries
+// nothing until set), without a span, or with tracing turned off, and
+// that tracing through no-op providers allocates nothing where it says.
 func TestTracingOffStoresNothing(t *testing.T) {
 	db := testenv.OpenSQLite(t)
 	ps := newPubSub(t)
@@ -472,22 +473,35 @@ func TestTracingOffStoresNothing(t *testing.T) {
 	traced, request := r.tp.Tracer("test").Start(context.Background(), "request")
 	defer request.End()
 
-	off := newOutbox(t, db, ps, OutboxOptions{})
-	publishCtx(t, off, db, traced, 1)
+	globals := newOutbox(t, db, ps, OutboxOptions{})
+	publishCtx(t, globals, db, traced, 1)
 	// A propagator, but no span in the context.
 	untraced := newOutbox(t, db, ps, OutboxOptions{TracerProvider: noop.NewTracerProvider(), Propagator: testPropagator})
 	publishCtx(t, untraced, db, context.Background(), 2)
-	for _, ob := range []*Outbox{off, untraced} {
+	// Tracing turned off, in a traced context.
+	offOptions := OutboxOptions{TracerProvider: noop.NewTracerProvider(), Propagator: propagation.NewCompositeTextMapPropagator()}
+	off := newOutbox(t, db, ps, offOptions)
+	publishCtx(t, off, db, traced, 3)
+	if globals.tracing == nil || untraced.tracing == nil || off.tracing != nil {
+		t.Errorf("tracing off: globals %v, no-op provider with a propagator %v, no-op provider with no propagation %v; want false, false, true",
+			globals.tracing == nil, untraced.tracing == nil, off.tracing == nil)
+	}
+	c, err := NewConsumer(db, ps, ConsumerOptions{Group: "g", TracerProvider: offOptions.TracerProvider, Propagator: offOptions.Propagator})
+	if err != nil || c.tracing != nil {
+		t.Errorf("consumer with tracing off: tracing %v, %v", c.tracing, err)
+	}
+	for _, ob := range []*Outbox{globals, untraced, off} {
 		for _, h := range outboxHeaders(t, ob) {
 			if h != nil {
 				t.Errorf("stored headers %v, want none", h)
 			}
 		}
 	}
-	run(t, off)
+	run(t, globals)
 	run(t, untraced)
-	got.waitDistinct(2)
-	for n := 1; n <= 2; n++ {
+	run(t, off)
+	got.waitDistinct(3)
+	for n := 1; n <= 3; n++ {
 		for k := range got.message(n).Metadata {
 			if k == wire.HeaderTraceParent || k == wire.HeaderTraceState || k == "baggage" {
 				t.Errorf("message %d carries %s", n, k)
