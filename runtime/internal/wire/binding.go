@@ -68,16 +68,32 @@ func (b Binding) Header(k, v string) (name, value string) {
 
 // Metadata returns the metadata entry for the broker's header name, value:
 // an attribute under any accepted prefix, in any case, becomes ce_ and its
-// name in lower case (CloudEvents attribute names are lower case).
+// name in lower case (CloudEvents attribute names are lower case). The
+// datacontenttype attribute becomes HeaderContentType, as the binding's
+// own content-type header or property does. Values are decoded where the
+// binding encodes them, but not those of attributes under the ce_ names.
 func (b Binding) Metadata(name, value string) (k, v string) {
 	k = name
+	legacy := false
 	for _, p := range append([]string{b.Prefix}, b.Accept...) {
 		if len(name) > len(p) && strings.EqualFold(name[:len(p)], p) {
 			k = attributePrefix + strings.ToLower(name[len(p):])
+			// eventgen before the binding sent its attributes under
+			// the ce_ names, unencoded: decoding them would turn a key
+			// such as %41 into A. (Its other headers cannot be told
+			// from those of this release, and are decoded.)
+			legacy = p == attributePrefix && b.Prefix != attributePrefix
 			break
 		}
 	}
-	if b.PercentEncode {
+	if k == attributePrefix+"datacontenttype" {
+		// Producers may send the content type as an attribute header:
+		// sdk-go's NATS writer sends ce-datacontenttype, as the NATS
+		// binding's example does. It is the content type all the same,
+		// not an extra header for the handler's Metadata.Headers.
+		k = HeaderContentType
+	}
+	if b.PercentEncode && !legacy {
 		value = PercentDecode(value)
 	}
 	return k, value
