@@ -22,18 +22,26 @@ type Binding struct {
 	// PercentEncode encodes values as the NATS binding requires: space,
 	// double quote, percent and every byte outside printable ASCII as %XX.
 	PercentEncode bool
+	// ContentType is the header that holds the content type, or "" where
+	// the transport puts it in a property of the message instead.
+	ContentType string
 }
 
 // The bindings of the brokers that have one.
 var (
-	// NATS is the NATS protocol binding: ce- headers, percent-encoded
-	// values, and the content type in a content-type header. Header names
-	// are case-insensitive.
-	NATS = Binding{Prefix: "ce-", Accept: []string{attributePrefix}, PercentEncode: true}
+	// NATS is the NATS protocol binding: ce- headers, the content type
+	// among them as ce-datacontenttype, with percent-encoded values.
+	// Header names are case-insensitive.
+	NATS = Binding{Prefix: "ce-", Accept: []string{attributePrefix}, PercentEncode: true, ContentType: "ce-datacontenttype"}
 	// AMQP is the AMQP protocol binding: cloudEvents_ application
 	// properties (cloudEvents: is read too), and the content type in the
 	// message's content-type property, which the transport sets.
 	AMQP = Binding{Prefix: "cloudEvents_", Accept: []string{"cloudEvents:", attributePrefix}}
+	// Plain is Watermill metadata as it is: ce_ names, values as they are,
+	// the content type under HeaderContentType. Redis Streams and the SQL
+	// broker carry it so, and eventgen wrote every broker so before the
+	// bindings.
+	Plain = Binding{Prefix: attributePrefix, ContentType: HeaderContentType}
 )
 
 // attributePrefix names attributes in Watermill metadata.
@@ -59,6 +67,8 @@ func IsAttributeName(name string) bool {
 func (b Binding) Header(k, v string) (name, value string) {
 	if attr, ok := strings.CutPrefix(k, attributePrefix); ok {
 		k = b.Prefix + attr
+	} else if k == HeaderContentType && b.ContentType != "" {
+		k = b.ContentType
 	}
 	if b.PercentEncode {
 		v = PercentEncode(v)
@@ -68,32 +78,23 @@ func (b Binding) Header(k, v string) (name, value string) {
 
 // Metadata returns the metadata entry for the broker's header name, value:
 // an attribute under any accepted prefix, in any case, becomes ce_ and its
-// name in lower case (CloudEvents attribute names are lower case). The
-// datacontenttype attribute becomes HeaderContentType, as the binding's
-// own content-type header or property does. Values are decoded where the
-// binding encodes them, but not those of attributes under the ce_ names.
+// name in lower case (CloudEvents attribute names are lower case), and the
+// content type, as a content-type header (any case) or a datacontenttype
+// attribute, becomes HeaderContentType. Values are decoded where the
+// binding encodes them; a message that eventgen wrote before the bindings
+// is read with Plain (see natsjs).
 func (b Binding) Metadata(name, value string) (k, v string) {
 	k = name
-	legacy := false
 	for _, p := range append([]string{b.Prefix}, b.Accept...) {
 		if len(name) > len(p) && strings.EqualFold(name[:len(p)], p) {
 			k = attributePrefix + strings.ToLower(name[len(p):])
-			// eventgen before the binding sent its attributes under
-			// the ce_ names, unencoded: decoding them would turn a key
-			// such as %41 into A. (Its other headers cannot be told
-			// from those of this release, and are decoded.)
-			legacy = p == attributePrefix && b.Prefix != attributePrefix
 			break
 		}
 	}
-	if k == attributePrefix+"datacontenttype" {
-		// Producers may send the content type as an attribute header:
-		// sdk-go's NATS writer sends ce-datacontenttype, as the NATS
-		// binding's example does. It is the content type all the same,
-		// not an extra header for the handler's Metadata.Headers.
+	if k == attributePrefix+"datacontenttype" || strings.EqualFold(k, HeaderContentType) {
 		k = HeaderContentType
 	}
-	if b.PercentEncode && !legacy {
+	if b.PercentEncode {
 		value = PercentDecode(value)
 	}
 	return k, value

@@ -188,7 +188,7 @@ func FuzzCheckedValuesRoundTrip(f *testing.F) {
 		for _, b := range []struct {
 			name string
 			Binding
-		}{{"metadata", Binding{Prefix: attributePrefix}}, {"NATS", NATS}, {"AMQP", AMQP}} {
+		}{{"metadata", Plain}, {"NATS", NATS}, {"AMQP", AMQP}} {
 			m := Encode(in)
 			onBroker := map[string]string{}
 			for k, v := range m.Metadata {
@@ -250,6 +250,11 @@ func TestBindingNames(t *testing.T) {
 		{NATS, "ce-source", `"a b\"c"`, HeaderSource, `a b"c`},
 		{NATS, "ce_type", "Old", HeaderType, "Old"}, // eventgen before the binding
 		{NATS, "content-type", "application/json", HeaderContentType, "application/json"},
+		{NATS, "Content-Type", "application/json", HeaderContentType, "application/json"},
+		{NATS, "ce-datacontenttype", "application/json", HeaderContentType, "application/json"},
+		{AMQP, "cloudEvents_datacontenttype", "text/plain", HeaderContentType, "text/plain"},
+		{Plain, "ce_partitionkey", "%41", HeaderKey, "%41"}, // eventgen before the bindings: not encoded
+		{Plain, "x-tenant", "%41", "x-tenant", "%41"},
 		{NATS, "x-tenant", "100%", "x-tenant", "100%"}, // not an escape: kept
 		{AMQP, "cloudEvents_id", "1", HeaderID, "1"},
 		{AMQP, "cloudEvents:type", "T", HeaderType, "T"},
@@ -264,6 +269,9 @@ func TestBindingNames(t *testing.T) {
 	}
 	if k, v := NATS.Header(HeaderKey, "a b"); k != "ce-partitionkey" || v != "a%20b" {
 		t.Errorf("NATS.Header = %q, %q", k, v)
+	}
+	if k, _ := NATS.Header(HeaderContentType, ContentType); k != "ce-datacontenttype" {
+		t.Errorf("NATS.Header(content type) = %q, want the binding's ce-datacontenttype", k)
 	}
 	if k, v := AMQP.Header(HeaderSpecVersion, "1.0"); k != "cloudEvents_specversion" || v != "1.0" {
 		t.Errorf("AMQP.Header = %q, %q", k, v)

@@ -1,9 +1,9 @@
 // Package natsjs is the NATS JetStream transport, on nats.go's jetstream
 // API. Messages follow the NATS binding of CloudEvents in binary mode: the
 // payload is the body, each attribute a ce- header with a percent-encoded
-// value, the content type a content-type header; other metadata, encoded
-// alike, and the Watermill UUID travel as headers of their own names, as
-// watermill-nats sends them. So the CloudEvents SDKs read what it publishes,
+// value, the content type among them (ce-datacontenttype); other metadata,
+// encoded alike, and the Watermill UUID travel as headers of their own
+// names, as watermill-nats sends them. So the CloudEvents SDKs read what it publishes,
 // and it reads what they publish, as well as the ce_ headers of eventgen
 // before the binding.
 //
@@ -354,8 +354,9 @@ func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
 func (p *publisher) Close() error { return nil }
 
 // marshal encodes m for the NATS binding of CloudEvents: each attribute a
-// ce- header with a percent-encoded value, the content type a content-type
-// header, and other metadata under its own name, percent-encoded too. The
+// ce- header with a percent-encoded value, the content type among them as
+// ce-datacontenttype, and other metadata under its own name, percent-encoded
+// too.
 // Watermill UUID travels as watermill-nats sends it. Metadata that no NATS
 // header can name is refused instead of corrupting the protocol.
 func marshal(topic string, m *message.Message) (*nats.Msg, error) {
@@ -371,10 +372,17 @@ func marshal(topic string, m *message.Message) (*nats.Msg, error) {
 }
 
 // unmarshal reads a message that marshal, watermill-nats, an earlier
-// eventgen (ce_ headers, not encoded) or any producer of the NATS binding
-// wrote. A header with several values is an error: it cannot be metadata.
+// eventgen or any producer of the NATS binding wrote. An earlier eventgen
+// sent ce_ headers and encoded no value, so its messages (a ce_specversion
+// header and no ce-specversion) are read as they are: decoding them would
+// turn a key such as %41 into A. A header with several values is an error:
+// it cannot be metadata.
 func unmarshal(jm jetstream.Msg) (*message.Message, error) {
 	h := jm.Headers()
+	binding := wire.NATS
+	if _, plain := h[wire.HeaderSpecVersion]; plain && !hasHeader(h, "ce-specversion") {
+		binding = wire.Plain
+	}
 	md := make(message.Metadata, len(h))
 	for k, vs := range h {
 		switch k {
@@ -384,12 +392,23 @@ func unmarshal(jm jetstream.Msg) (*message.Message, error) {
 		if len(vs) != 1 {
 			return nil, fmt.Errorf("header %q has %d values", k, len(vs))
 		}
-		mk, mv := wire.NATS.Metadata(k, vs[0])
+		mk, mv := binding.Metadata(k, vs[0])
 		md[mk] = mv
 	}
 	m := message.NewMessage(h.Get(wmnats.WatermillUUIDHdr), jm.Data())
 	m.Metadata = md
 	return m, nil
+}
+
+// hasHeader reports whether h has the header name, in any case, as NATS
+// header names are case-insensitive.
+func hasHeader(h nats.Header, name string) bool {
+	for k := range h {
+		if strings.EqualFold(k, name) {
+			return true
+		}
+	}
+	return false
 }
 
 type subscriber struct {
