@@ -356,9 +356,8 @@ func (p *publisher) Close() error { return nil }
 // marshal encodes m for the NATS binding of CloudEvents: each attribute a
 // ce- header with a percent-encoded value, the content type among them as
 // ce-datacontenttype, and other metadata under its own name, percent-encoded
-// too.
-// Watermill UUID travels as watermill-nats sends it. Metadata that no NATS
-// header can name is refused instead of corrupting the protocol.
+// too. The Watermill UUID travels as watermill-nats sends it. Metadata that
+// no NATS header can name is refused instead of corrupting the protocol.
 func marshal(topic string, m *message.Message) (*nats.Msg, error) {
 	h := make(nats.Header, len(m.Metadata)+1)
 	h.Set(wmnats.WatermillUUIDHdr, m.UUID)
