@@ -32,14 +32,7 @@ func BenchmarkPublish(b *testing.B) {
 						events[i] = testEvent{N: i, Body: strings.Repeat("x", 200)}
 					}
 					b.ResetTimer()
-					for range b.N {
-						err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-							return ob.Publish(ctx, tx, "bench", events)
-						})
-						if err != nil {
-							b.Fatal(err)
-						}
-					}
+					publishTxs(ctx, b, ob, db, events)
 					b.ReportMetric(float64(b.N*perTx)/b.Elapsed().Seconds(), "events/s")
 				})
 			}
@@ -73,7 +66,7 @@ func BenchmarkRelayDrain(b *testing.B) {
 		b.Run(d.Name, func(b *testing.B) {
 			db := d.Open(b)
 			ob := newOutbox(b, db, newPubSub(b), OutboxOptions{})
-			fill(b, ob, db, b.N)
+			fill(context.Background(), b, ob, db, b.N)
 			var (
 				mu    sync.Mutex
 				n     int
@@ -106,10 +99,24 @@ func BenchmarkRelayDrain(b *testing.B) {
 	}
 }
 
-// fill writes n pending rows in multi-row inserts of 500.
-func fill(b *testing.B, ob *Outbox, db *bun.DB, n int) {
+// publishTxs publishes events b.N times, in a transaction of its own each
+// time, begun with ctx.
+func publishTxs(ctx context.Context, b *testing.B, ob *Outbox, db *bun.DB, events []Event) {
 	b.Helper()
-	ctx := context.Background()
+	for range b.N {
+		err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			return ob.Publish(ctx, tx, "bench", events)
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// fill writes n pending rows in multi-row inserts of 500, published in
+// ctx.
+func fill(ctx context.Context, b *testing.B, ob *Outbox, db *bun.DB, n int) {
+	b.Helper()
 	body := strings.Repeat("x", 200)
 	for i := 0; i < n; i += 500 {
 		events := make([]Event, min(500, n-i))
