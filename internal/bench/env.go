@@ -124,10 +124,14 @@ func (e *env) outboxOptions(table string) eventgen.OutboxOptions {
 }
 
 // newOutbox creates an outbox table of this run and returns its Outbox,
-// relaying to pub.
-func (e *env) newOutbox(ctx context.Context, suffix string, pub message.Publisher) (*eventgen.Outbox, string, error) {
+// relaying to pub, with outboxOptions changed by each of configure.
+func (e *env) newOutbox(ctx context.Context, suffix string, pub message.Publisher, configure ...func(*eventgen.OutboxOptions)) (*eventgen.Outbox, string, error) {
 	t := e.table(suffix)
-	ob, err := eventgen.NewOutbox(e.db.db, pub, e.outboxOptions(t))
+	opts := e.outboxOptions(t)
+	for _, c := range configure {
+		c(&opts)
+	}
+	ob, err := eventgen.NewOutbox(e.db.db, pub, opts)
 	if err != nil {
 		return nil, "", err
 	}

@@ -129,6 +129,7 @@ func Execute(ctx context.Context, cfg *Config, logw io.Writer) (*Report, error) 
 		"forwarder": e.forwarderPhase,
 		"generator": e.generatorPhase,
 		"oversize":  e.oversizePhase,
+		"tracing":   e.tracingPhase,
 	}
 	var errs []error
 	for _, name := range cfg.Phases {

@@ -1,0 +1,232 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/uptrace/bun"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	shopevents "github.com/eventgen/eventgen/examples/generated"
+	"github.com/eventgen/eventgen/runtime/eventgen"
+)
+
+// tracingMode is one way the tracing phase runs the outbox.
+type tracingMode struct {
+	name, label string
+	// configure sets the outbox's tracing options; nil keeps the
+	// defaults, OpenTelemetry's global providers, which eventbench never
+	// sets: no SDK.
+	configure func(*eventgen.OutboxOptions)
+	// request is the span events are published in, nil for none: for
+	// the SDK a recording span, so that every row stores a trace context.
+	request trace.Span
+	// publishTarget and drainTarget are the least ratios to tracing off
+	// that the issue asks for; 0 for tracing off itself.
+	publishTarget, drainTarget float64
+}
+
+// in returns ctx inside m's request span, if it has one.
+func (m tracingMode) in(ctx context.Context) context.Context {
+	if m.request == nil {
+		return ctx
+	}
+	return trace.ContextWithSpan(ctx, m.request)
+}
+
+// tracingModes returns the modes the tracing phase compares, and a
+// function that shuts the SDK's provider down.
+func tracingModes(ctx context.Context) ([]tracingMode, func()) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
+		sdktrace.WithBatcher(discardSpans{}, sdktrace.WithBlocking()))
+	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	_, request := tp.Tracer("eventbench").Start(ctx, "request")
+	modes := []tracingMode{
+		{"off", "tracing off (no-op provider, no propagation)", func(o *eventgen.OutboxOptions) {
+			o.TracerProvider, o.Propagator = noop.NewTracerProvider(), propagation.NewCompositeTextMapPropagator()
+		}, nil, 0, 0},
+		{"noop", "global no-op providers (no SDK installed)", nil, nil, 0.98, 0.98},
+		{"sdk", "SDK recording every span, W3C propagation, inside a request span", func(o *eventgen.OutboxOptions) {
+			o.TracerProvider, o.Propagator = tp, prop
+		}, request, 0.85, 0.80},
+	}
+	return modes, func() {
+		request.End()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = tp.Shutdown(sctx)
+	}
+}
+
+// discardSpans is a span exporter that drops what it is given: the SDK
+// still records, samples, batches and hands over every span.
+type discardSpans struct{}
+
+func (discardSpans) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardSpans) Shutdown(context.Context) error                             { return nil }
+
+// tracingPhase measures what OpenTelemetry tracing costs the outbox: the
+// generated PublishOrderCancelled (one client) and the relay's drain of a
+// backlog, with tracing off, through the global no-op providers, and with
+// an SDK that records every span, each against tracing off.
+//
+// What the no-op providers cost is about 1% of a relayed row, well below
+// what other load on a machine does to one measurement, so both
+// comparisons take turns many times: the publish variants run interleaved
+// in three times cfg.Rounds rounds, and the drains in as many rounds, each
+// draining cfg.RelayRows/rounds rows per mode in a rotating order, whose
+// median rate is the mode's figure.
+func (e *env) tracingPhase(ctx context.Context, p *Phase) error {
+	modes, shutdown := tracingModes(ctx)
+	defer shutdown()
+	if err := e.tracingPublish(ctx, p, modes); err != nil {
+		return err
+	}
+	if err := e.tracingDrain(ctx, p, modes); err != nil {
+		return err
+	}
+	p.note("the SDK exports to an exporter that drops the spans, through its batch span processor, blocking when the queue is full so that no span is dropped; no metric reader is installed (the runtime has no metrics yet)")
+	return nil
+}
+
+func (e *env) tracingPublish(ctx context.Context, p *Phase, modes []tracingMode) error {
+	orders, err := e.createOrders(ctx, "tracing_orders")
+	if err != nil {
+		return err
+	}
+	pubs := make([]*shopevents.Publisher, len(modes))
+	tables := make([]string, len(modes))
+	for i, m := range modes {
+		ob, t, err := e.newOutbox(ctx, "tracing_publish_"+m.name, &publisher{inner: e.broker.Publisher(), prefix: e.topicPrefix("tracing_publish")}, optional(m.configure)...)
+		if err != nil {
+			return err
+		}
+		pubs[i], tables[i] = shopevents.NewPublisher(ob), t
+	}
+	rounds := 3 * e.cfg.Rounds
+	res, err := interleaved(ctx, len(modes), rounds, 1, e.cfg.Warmup, e.cfg.Duration, func(v int) (slice, error) {
+		if err := e.truncate(ctx, orders, tables[v]); err != nil {
+			return slice{}, err
+		}
+		pub, m := pubs[v], modes[v]
+		run := func(ctx context.Context, tx bun.Tx) error {
+			o := e.events.order()
+			if err := insertOrder(ctx, tx, orders, &o); err != nil {
+				return err
+			}
+			return pub.PublishOrderCancelled(ctx, tx, o)
+		}
+		return slice{op: func(ctx context.Context) error { return e.db.db.RunInTx(m.in(ctx), nil, run) }}, nil
+	})
+	if err != nil {
+		return err
+	}
+	figs := make([]*Figure, len(modes))
+	for i, m := range modes {
+		figs[i] = &Figure{Name: "tracing.publish." + m.name, Label: "business row + PublishOrderCancelled, 1 client, " + m.label,
+			Value: res[i].rate(), Unit: "tx/s", P50Ms: ms(res[i].lat.quantile(0.5)), P99Ms: ms(res[i].lat.quantile(0.99))}
+	}
+	againstOff(p, modes, figs, func(m tracingMode) float64 { return m.publishTarget })
+	p.note("publish variants run interleaved in %d rounds of %s each, after a %s warm-up per slice", rounds, e.cfg.Duration/time.Duration(rounds), e.cfg.Warmup)
+	return nil
+}
+
+// tracedBacklog is a mode's outbox for the drain measurement; prog counts
+// the broker's acks of the current round.
+type tracedBacklog struct {
+	ob    *eventgen.Outbox
+	table string
+	prog  atomic.Pointer[progress]
+	// rates holds each round's rows/s.
+	rates []float64
+}
+
+func (e *env) tracingDrain(ctx context.Context, p *Phase, modes []tracingMode) error {
+	rounds := 3 * e.cfg.Rounds
+	n := max(e.cfg.RelayRows/rounds, 100)
+	prefix := e.topicPrefix("tracing_drain")
+	if err := e.sink(prefix, shopevents.TopicOrders); err != nil {
+		return err
+	}
+	backlogs := make([]*tracedBacklog, len(modes))
+	for i, m := range modes {
+		b := &tracedBacklog{}
+		pub := &publisher{inner: e.broker.Publisher(), prefix: prefix, observe: func(*message.Message) { b.prog.Load().add(1) }}
+		var err error
+		if b.ob, b.table, err = e.newOutbox(ctx, "tracing_drain_"+m.name, pub, optional(m.configure)...); err != nil {
+			return err
+		}
+		backlogs[i] = b
+	}
+	for r := range rounds {
+		for k := range modes {
+			v := (r + k) % len(modes)
+			b, m := backlogs[v], modes[v]
+			if err := e.truncate(ctx, b.table); err != nil {
+				return err
+			}
+			if err := e.fill(m.in(ctx), b.ob, b.table, n); err != nil {
+				return err
+			}
+			prog := newProgress(n)
+			b.prog.Store(prog)
+			prog.restart()
+			stop := runRelay(ctx, b.ob)
+			err := prog.wait(ctx, e.cfg.DrainTimeout, m.name+" drain")
+			if err == nil {
+				err = e.waitSettled(ctx, b.table)
+			}
+			b.rates = append(b.rates, float64(n)/time.Since(prog.start).Seconds())
+			stop()
+			if err != nil {
+				return err
+			}
+		}
+	}
+	figs := make([]*Figure, len(modes))
+	for i, m := range modes {
+		figs[i] = &Figure{Name: "tracing.drain." + m.name, Label: fmt.Sprintf("relay drains %d rows (published and marked), median of %d rounds, %s", n, rounds, m.label),
+			Value: median(backlogs[i].rates), Unit: "rows/s"}
+	}
+	againstOff(p, modes, figs, func(m tracingMode) float64 { return m.drainTarget })
+	p.note("drains take turns: %d rounds, each draining a fresh backlog of %d rows per mode, the modes' order rotating; each figure is the median round", rounds, n)
+	return nil
+}
+
+// againstOff adds figs, one per mode, to p, each but tracing off's
+// compared with tracing off's and held to its target.
+func againstOff(p *Phase, modes []tracingMode, figs []*Figure, target func(tracingMode) float64) {
+	var off *Figure
+	for i, f := range figs {
+		p.add(f)
+		if t := target(modes[i]); t == 0 {
+			off = f
+		} else {
+			f.compare(off).atLeast(t)
+		}
+	}
+}
+
+// median returns the median of xs (not empty); it sorts xs.
+func median(xs []float64) float64 {
+	slices.Sort(xs)
+	if n := len(xs); n%2 == 0 {
+		return (xs[n/2-1] + xs[n/2]) / 2
+	}
+	return xs[len(xs)/2]
+}
+
+// optional returns configure as the variadic argument of newOutbox.
+func optional(configure func(*eventgen.OutboxOptions)) []func(*eventgen.OutboxOptions) {
+	if configure == nil {
+		return nil
+	}
+	return []func(*eventgen.OutboxOptions){configure}
+}
