@@ -42,8 +42,9 @@ func (s Spec) Schema(own []string, unique string) []string {
 	if d.Name == "mysql" {
 		// DDL is not transactional on MySQL: one statement per step,
 		// with the indexes inside CREATE TABLE. Without partial
-		// indexes, listing failed rows of a table without a scope scans
-		// for them instead of paying for a status index on every update.
+		// indexes, a table without a scope gets no status index, which
+		// every update would pay for; FailedIndexSteps adds a cheaper
+		// index of its failed rows as later steps.
 		cols = append(cols,
 			"INDEX "+claim+" ("+scope+"next_attempt_at)",
 			"INDEX "+expiry+" ("+scope+"expires_at)")

@@ -101,6 +101,9 @@ type Table[R any] struct {
 	own, done, retry, finish       stmt
 	release, requeue, failedIDs    stmt
 	failed, expired, deleteExpired stmt
+	stats                          stmt
+	// unfinished are the statuses of rows that wait or run.
+	unfinished []string
 }
 
 // stmt is one statement and whether it may run prepared: a statement whose
@@ -124,6 +127,7 @@ func New[R any](spec Spec, scope string, scan func(rows *sql.Rows, r *R) error, 
 		t.scope = []any{scope}
 	}
 	due := append(append([]string{}, spec.Waiting...), StatusPending, StatusProcessing)
+	t.unfinished = due
 	claimable := fmt.Sprintf("%sstatus IN (%s) AND next_attempt_at >= ? AND next_attempt_at <= %s", scoped, quoteList(due), now)
 	size := "0"
 	if spec.SizeOf != "" {
@@ -243,6 +247,7 @@ SELECT %s FROM %s WHERE id IN (SELECT id FROM s WHERE rn = 1 OR run <= ?) AND (S
 	default:
 		t.deleteExpired = fixed(fmt.Sprintf("DELETE FROM %s WHERE id IN (SELECT id FROM %s WHERE %s ORDER BY expires_at LIMIT ?)", table, table, expired))
 	}
+	t.stats = fixed(statsQuery(spec, due))
 	return t
 }
 

@@ -35,6 +35,7 @@ type engine interface {
 	Requeue(ctx context.Context, db bun.IDB, ids []int64, batch int) (int64, error)
 	RequeueFailed(ctx context.Context, db bun.IDB, batch int) (int64, error)
 	Cleanup(ctx context.Context, db bun.IDB, batch int) (int64, error)
+	Stats(ctx context.Context, db bun.IDB, historyLimit int) (leased.Stats, error)
 }
 
 type byID[R any] struct {
@@ -458,6 +459,7 @@ var behaviours = []struct {
 			s.e.Failed(ctx, s.db, 10)                                                     //nolint:errcheck
 			s.e.RequeueFailed(ctx, s.db, 10)                                              //nolint:errcheck
 			s.e.Cleanup(ctx, s.db, 10)                                                    //nolint:errcheck
+			s.e.Stats(ctx, s.db, 10)                                                      //nolint:errcheck
 		}
 		// Statements are prepared in the background on first use.
 		var left []string
@@ -566,7 +568,7 @@ func TestConformance(t *testing.T) {
 			}
 			for _, k := range kinds {
 				t.Run(k.name, func(t *testing.T) {
-					for _, b := range behaviours {
+					for _, b := range slices.Concat(behaviours, statsBehaviours) {
 						t.Run(b.name, func(t *testing.T) {
 							// A handle of its own, so that hooks see only
 							// this behaviour. Made before t.Parallel: NewDB
@@ -587,6 +589,22 @@ func TestConformance(t *testing.T) {
 	}
 }
 
+// atFirstVersion returns the dialect of db and a new table of the first
+// version of migrations, dropped at t's cleanup.
+func atFirstVersion(t *testing.T, db *bun.DB, prefix string, migrations []sqlstore.Migration) (sqlstore.Dialect, string) {
+	t.Helper()
+	dialect, err := sqlstore.DialectOf(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := testenv.TableName(t, prefix)
+	testenv.DropTables(t, db, table)
+	if err := sqlstore.Migrate(context.Background(), db, table, migrations[:1]); err != nil {
+		t.Fatal(err)
+	}
+	return dialect, table
+}
+
 // TestInboxVersion2KeysMessagesByTopic upgrades an inbox table of version 1
 // that holds rows, and checks that the rows stay and that a message id is
 // then unique per topic, not per group.
@@ -595,15 +613,7 @@ func TestInboxVersion2KeysMessagesByTopic(t *testing.T) {
 		t.Run(d.Name, func(t *testing.T) {
 			db := d.Open(t)
 			ctx := context.Background()
-			dialect, err := sqlstore.DialectOf(db)
-			if err != nil {
-				t.Fatal(err)
-			}
-			table := testenv.TableName(t, "inbox_v1")
-			testenv.DropTables(t, db, table)
-			if err := sqlstore.Migrate(ctx, db, table, InboxMigrations[:1]); err != nil {
-				t.Fatal(err)
-			}
+			dialect, table := atFirstVersion(t, db, "inbox_v1", InboxMigrations)
 			insertV1 := fmt.Sprintf("INSERT INTO %s (consumer_group, message_id, name, version, topic, payload, status, attempts, created_at, next_attempt_at) VALUES (?, ?, 'E', 1, ?, ?, 'pending', 2, %s, %s)",
 				table, dialect.Now, dialect.Now)
 			for i, topic := range []string{"orders", "payments"} {

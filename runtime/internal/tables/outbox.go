@@ -26,6 +26,12 @@ const (
 
 // OutboxMigrations are the schema steps of an outbox table: its own
 // columns, and the engine's (see leased.Spec.Schema).
+//
+// Versions 2 and 3 index the failed rows on MySQL, where version 1 has no
+// index of them, so that counting them (leased.Table.Stats) reads only
+// them: a virtual column that marks them, then an index on it (see
+// leased.Spec.FailedIndexSteps). They change nothing on PostgreSQL and
+// SQLite, whose version 1 has a partial index of failed rows.
 var OutboxMigrations = []sqlstore.Migration{{
 	Version: 1,
 	Statements: func(d sqlstore.Dialect, table string) []string {
@@ -40,6 +46,18 @@ var OutboxMigrations = []sqlstore.Migration{{
 			"payload " + t.Payload + " NOT NULL",
 			"headers " + t.Text,
 		}, "UNIQUE (message_id)")
+	},
+}, {
+	Version: 2,
+	Statements: func(d sqlstore.Dialect, table string) []string {
+		column, _ := OutboxSpec(d, table).FailedIndexSteps()
+		return column
+	},
+}, {
+	Version: 3,
+	Statements: func(d sqlstore.Dialect, table string) []string {
+		_, index := OutboxSpec(d, table).FailedIndexSteps()
+		return index
 	},
 }}
 
