@@ -75,6 +75,15 @@
 // publish-only Outbox or a Consumer with a nil subscriber is enough, as in
 // the command-line tools that list and re-run failed rows.
 //
+// # Counts and lag
+//
+// [Outbox.Stats] and [Consumer.Stats] count the rows of the outbox, or of
+// one group's inbox, by status, and say how long the row due the longest
+// has waited, on the database's clock: the relay's lag, or a group's
+// retry backlog. They read indexes only, and count the published and
+// handled history only up to [StatsHistoryLimit], so that a health check
+// may call them every few seconds.
+//
 // # Cleanup
 //
 // Every CleanInterval, Run deletes published and handled rows older than
