@@ -1,7 +1,7 @@
 // Command eventgen-ops is eventgen's operations command: it prints the DDL
-// of the outbox and inbox tables, and lists and requeues failed outbox
-// events and inbox messages in a database. Run "eventgen-ops help" for
-// usage.
+// of the outbox and inbox tables, counts outbox events and inbox messages
+// by status, and lists and requeues the failed ones in a database. Run
+// "eventgen-ops help" for usage.
 package main
 
 import (

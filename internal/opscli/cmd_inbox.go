@@ -13,11 +13,12 @@ import (
 func inboxCommand() *cli.Command {
 	return &cli.Command{
 		Name:    "inbox",
-		Summary: "list and re-execute failed received messages",
-		Help: `Inbox works on the inbox table of a consumer group: it lists the messages
-whose handler failed for good, or that could not be decoded, and makes them
-due again.`,
+		Summary: "count a group's messages, list and re-execute failed ones",
+		Help: `Inbox works on the inbox table of a consumer group: it counts the
+group's messages by status, and lists the messages whose handler failed
+for good, or that could not be decoded, and makes them due again.`,
 		Subcommands: []*cli.Command{
+			inboxStatsCommand(),
 			{
 				Name:     "failed",
 				Synopsis: "-db DSN -group G [-table T] [-limit N] [-v]",

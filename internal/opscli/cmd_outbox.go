@@ -24,10 +24,12 @@ import (
 func outboxCommand() *cli.Command {
 	return &cli.Command{
 		Name:    "outbox",
-		Summary: "list and requeue failed outbox events",
-		Help: `Outbox works on the outbox table of a database: it lists the events that
-used up their publish retries and returns them to the relay.`,
+		Summary: "count outbox events, list and requeue failed ones",
+		Help: `Outbox works on the outbox table of a database: it counts the events by
+status, and lists the events that used up their publish retries and
+returns them to the relay.`,
 		Subcommands: []*cli.Command{
+			outboxStatsCommand(),
 			{
 				Name:     "failed",
 				Synopsis: "-db DSN [-table T] [-limit N] [-v]",

@@ -84,6 +84,44 @@ func runUntil(t *testing.T, run func(context.Context) error, done func() bool) {
 	}
 }
 
+// newBillingConsumer returns a migrated consumer of the billing group on
+// the inbox table table, subscribed through tr, whose handler is h.
+func newBillingConsumer(t *testing.T, db *bun.DB, tr *transport.Transport, table string,
+	h func(context.Context, shopevents.PaymentCaptured, eventgen.Metadata) error,
+) *eventgen.Consumer {
+	t.Helper()
+	sub, err := tr.Subscriber(shopevents.GroupBilling)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.SubscribeInitialize(shopevents.TopicPayments); err != nil {
+		t.Fatal(err)
+	}
+	c, err := eventgen.NewConsumer(db, sub, eventgen.ConsumerOptions{
+		Group: shopevents.GroupBilling, Table: table, LocalRetries: quickLocalRetries, MaxRetries: quickMaxRetries,
+		LocalRetryInterval: quickInterval, RetryInterval: quickInterval, RetryMinAge: quickInterval,
+		PollInterval: quickPoll, Logger: discard(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := eventgen.Handle(c, h); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// startRelay runs ob's relay until the returned function stops it.
+func startRelay(ob *eventgen.Outbox) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ob.Run(ctx) }()
+	return func() { cancel(); <-done }
+}
+
 // failedOutbox publishes n events to a new outbox table whose broker is
 // closed, and relays until all are failed. It returns the table.
 func failedOutbox(t *testing.T, db *bun.DB, n int) string {
@@ -266,28 +304,7 @@ func TestInboxFailedAndReexecute(t *testing.T) {
 	// A billing consumer whose handler fails three events for good: one
 	// with an error, two with a panic.
 	consumer := func(h func(context.Context, shopevents.PaymentCaptured, eventgen.Metadata) error) *eventgen.Consumer {
-		sub, err := tr.Subscriber(shopevents.GroupBilling)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sub.SubscribeInitialize(shopevents.TopicPayments); err != nil {
-			t.Fatal(err)
-		}
-		c, err := eventgen.NewConsumer(db, sub, eventgen.ConsumerOptions{
-			Group: shopevents.GroupBilling, Table: table, LocalRetries: quickLocalRetries, MaxRetries: quickMaxRetries,
-			LocalRetryInterval: quickInterval, RetryInterval: quickInterval, RetryMinAge: quickInterval,
-			PollInterval: quickPoll, Logger: discard(),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Migrate(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := eventgen.Handle(c, h); err != nil {
-			t.Fatal(err)
-		}
-		return c
+		return newBillingConsumer(t, db, tr, table, h)
 	}
 	failing := consumer(func(_ context.Context, e shopevents.PaymentCaptured, _ eventgen.Metadata) error {
 		if e.OrderID[15] == 0 {
@@ -301,10 +318,7 @@ func TestInboxFailedAndReexecute(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	relayCtx, stopRelay := context.WithCancel(ctx)
-	relayDone := make(chan error, 1)
-	go func() { relayDone <- ob.Run(relayCtx) }()
-	defer func() { stopRelay(); <-relayDone }()
+	defer startRelay(ob)()
 	runUntil(t, failing.Run, func() bool {
 		rows, err := failing.Failed(ctx, 10)
 		if err != nil {
@@ -395,7 +409,7 @@ func TestGroupHelp(t *testing.T) {
 		stdout string
 		stderr string
 	}{
-		{[]string{"help"}, cli.ExitOK, "\toutbox    list and requeue failed outbox events\n", ""},
+		{[]string{"help"}, cli.ExitOK, "\toutbox    count outbox events, list and requeue failed ones\n", ""},
 		{[]string{"help", "outbox"}, cli.ExitOK, "Usage: eventgen-ops outbox <command> [flags]", ""},
 		{[]string{"outbox", "-h"}, cli.ExitOK, "\trequeue    return failed events to the relay\n", ""},
 		{[]string{"inbox", "help", "reexecute"}, cli.ExitOK, "Usage: eventgen-ops inbox reexecute -db DSN -group G", ""},

@@ -1,7 +1,7 @@
 // Package opscli implements the eventgen-ops command, eventgen's operations
-// on a database: the DDL of the outbox and inbox tables, and the failed
-// outbox events and inbox messages. main calls [Run]; tests call it too,
-// with their own arguments and output buffers.
+// on a database: the DDL of the outbox and inbox tables, their counts by
+// status, and the failed outbox events and inbox messages. main calls
+// [Run]; tests call it too, with their own arguments and output buffers.
 //
 // The commands need only the database: they build a publish-only Outbox
 // and a Consumer without a subscriber, and open no broker connection.
@@ -17,9 +17,9 @@ import (
 func program() *cli.Program {
 	return &cli.Program{
 		Name: "eventgen-ops",
-		Intro: `eventgen-ops prints the DDL of eventgen's outbox and inbox tables, and
-lists and requeues the failed events and messages in them. The generator
-is the eventgen command.`,
+		Intro: `eventgen-ops prints the DDL of eventgen's outbox and inbox tables, counts
+the events and messages in them by status, and lists and requeues the
+failed ones. The generator is the eventgen command.`,
 		Commands: []*cli.Command{
 			sqlCommand(),
 			outboxCommand(),

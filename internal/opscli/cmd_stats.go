@@ -1,0 +1,167 @@
+package opscli
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/eventgen/eventgen/internal/cli"
+	"github.com/eventgen/eventgen/runtime/eventgen"
+)
+
+// statsHelp ends the help of the stats commands, before dbHelp.
+func statsHelp() string {
+	return fmt.Sprintf(`
+
+The counts of rows that wait, run or failed are exact. Finished rows are
+the table's history, kept for a retention, and are counted only among the
+newest %d: a count shown with a + (or "history_capped": true with -json)
+means there may be more. The oldest pending age is how long the row due
+the longest has waited to be claimed, on the database's clock; 0s when
+none is due. -json prints one JSON object with the same figures, the age
+in seconds.`, eventgen.StatsHistoryLimit)
+}
+
+func outboxStatsCommand() *cli.Command {
+	return &cli.Command{
+		Name:     "stats",
+		Synopsis: "-db DSN [-table T] [-json]",
+		Summary:  "count events by status, and the oldest pending age",
+		Help: `Stats counts the outbox's events by status (scheduled, pending, of which
+retrying, processing, failed, published) and says how long the event due
+the longest has waited for the relay: the relay's lag. It reads indexes
+only, and is cheap enough for a health check.` + statsHelp() + dbHelp,
+		Setup: func(fs *flag.FlagSet) func(*cli.Env) int {
+			var f dbFlags
+			f.define(fs, "outbox", eventgen.DefaultOutboxTable)
+			asJSON := jsonFlag(fs)
+			return func(e *cli.Env) int {
+				return withOutbox(e, "outbox stats", &f, func(ctx context.Context, ob *eventgen.Outbox) int {
+					st, err := ob.Stats(ctx)
+					if err != nil {
+						return fail(e, "outbox stats", err)
+					}
+					return printStats(e, "outbox stats", *asJSON, outboxStatsJSON{
+						Table: f.table, Scheduled: st.Scheduled, Pending: st.Pending, Retrying: st.Retrying,
+						Processing: st.Processing, Failed: st.Failed, Published: st.Published,
+						HistoryCapped: st.HistoryCapped, OldestPendingSeconds: st.OldestPending.Seconds(),
+					}, [][2]string{
+						{"table", f.table},
+						{"scheduled", count(st.Scheduled)},
+						{"pending", count(st.Pending)},
+						{"  retrying", count(st.Retrying)},
+						{"processing", count(st.Processing)},
+						{"failed", count(st.Failed)},
+						{"published", history(st.Published, st.HistoryCapped)},
+						{"oldest pending", age(st.OldestPending)},
+					})
+				})
+			}
+		},
+	}
+}
+
+func inboxStatsCommand() *cli.Command {
+	return &cli.Command{
+		Name:     "stats",
+		Synopsis: "-db DSN -group G [-table T] [-json]",
+		Summary:  "count a group's messages by status, and the oldest pending age",
+		Help: `Stats counts the group's messages by status (pending, which are all
+waiting for a retry, processing, failed, succeeded, skipped) and says how
+long the message due the longest has waited for a retry. It reads indexes
+only, and is cheap enough for a health check.` + statsHelp() + dbHelp,
+		Setup: func(fs *flag.FlagSet) func(*cli.Env) int {
+			var f inboxFlags
+			f.define(fs)
+			asJSON := jsonFlag(fs)
+			return func(e *cli.Env) int {
+				return withConsumer(e, "inbox stats", &f, func(ctx context.Context, c *eventgen.Consumer) int {
+					st, err := c.Stats(ctx)
+					if err != nil {
+						return fail(e, "inbox stats", err)
+					}
+					return printStats(e, "inbox stats", *asJSON, inboxStatsJSON{
+						Table: f.table, Group: f.group, Pending: st.Pending, Processing: st.Processing,
+						Failed: st.Failed, Succeeded: st.Succeeded, Skipped: st.Skipped,
+						HistoryCapped: st.HistoryCapped, OldestPendingSeconds: st.OldestPending.Seconds(),
+					}, [][2]string{
+						{"table", f.table},
+						{"group", f.group},
+						{"pending", count(st.Pending)},
+						{"processing", count(st.Processing)},
+						{"failed", count(st.Failed)},
+						{"succeeded", history(st.Succeeded, st.HistoryCapped)},
+						{"skipped", history(st.Skipped, st.HistoryCapped)},
+						{"oldest pending", age(st.OldestPending)},
+					})
+				})
+			}
+		},
+	}
+}
+
+// outboxStatsJSON is what outbox stats -json prints.
+type outboxStatsJSON struct {
+	Table                string  `json:"table"`
+	Scheduled            int64   `json:"scheduled"`
+	Pending              int64   `json:"pending"`
+	Retrying             int64   `json:"retrying"`
+	Processing           int64   `json:"processing"`
+	Failed               int64   `json:"failed"`
+	Published            int64   `json:"published"`
+	HistoryCapped        bool    `json:"history_capped"`
+	OldestPendingSeconds float64 `json:"oldest_pending_seconds"`
+}
+
+// inboxStatsJSON is what inbox stats -json prints.
+type inboxStatsJSON struct {
+	Table                string  `json:"table"`
+	Group                string  `json:"group"`
+	Pending              int64   `json:"pending"`
+	Processing           int64   `json:"processing"`
+	Failed               int64   `json:"failed"`
+	Succeeded            int64   `json:"succeeded"`
+	Skipped              int64   `json:"skipped"`
+	HistoryCapped        bool    `json:"history_capped"`
+	OldestPendingSeconds float64 `json:"oldest_pending_seconds"`
+}
+
+func jsonFlag(fs *flag.FlagSet) *bool {
+	return fs.Bool("json", false, "print the figures as one JSON object")
+}
+
+// printStats prints the figures of a stats command: v as indented JSON
+// with -json, else lines of name and value, aligned.
+func printStats(e *cli.Env, name string, asJSON bool, v any, lines [][2]string) int {
+	if asJSON {
+		b, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return fail(e, name, err)
+		}
+		fmt.Fprintf(e.Stdout, "%s\n", b)
+		return cli.ExitOK
+	}
+	tw := tabwriter.NewWriter(e.Stdout, 0, 0, 2, ' ', 0)
+	for _, l := range lines {
+		fmt.Fprintf(tw, "%s\t%s\n", l[0], cell(l[1]))
+	}
+	tw.Flush()
+	return cli.ExitOK
+}
+
+func count(n int64) string { return strconv.FormatInt(n, 10) }
+
+// history formats a count of finished rows, with a + when there may be more.
+func history(n int64, capped bool) string {
+	if capped {
+		return count(n) + "+"
+	}
+	return count(n)
+}
+
+// age formats the oldest pending age to the millisecond.
+func age(d time.Duration) string { return d.Round(time.Millisecond).String() }
