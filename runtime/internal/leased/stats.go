@@ -94,10 +94,7 @@ func statsQuery(spec Spec, unfinished []string) string {
 	if spec.Scope != "" {
 		scoped = spec.Scope + " = ? AND "
 	}
-	failed := fmt.Sprintf("%sstatus = '%s'", scoped, StatusFailed)
-	if mysql && spec.Scope == "" {
-		failed = FailedColumn + " = 1"
-	}
+	failed := failedWhere(spec)
 	now := "(SELECT " + d.Now + ")"
 	return fmt.Sprintf(`SELECT %d AS part, status, COUNT(*) AS n, SUM(CASE WHEN attempts > 0 THEN 1 ELSE 0 END) AS retried, MIN(CASE WHEN next_attempt_at <= %s THEN next_attempt_at END) AS due, NULL AS now
 FROM %s WHERE %sstatus IN (%s) AND next_attempt_at IS NOT NULL GROUP BY status

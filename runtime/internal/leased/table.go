@@ -230,8 +230,8 @@ SELECT %s FROM %s WHERE id IN (SELECT id FROM s WHERE rn = 1 OR run <= ?) AND (S
 		table, StatusPending, now, uncount, ids, mine))
 	t.requeue = byIDs(fmt.Sprintf("UPDATE %s SET status = '%s', attempts = 0, next_attempt_at = %s, %sexpires_at = NULL, lock_owner = NULL, lease_until = NULL WHERE %sstatus = '%s' AND %s",
 		table, StatusPending, now, unfinish, scoped, StatusFailed, ids))
-	t.failedIDs = fixed(fmt.Sprintf("SELECT id FROM %s WHERE %sstatus = '%s' ORDER BY id LIMIT ?", table, scoped, StatusFailed))
-	t.failed = fixed(fmt.Sprintf("SELECT %s FROM %s WHERE %sstatus = '%s' ORDER BY id LIMIT ?", spec.Columns, table, scoped, StatusFailed))
+	t.failedIDs = fixed(fmt.Sprintf("SELECT id FROM %s WHERE %s ORDER BY id LIMIT ?", table, failedWhere(spec)))
+	t.failed = fixed(fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY id LIMIT ?", spec.Columns, table, failedWhere(spec)))
 	expired := fmt.Sprintf("%sexpires_at <= %s", scoped, now)
 	switch d.Name {
 	case "mysql":
@@ -664,4 +664,19 @@ func rowsAffected(res sql.Result, err error) (int64, error) {
 		return 0, err
 	}
 	return res.RowsAffected()
+}
+
+// failedWhere selects the failed rows of spec's table (in its scope) by an
+// index: the partial failed index on PostgreSQL and SQLite, the scope's
+// (scope, status) index of a scoped MySQL table, and the FailedColumn index
+// of an unscoped one, which lists failed rows alone (see Schema).
+func failedWhere(spec Spec) string {
+	if spec.Dialect.Name == "mysql" && spec.Scope == "" {
+		return FailedColumn + " = 1"
+	}
+	scoped := ""
+	if spec.Scope != "" {
+		scoped = spec.Scope + " = ? AND "
+	}
+	return fmt.Sprintf("%sstatus = '%s'", scoped, StatusFailed)
 }
