@@ -114,8 +114,8 @@ type Consumer struct {
 //
 // sub may be nil for a Consumer that only works on the inbox table: a tool
 // that lists and re-executes failed messages needs no broker. Migrate,
-// Failed, Reexecute, ReexecuteFailed and Clean then work; Run returns an
-// error at once.
+// Stats, Failed, Reexecute, ReexecuteFailed and Clean then work; Run
+// returns an error at once.
 func NewConsumer(db *bun.DB, sub message.Subscriber, opts ConsumerOptions) (*Consumer, error) {
 	if db == nil {
 		return nil, errors.New("eventgen: NewConsumer: db is nil")
