@@ -27,6 +27,12 @@
 //
 // -db takes a SQLite file, postgres://, mysql:// or user@tcp(host:port)/db;
 // -broker mem://, amqp://, nats://, redis://, postgres:// or mysql://.
+//
+// -trace turns OpenTelemetry tracing on, with an SDK that keeps the spans
+// in memory, and prints after the summary the trace of the first order as
+// a tree: from its "place order" span through each event's send span to
+// each group's process span and the handler's own span (see
+// docs/observability.md).
 // The program may run again on the same database and broker: it counts only
 // its own orders. Passwords in either are never printed.
 package main
@@ -70,6 +76,7 @@ type config struct {
 	orders  int
 	timeout time.Duration
 	quiet   bool
+	trace   bool
 }
 
 // run runs the program with args (without the program name) and returns its
@@ -84,6 +91,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.orders, "orders", 20, "how many orders to commit")
 	fs.DurationVar(&c.timeout, "timeout", time.Minute, "how long to wait for every event to be handled")
 	fs.BoolVar(&c.quiet, "q", false, "print only the summary")
+	fs.BoolVar(&c.trace, "trace", false, "trace with OpenTelemetry and print the first order's trace as a tree")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return 0
 	} else if err != nil {
@@ -150,8 +158,13 @@ func (c config) run(ctx context.Context, stdout, stderr io.Writer) (bool, error)
 	if err := createTables(ctx, db); err != nil {
 		return false, err
 	}
+	var tracing *tracing // nil: off
+	if c.trace {
+		tracing = newTracing()
+		defer tracing.shutdown()
+	}
 	trace := newRelayTrace(tr.Publisher(), log)
-	ob, err := eventgen.NewOutbox(db, trace, eventgen.OutboxOptions{Logger: logger})
+	ob, err := eventgen.NewOutbox(db, trace, tracing.outbox(eventgen.OutboxOptions{Logger: logger}))
 	if err != nil {
 		return false, err
 	}
@@ -159,7 +172,9 @@ func (c config) run(ctx context.Context, stdout, stderr io.Writer) (bool, error)
 		return false, err
 	}
 	pub := shopevents.NewPublisher(ob)
-	consumers, err := newConsumers(ctx, db, tr, logger, &billing{pub: pub, log: log}, &shipping{pub: pub, log: log})
+	tracer := tracing.tracer()
+	consumers, topics, err := newConsumers(ctx, db, tr, tracing.consumer(eventgen.ConsumerOptions{Logger: logger}),
+		&billing{pub: pub, log: log, tracer: tracer}, &shipping{pub: pub, log: log, tracer: tracer})
 	if err != nil {
 		return false, err
 	}
@@ -183,7 +198,7 @@ func (c config) run(ctx context.Context, stdout, stderr io.Writer) (bool, error)
 	}
 	defer stopRunning()
 
-	s := &shop{db: db, pub: pub, log: log}
+	s := &shop{db: db, pub: pub, log: log, tracer: tracer}
 	start := time.Now()
 	var orders []string
 	for n := 1; n <= c.orders; n++ {
@@ -219,6 +234,13 @@ func (c config) run(ctx context.Context, stdout, stderr io.Writer) (bool, error)
 				return false, err
 			}
 			done = got.atLeast(want)
+			if done && tracing != nil {
+				// Wait for the first order's trace too: it includes
+				// the process spans of the groups that skip an event,
+				// which the effect rows do not count.
+				published, _, _ := trace.published(orders[:1])
+				done = tracing.orderTrace(1).complete(published, topics)
+			}
 		}
 	}
 	took := time.Since(start)
@@ -233,13 +255,20 @@ func (c config) run(ctx context.Context, stdout, stderr io.Writer) (bool, error)
 	if err != nil {
 		return false, err
 	}
-	return printSummary(stdout, c.orders, rolledBack, want, got, leaked, took), nil
+	ok := printSummary(stdout, c.orders, rolledBack, want, got, leaked, took)
+	if tracing != nil {
+		if tree := tracing.orderTrace(1); tree != nil {
+			tree.print(stdout, 1)
+		}
+	}
+	return ok, nil
 }
 
-// newConsumers returns the consumers of groups billing and shipping, with
-// their tables migrated and their groups created on the broker, so that
-// they receive every event published from now on.
-func newConsumers(ctx context.Context, db *bun.DB, tr *transport.Transport, logger *slog.Logger, b *billing, s *shipping) ([]*eventgen.Consumer, error) {
+// newConsumers returns the consumers of groups billing and shipping, made
+// with opts and each its Group, with their tables migrated and their groups
+// created on the broker, so that they receive every event published from
+// now on. It also returns the groups subscribed to each topic.
+func newConsumers(ctx context.Context, db *bun.DB, tr *transport.Transport, opts eventgen.ConsumerOptions, b *billing, s *shipping) ([]*eventgen.Consumer, map[string][]string, error) {
 	groups := []struct {
 		name     string
 		handles  []eventgen.Event
@@ -257,32 +286,37 @@ func newConsumers(ctx context.Context, db *bun.DB, tr *transport.Transport, logg
 		},
 	}
 	var out []*eventgen.Consumer
+	topics := make(map[string][]string)
 	for _, g := range groups {
 		sub, err := tr.Subscriber(g.name)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		// Create the group's subscription to each topic before anything is
 		// published: on some brokers a group receives only what is
 		// published after it exists.
 		for _, e := range g.handles {
 			if err := sub.SubscribeInitialize(e.Topic()); err != nil {
-				return nil, fmt.Errorf("create group %s on %s: %w", g.name, e.Topic(), err)
+				return nil, nil, fmt.Errorf("create group %s on %s: %w", g.name, e.Topic(), err)
+			}
+			if !slices.Contains(topics[e.Topic()], g.name) {
+				topics[e.Topic()] = append(topics[e.Topic()], g.name)
 			}
 		}
-		c, err := eventgen.NewConsumer(db, sub, eventgen.ConsumerOptions{Group: g.name, Logger: logger})
+		opts.Group = g.name
+		c, err := eventgen.NewConsumer(db, sub, opts)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := c.Migrate(ctx); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := g.register(c); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		out = append(out, c)
 	}
-	return out, nil
+	return out, topics, nil
 }
 
 // counts are what happened to a set of orders.

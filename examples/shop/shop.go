@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	shopevents "github.com/eventgen/eventgen/examples/generated"
 	"github.com/eventgen/eventgen/runtime/eventgen"
@@ -94,9 +96,10 @@ var errOutOfStock = errors.New("out of stock")
 
 // shop places orders.
 type shop struct {
-	db  *bun.DB
-	pub *shopevents.Publisher
-	log *eventLog
+	db     *bun.DB
+	pub    *shopevents.Publisher
+	log    *eventLog
+	tracer trace.Tracer
 }
 
 // placeOrder places the n-th order in one transaction: the order row, its
@@ -104,9 +107,15 @@ type shop struct {
 // with PublishBatch. When fail is set, the transaction fails at its end, as
 // if the last reservation found no stock: the order row and the events
 // roll back together. It returns the order id.
+//
+// The order is a span, "place order", as a request's would be: the
+// events' publishes store its trace context with their outbox rows, so
+// that the relay's send spans and the handlers' spans continue its trace.
 func (s *shop) placeOrder(ctx context.Context, n int, fail bool) (uuid.UUID, error) {
 	lines := basket(n)
 	id := uuid.New()
+	ctx, span := s.tracer.Start(ctx, spanPlaceOrder, trace.WithAttributes(attrOrderNumber.Int(n), attrOrderID.String(id.String())))
+	defer span.End()
 	placed := shopevents.OrderPlaced{
 		OrderID:    id,
 		CustomerID: uuid.New(),
@@ -147,6 +156,10 @@ func (s *shop) placeOrder(ctx context.Context, n int, fail bool) (uuid.UUID, err
 		}
 		return nil
 	})
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
 	switch {
 	case fail && errors.Is(err, errOutOfStock):
 		s.log.printf("shop", "order %2d %s: %s, rolled back with its %d events", n, short(id), err, 1+len(reservations))

@@ -89,6 +89,16 @@ func (t *relayTrace) Publish(topic string, msgs ...*message.Message) error {
 // Close implements message.Publisher.
 func (t *relayTrace) Close() error { return t.next.Close() }
 
+// MessagingSystem passes on the broker's name for the relay's spans
+// (attribute messaging.system), which the relay finds only on the
+// publisher it is given.
+func (t *relayTrace) MessagingSystem() string {
+	if s, ok := t.next.(interface{ MessagingSystem() string }); ok {
+		return s.MessagingSystem()
+	}
+	return ""
+}
+
 // published returns how many distinct messages of the given orders were
 // published, in all and by event name, and how many were published again.
 func (t *relayTrace) published(orders []string) (total int, byName map[string]int, dups int) {
