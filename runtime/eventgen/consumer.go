@@ -96,6 +96,8 @@ type Consumer struct {
 	dbErrors atomic.Int64
 	// tracing is nil when tracing is off; see newTracing.
 	tracing *tracing
+	// metrics is nil when metrics are off; see meterOf.
+	metrics *consumerMetrics
 
 	mu sync.Mutex
 	// handlers is keyed by event name; it does not change once Run starts.
@@ -132,7 +134,7 @@ func NewConsumer(db *bun.DB, sub message.Subscriber, opts ConsumerOptions) (*Con
 	if !opts.NoPreparedStatements {
 		prepared = sqlstore.NewPrepared(db, d)
 	}
-	return &Consumer{
+	c := &Consumer{
 		db:         db,
 		sub:        sub,
 		opts:       opts,
@@ -144,7 +146,9 @@ func NewConsumer(db *bun.DB, sub message.Subscriber, opts ConsumerOptions) (*Con
 		subscribed: make(chan struct{}),
 		handlers:   make(map[string]*handler),
 		tracing:    newTracing(opts.TracerProvider, opts.Propagator, sub, trace.SpanKindConsumer),
-	}, nil
+	}
+	c.metrics = newConsumerMetrics(c, opts.MeterProvider)
+	return c, nil
 }
 
 // Group returns the consumer group c handles messages for, as given in
@@ -412,7 +416,9 @@ func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Messa
 		c.hooks.onSettled(row.MessageID, outcomeDuplicate)
 		return
 	}
+	began := time.Now()
 	herr := c.call(ctx, tx, h, row, metadataOf(row, headers, 1, c.opts.Group))
+	c.metrics.ran(&row, began, herr)
 	if herr == nil {
 		if err := tx.Commit(); err != nil {
 			c.redeliver(ctx, msg, row, "commit", err)
@@ -420,6 +426,7 @@ func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Messa
 		}
 		c.dbErrors.Store(0)
 		msg.Ack()
+		c.metrics.outcome(&row, tables.StatusSucceeded)
 		c.hooks.onSettled(row.MessageID, tables.StatusSucceeded)
 		return
 	}
@@ -455,6 +462,7 @@ func (c *Consumer) record(ctx context.Context, msg *message.Message, row tables.
 	}
 	c.dbErrors.Store(0)
 	msg.Ack()
+	c.metrics.outcome(&row, o.Status)
 	c.logOutcome(row, o)
 	c.hooks.onSettled(row.MessageID, o.Status)
 }

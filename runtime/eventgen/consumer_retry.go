@@ -136,7 +136,9 @@ func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
 		c.hooks.onSettled(row.MessageID, outcomeLostLease)
 		return
 	}
+	began := time.Now()
 	herr := c.call(ctx, tx, h, row, metadataOf(row, headers, row.Attempts, c.opts.Group))
+	c.metrics.ran(&row, began, herr)
 	if herr == nil {
 		if _, err := c.inbox.Done(ctx, tx, c.owner, []int64{row.ID}, 0, c.opts.SucceededRetention); err != nil {
 			c.retryError(ctx, row, "mark succeeded", err)
@@ -146,6 +148,7 @@ func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
 			c.retryError(ctx, row, "commit", err)
 			return
 		}
+		c.metrics.outcome(&row, tables.StatusSucceeded)
 		c.log.Info("message handled on retry", "message_id", row.MessageID, "event", row.Name, "attempt", row.Attempts)
 		c.hooks.onSettled(row.MessageID, tables.StatusSucceeded)
 		return
@@ -169,6 +172,7 @@ func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
 		c.retryError(ctx, row, "schedule retry", err)
 		return
 	}
+	c.metrics.outcome(&row, tables.StatusPending)
 	c.hooks.onSettled(row.MessageID, tables.StatusPending)
 }
 
@@ -180,6 +184,7 @@ func (c *Consumer) finish(ctx context.Context, row tables.InboxRow, o tables.Out
 		c.retryError(ctx, row, "mark "+o.Status, err)
 		return
 	}
+	c.metrics.outcome(&row, o.Status)
 	c.logOutcome(row, o)
 	c.hooks.onSettled(row.MessageID, o.Status)
 }
@@ -316,6 +321,19 @@ func (c *Consumer) ReexecuteFailed(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("consumer: reexecute failed messages: %w", err)
 	}
 	return int(n), nil
+}
+
+// Close stops reporting the group's gauges (see
+// ConsumerOptions.MeterProvider) to the MeterProvider. Call it when done
+// with a Consumer before the process ends, after Run has returned; a
+// Consumer that is garbage collected stops them too. Close does not close
+// the database or the subscriber, and everything but the gauges keeps
+// working after it.
+func (c *Consumer) Close() error {
+	if err := c.metrics.close(); err != nil {
+		return fmt.Errorf("consumer: close: unregister metrics: %w", err)
+	}
+	return nil
 }
 
 // consumerHooks lets tests wait for the consumer's progress instead of

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -106,6 +107,16 @@ type OutboxOptions struct {
 	// one is set, for example with
 	// otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})).
 	Propagator propagation.TextMapPropagator
+	// MeterProvider makes the outbox's metrics: publishes, retries and
+	// failures by event, the time from an event's write to the broker's
+	// acknowledgement, claim sizes, and gauges of the table's events by
+	// status and of the relay's lag (see docs/observability.md). Default
+	// otel.GetMeterProvider(), read by NewOutbox. The gauges run one
+	// [Outbox.Stats] statement when a reader collects, at most every 5
+	// seconds, and none while nothing collects; [Outbox.Close] stops
+	// them. To turn metrics off altogether, set noop.NewMeterProvider()
+	// (from go.opentelemetry.io/otel/metric/noop).
+	MeterProvider metric.MeterProvider
 }
 
 // ConsumerOptions configures a [Consumer]. Fields that share a name with
@@ -189,6 +200,16 @@ type ConsumerOptions struct {
 	// inbox row for a retry. Default otel.GetTextMapPropagator(), read by
 	// NewConsumer; see OutboxOptions.Propagator.
 	Propagator propagation.TextMapPropagator
+	// MeterProvider makes the group's metrics: handled, retried, skipped
+	// and failed messages by event, handler durations, the time from an
+	// event's time to its handling, and gauges of the group's inbox rows
+	// by status and of its retries' lag (see docs/observability.md).
+	// Default otel.GetMeterProvider(), read by NewConsumer. The gauges
+	// run one [Consumer.Stats] statement when a reader collects, at most
+	// every 5 seconds, and none while nothing collects; [Consumer.Close]
+	// stops them. See OutboxOptions.MeterProvider, also for turning
+	// metrics off.
+	MeterProvider metric.MeterProvider
 }
 
 // NoLocalRetries, as OutboxOptions.LocalRetries or

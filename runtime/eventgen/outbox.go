@@ -54,6 +54,8 @@ type Outbox struct {
 
 	// tracing is nil when tracing is off; see newTracing.
 	tracing *tracing
+	// metrics is nil when metrics are off; see meterOf.
+	metrics *outboxMetrics
 
 	// hooks is nil outside tests.
 	hooks *outboxHooks
@@ -91,7 +93,21 @@ func NewOutbox(db *bun.DB, pub message.Publisher, opts OutboxOptions) (*Outbox, 
 		o.prepared = sqlstore.NewPrepared(db, d)
 	}
 	o.store = tables.NewOutbox(d, opts.Table, o.prepared)
+	o.metrics = newOutboxMetrics(o, opts.MeterProvider)
 	return o, nil
+}
+
+// Close stops reporting the outbox's gauges (see
+// OutboxOptions.MeterProvider) to the MeterProvider. Call it when done
+// with an Outbox before the process ends, after Run has returned; an
+// Outbox that is garbage collected stops them too. Close does not close
+// the database or the publisher, and everything but the gauges keeps
+// working after it.
+func (o *Outbox) Close() error {
+	if err := o.metrics.close(); err != nil {
+		return fmt.Errorf("outbox: close: unregister metrics: %w", err)
+	}
+	return nil
 }
 
 // maxPreparedBatch is the most events a Publish call writes with a prepared

@@ -432,6 +432,7 @@ func (r *relay) take(ctx context.Context, c leased.Claim, lock bool) (n int, ful
 	}
 	full = len(rows) == c.Limit || bytes+largest > r.opts.BatchBytes
 	r.outstanding.Add(int64(len(rows)))
+	r.o.metrics.claimed(len(rows))
 	if h := r.o.hooks; h != nil && h.claimed != nil {
 		h.claimed(len(rows), batch != nil)
 	}
@@ -574,6 +575,9 @@ func (r *relay) publish(c *claimed) (err error) {
 	defer func() {
 		if err != nil {
 			spanError(span, err, r.policy.Exhausted(attempt), attempt)
+			r.o.metrics.sendFailed(row, err)
+		} else {
+			r.o.metrics.published(row)
 		}
 		span.End()
 	}()
@@ -781,15 +785,18 @@ func (s *settler) failed(ctx context.Context, c *claimed, err error) {
 		c.due = time.Now().Add(r.policy.LocalDelay(c.tries))
 		if c.due.Before(c.lastStart) {
 			s.waiting = append(s.waiting, c)
+			r.o.metrics.ended(&c.row, tables.StatusPending)
 			return
 		}
 	}
-	s.endRound(ctx, c)
+	s.endRound(ctx, c, true)
 }
 
 // endRound stores the outcome of a row whose publishes in this claim all
-// failed: pending again after the persistent backoff, or failed.
-func (s *settler) endRound(ctx context.Context, c *claimed) {
+// failed: pending again after the persistent backoff, or failed. count
+// says to count the outcome in the metrics: not for a row that was
+// already counted as retried when its local retry was scheduled.
+func (s *settler) endRound(ctx context.Context, c *claimed, count bool) {
 	r := s.r
 	attempts := c.row.Attempts + c.tries
 	if c.permanent {
@@ -813,6 +820,9 @@ func (s *settler) endRound(ctx context.Context, c *claimed) {
 		})
 	}
 	unlock()
+	if count {
+		r.o.metrics.ended(&c.row, status)
+	}
 	level := slog.LevelWarn
 	if status == tables.StatusFailed {
 		level = slog.LevelError
@@ -922,7 +932,7 @@ func (s *settler) shutdown(ctx context.Context) {
 		s.waiting = append(s.waiting, <-s.r.retries)
 	}
 	for _, c := range s.waiting {
-		s.endRound(ctx, c)
+		s.endRound(ctx, c, false)
 	}
 	s.waiting = nil
 	if err := s.flush(ctx); err != nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/uptrace/bun"
+
 	"github.com/eventgen/eventgen/runtime/internal/tables"
 )
 
@@ -63,7 +65,12 @@ type OutboxStats struct {
 // On MySQL and MariaDB the table must have been migrated by this version's
 // [Outbox.Migrate], which adds the index of failed events.
 func (o *Outbox) Stats(ctx context.Context) (OutboxStats, error) {
-	st, err := o.store.Stats(ctx, o.db, StatsHistoryLimit)
+	return outboxStats(ctx, o.store, o.db)
+}
+
+// outboxStats is Outbox.Stats, for the gauges, which hold no Outbox.
+func outboxStats(ctx context.Context, store *tables.Outbox, db bun.IDB) (OutboxStats, error) {
+	st, err := store.Stats(ctx, db, StatsHistoryLimit)
 	if err != nil {
 		return OutboxStats{}, fmt.Errorf("outbox: stats: %w", err)
 	}
@@ -117,7 +124,12 @@ type ConsumerStats struct {
 // table keeps. It is meant for health checks and dashboards polled every
 // few seconds, and needs no subscriber.
 func (c *Consumer) Stats(ctx context.Context) (ConsumerStats, error) {
-	st, err := c.inbox.Stats(ctx, c.db, StatsHistoryLimit)
+	return consumerStats(ctx, c.inbox, c.db)
+}
+
+// consumerStats is Consumer.Stats, for the gauges, which hold no Consumer.
+func consumerStats(ctx context.Context, inbox *tables.Inbox, db bun.IDB) (ConsumerStats, error) {
+	st, err := inbox.Stats(ctx, db, StatsHistoryLimit)
 	if err != nil {
 		return ConsumerStats{}, fmt.Errorf("consumer: stats: %w", err)
 	}

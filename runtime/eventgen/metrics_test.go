@@ -1,0 +1,294 @@
+package eventgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/eventgen/eventgen/runtime/internal/tables"
+	"github.com/eventgen/eventgen/runtime/internal/testenv"
+)
+
+// meterReader is an SDK MeterProvider of the test's own (not the global,
+// so tests run in parallel) with a manual reader.
+type meterReader struct {
+	mp     *sdkmetric.MeterProvider
+	reader *sdkmetric.ManualReader
+}
+
+func newMeterReader(t testing.TB) *meterReader {
+	r := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(r))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	return &meterReader{mp: mp, reader: r}
+}
+
+// point is one data point of a collection, whatever its kind.
+type point struct {
+	attrs attribute.Set
+	value float64 // a sum's or a gauge's value; a histogram's sum
+	count uint64  // a histogram's count
+}
+
+// collect collects and returns the points of the instrument name.
+func (m *meterReader) collect(t testing.TB, name string) []point {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := m.reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var out []point
+	for _, sm := range rm.ScopeMetrics {
+		for _, md := range sm.Metrics {
+			if md.Name != name {
+				continue
+			}
+			switch d := md.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					out = append(out, point{attrs: p.Attributes, value: float64(p.Value)})
+				}
+			case metricdata.Gauge[int64]:
+				for _, p := range d.DataPoints {
+					out = append(out, point{attrs: p.Attributes, value: float64(p.Value)})
+				}
+			case metricdata.Gauge[float64]:
+				for _, p := range d.DataPoints {
+					out = append(out, point{attrs: p.Attributes, value: p.Value})
+				}
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					out = append(out, point{attrs: p.Attributes, value: p.Sum, count: p.Count})
+				}
+			default:
+				t.Fatalf("%s: unexpected data %T", name, md.Data)
+			}
+		}
+	}
+	return out
+}
+
+// sum adds up the values (and counts) of the points of name that have
+// every attribute of want; an attribute with an empty value must be
+// absent.
+func (m *meterReader) sum(t testing.TB, name string, want ...attribute.KeyValue) (value float64, count uint64) {
+	t.Helper()
+	for _, p := range m.collect(t, name) {
+		if matches(p.attrs, want) {
+			value += p.value
+			count += p.count
+		}
+	}
+	return value, count
+}
+
+func matches(s attribute.Set, want []attribute.KeyValue) bool {
+	for _, kv := range want {
+		v, ok := s.Value(kv.Key)
+		if kv.Value.Emit() == "" {
+			if ok {
+				return false
+			}
+			continue
+		}
+		if !ok || v.Emit() != kv.Value.Emit() {
+			return false
+		}
+	}
+	return true
+}
+
+// waitSum waits until the sum of name's matching points is want.
+func (m *meterReader) waitSum(t testing.TB, name string, want float64, attrs ...attribute.KeyValue) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		got, _ := m.sum(t, name, attrs...)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s%v = %v, want %v", name, attrs, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+var (
+	noError   = attribute.String("error.type", "")
+	orderAttr = attribute.String("eventgen.event.name", "OrderPlaced")
+)
+
+// TestMetricsCountEvents publishes N events through the outbox to a
+// group and checks that the counters and histograms count each of them
+// once, by event.
+func TestMetricsCountEvents(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, h *harness) {
+		m := newMeterReader(t)
+		ob := newOutbox(t, h.db, h.ps, OutboxOptions{MeterProvider: m.mp})
+		opts := fastOptions()
+		opts.MeterProvider = m.mp
+		c, tr := h.orders("billing", opts, func(context.Context, orderPlaced, Metadata) error { return nil })
+		h.run(c)
+		const n = 7
+		events := make([]Event, n)
+		for i := range events {
+			events[i] = orderPlaced{OrderID: fmt.Sprint("o-", i)}
+		}
+		err := h.db.RunInTx(context.Background(), nil, func(ctx context.Context, tx bun.Tx) error {
+			return ob.Publish(ctx, tx, "shop", events)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		run(t, ob)
+		tr.wait(t, "handled", func() bool { return tr.count(tables.StatusSucceeded) == n })
+
+		dest := attribute.String("messaging.destination.name", topicOrders)
+		m.waitSum(t, "messaging.client.sent.messages", n, orderAttr, dest, noError)
+		m.waitSum(t, "eventgen.consumer.handled.messages", n, orderAttr, dest,
+			attribute.String("messaging.consumer.group.name", "billing"))
+		for _, name := range []string{"eventgen.outbox.delivery.duration", "messaging.process.duration", "eventgen.consumer.end_to_end.duration"} {
+			if _, count := m.sum(t, name, orderAttr, noError); count != n {
+				t.Errorf("%s has %d points, want %d", name, count, n)
+			}
+		}
+		if claimed, _ := m.sum(t, "eventgen.outbox.claim.size"); claimed != n {
+			t.Errorf("claim sizes add up to %v, want %d", claimed, n)
+		}
+		for _, name := range []string{"eventgen.outbox.retried.messages", "eventgen.outbox.failed.messages",
+			"eventgen.consumer.retried.messages", "eventgen.consumer.failed.messages", "eventgen.consumer.skipped.messages"} {
+			if got, _ := m.sum(t, name); got != 0 {
+				t.Errorf("%s = %v, want 0", name, got)
+			}
+		}
+	})
+}
+
+// TestMetricsRetriesAndFailures checks the consumer's retried and failed
+// counters, and that its failed gauge agrees with the failed store.
+func TestMetricsRetriesAndFailures(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, h *harness) {
+		m := newMeterReader(t)
+		opts := fastOptions() // MaxRetries 3
+		opts.MeterProvider = m.mp
+		c, tr := h.orders("billing", opts, func(ctx context.Context, e orderPlaced, md Metadata) error {
+			if e.OrderID == "doomed" || md.Attempt < 2 {
+				return errors.New("card declined")
+			}
+			return nil
+		})
+		c.metrics.gauges.ttl = 0 // every collection reads
+		h.run(c)
+		h.publish(topicOrders, eventMessage(t, orderPlaced{OrderID: "doomed"}, "m-doomed", nil),
+			eventMessage(t, orderPlaced{OrderID: "ok"}, "m-ok", nil),
+			eventMessage(t, orderShipped{OrderID: "x"}, "m-skip", nil))
+		tr.waitOutcome(t, "m-doomed", tables.StatusFailed)
+		tr.waitOutcome(t, "m-ok", tables.StatusSucceeded)
+
+		m.waitSum(t, "eventgen.consumer.failed.messages", 1, orderAttr)
+		m.waitSum(t, "eventgen.consumer.retried.messages", 3, orderAttr) // doomed twice, ok once
+		m.waitSum(t, "eventgen.consumer.handled.messages", 1, orderAttr)
+		if _, count := m.sum(t, "messaging.process.duration", orderAttr, attribute.String("error.type", "_OTHER")); count != 4 {
+			t.Errorf("%d failed handler runs measured, want 4", count)
+		}
+		failed, err := c.Failed(context.Background(), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := m.sum(t, "eventgen.inbox.messages", attribute.String("eventgen.status", tables.StatusFailed)); got != float64(len(failed)) || got != 1 {
+			t.Errorf("the failed gauge is %v; Failed lists %d messages, want 1", got, len(failed))
+		}
+	})
+}
+
+// TestMetricsLag checks the outbox's gauges: the lag grows while no
+// relay runs and is 0 once the relay drained the table.
+func TestMetricsLag(t *testing.T) {
+	for _, d := range testenv.Databases(t) {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			m := newMeterReader(t)
+			ob := newOutbox(t, db, newPubSub(t), OutboxOptions{MeterProvider: m.mp, PollInterval: 10 * time.Millisecond})
+			ob.metrics.gauges.ttl = 0
+			publish(t, ob, db, 0, 5)
+			time.Sleep(20 * time.Millisecond) // SQLite's clock counts milliseconds
+			pending := attribute.String("eventgen.status", tables.StatusPending)
+			if got, _ := m.sum(t, "eventgen.outbox.messages", pending); got != 5 {
+				t.Errorf("pending gauge = %v, want 5", got)
+			}
+			first, _ := m.sum(t, "eventgen.outbox.lag")
+			time.Sleep(100 * time.Millisecond)
+			second, _ := m.sum(t, "eventgen.outbox.lag")
+			if first <= 0 || second < first+0.09 {
+				t.Errorf("lag %vs, then %vs 100ms later; want it above 0 and growing", first, second)
+			}
+
+			run(t, ob)
+			m.waitSum(t, "eventgen.outbox.messages", 0, pending)
+			if lag, _ := m.sum(t, "eventgen.outbox.lag"); lag != 0 {
+				t.Errorf("lag after the drain = %vs, want 0", lag)
+			}
+			m.waitSum(t, "messaging.client.sent.messages", 5, attribute.String("eventgen.event.name", "TestHappened"), noError)
+		})
+	}
+}
+
+// TestMetricsGaugesQueryOnlyOnCollection checks that the gauges run no
+// statement until a reader collects, one per collection within the
+// cache's time, and none once the Outbox is closed.
+func TestMetricsGaugesQueryOnlyOnCollection(t *testing.T) {
+	db := testenv.OpenSQLite(t)
+	m := newMeterReader(t)
+	ob := newOutbox(t, db, newPubSub(t), OutboxOptions{MeterProvider: m.mp, NoPreparedStatements: true})
+	c, err := NewConsumer(db, nil, ConsumerOptions{Group: "g", Table: testenv.TableName(t, "inbox"),
+		MeterProvider: m.mp, NoPreparedStatements: true, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	hook := &statementCounter{}
+	db.AddQueryHook(hook)
+	time.Sleep(20 * time.Millisecond)
+	if n := hook.count("SELECT") + hook.count("WITH"); n != 0 {
+		t.Fatalf("%d statements before any collection: %q", n, hook.queries)
+	}
+	m.collect(t, "eventgen.outbox.messages")
+	m.collect(t, "eventgen.outbox.messages")
+	afterTwo := len(hook.snapshot())
+	if afterTwo != 2 {
+		t.Errorf("%d statements for two collections within %s, want 2 (one per table): %q", afterTwo, statsCacheTTL, hook.snapshot())
+	}
+	if err := ob.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ob.metrics.gauges.ttl, c.metrics.gauges.ttl = 0, 0 // would read again, if still registered
+	if got := m.collect(t, "eventgen.outbox.messages"); len(got) != 0 {
+		t.Errorf("the outbox gauge reports %v after Close", got)
+	}
+	if got := m.collect(t, "eventgen.inbox.messages"); len(got) != 0 {
+		t.Errorf("the inbox gauge reports %v after Close", got)
+	}
+	if n := len(hook.snapshot()); n != afterTwo {
+		t.Errorf("%d statements after Close, want none", n-afterTwo)
+	}
+}
+
+// snapshot returns the statements counted so far.
+func (h *statementCounter) snapshot() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.queries...)
+}
