@@ -27,14 +27,15 @@
 //
 // -db takes a SQLite file, postgres://, mysql:// or user@tcp(host:port)/db;
 // -broker mem://, amqp://, nats://, redis://, postgres:// or mysql://.
-//
-// -trace turns OpenTelemetry tracing on, with an SDK that keeps the spans
-// in memory, and prints after the summary the trace of the first order as
-// a tree: from its "place order" span through each event's send span to
-// each group's process span and the handler's own span (see
-// docs/observability.md).
 // The program may run again on the same database and broker: it counts only
 // its own orders. Passwords in either are never printed.
+//
+// -trace turns OpenTelemetry tracing and metrics on, with an SDK that keeps
+// the spans in memory and a manual metric reader, and prints after the
+// summary the trace of the first order as a tree, from its "place order"
+// span through each event's send span to each group's process span and the
+// handler's own span, then a snapshot of the metrics (see
+// docs/observability.md).
 package main
 
 import (
@@ -91,7 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.orders, "orders", 20, "how many orders to commit")
 	fs.DurationVar(&c.timeout, "timeout", time.Minute, "how long to wait for every event to be handled")
 	fs.BoolVar(&c.quiet, "q", false, "print only the summary")
-	fs.BoolVar(&c.trace, "trace", false, "trace with OpenTelemetry and print the first order's trace as a tree")
+	fs.BoolVar(&c.trace, "trace", false, "trace and measure with OpenTelemetry; print the first order's trace as a tree, and the metrics")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return 0
 	} else if err != nil {
@@ -158,13 +159,13 @@ func (c config) run(ctx context.Context, stdout, stderr io.Writer) (bool, error)
 	if err := createTables(ctx, db); err != nil {
 		return false, err
 	}
-	var tracing *tracing // nil: off
+	var tel *telemetry // nil: off
 	if c.trace {
-		tracing = newTracing()
-		defer tracing.shutdown()
+		tel = newTelemetry()
+		defer tel.shutdown()
 	}
 	trace := newRelayTrace(tr.Publisher(), log)
-	ob, err := eventgen.NewOutbox(db, trace, tracing.outbox(eventgen.OutboxOptions{Logger: logger}))
+	ob, err := eventgen.NewOutbox(db, trace, tel.outbox(eventgen.OutboxOptions{Logger: logger}))
 	if err != nil {
 		return false, err
 	}
@@ -172,8 +173,8 @@ func (c config) run(ctx context.Context, stdout, stderr io.Writer) (bool, error)
 		return false, err
 	}
 	pub := shopevents.NewPublisher(ob)
-	tracer := tracing.tracer()
-	consumers, topics, err := newConsumers(ctx, db, tr, tracing.consumer(eventgen.ConsumerOptions{Logger: logger}),
+	tracer := tel.tracer()
+	consumers, topics, err := newConsumers(ctx, db, tr, tel.consumer(eventgen.ConsumerOptions{Logger: logger}),
 		&billing{pub: pub, log: log, tracer: tracer}, &shipping{pub: pub, log: log, tracer: tracer})
 	if err != nil {
 		return false, err
@@ -234,12 +235,12 @@ func (c config) run(ctx context.Context, stdout, stderr io.Writer) (bool, error)
 				return false, err
 			}
 			done = got.atLeast(want)
-			if done && tracing != nil {
+			if done && tel != nil {
 				// Wait for the first order's trace too: it includes
 				// the process spans of the groups that skip an event,
 				// which the effect rows do not count.
 				published, _, _ := trace.published(orders[:1])
-				done = tracing.orderTrace(1).complete(published, topics)
+				done = tel.orderTrace(1).complete(published, topics)
 			}
 		}
 	}
@@ -256,9 +257,12 @@ func (c config) run(ctx context.Context, stdout, stderr io.Writer) (bool, error)
 		return false, err
 	}
 	ok := printSummary(stdout, c.orders, rolledBack, want, got, leaked, took)
-	if tracing != nil {
-		if tree := tracing.orderTrace(1); tree != nil {
+	if tel != nil {
+		if tree := tel.orderTrace(1); tree != nil {
 			tree.print(stdout, 1)
+		}
+		if err := tel.printMetrics(ctx, stdout); err != nil {
+			return false, err
 		}
 	}
 	return ok, nil

@@ -13,6 +13,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -37,64 +39,73 @@ const (
 	opProcess      = "process"
 )
 
-// tracing is the shop's OpenTelemetry setup with -trace: an SDK
+// telemetry is the shop's OpenTelemetry setup with -trace: an SDK
 // TracerProvider that keeps every ended span in memory, for the tree that
-// the program prints at its end, and the W3C propagators (trace context
-// and baggage).
+// the program prints at its end; the W3C propagators (trace context and
+// baggage); and an SDK MeterProvider with a manual reader, for the
+// metrics snapshot printed after the tree.
 //
 // They are passed to the outbox and the consumers in their options, not
 // installed as OpenTelemetry's globals: the tests run the program several
-// times in one process, and with options no run sees another's spans and
-// nothing global is left to restore. A service that also traces its HTTP
-// server and its database would rather set the globals once in main, and
-// leave the options unset (see docs/observability.md).
+// times in one process, and with options no run sees another's spans or
+// counts, and nothing global is left to restore. A service that also
+// traces its HTTP server and its database would rather set the globals
+// once in main, and leave the options unset (see docs/observability.md).
 //
-// A nil *tracing is tracing off: the outbox and the consumers use the
+// A nil *telemetry is telemetry off: the outbox and the consumers use the
 // globals, which are OpenTelemetry's no-op ones, and the shop's own spans
 // are no-ops too.
-type tracing struct {
-	provider   *sdktrace.TracerProvider
-	recorder   *tracetest.SpanRecorder
-	propagator propagation.TextMapPropagator
+type telemetry struct {
+	tracerProvider *sdktrace.TracerProvider
+	recorder       *tracetest.SpanRecorder
+	propagator     propagation.TextMapPropagator
+	meterProvider  *sdkmetric.MeterProvider
+	reader         *sdkmetric.ManualReader
 }
 
-func newTracing() *tracing {
+func newTelemetry() *telemetry {
 	rec := tracetest.NewSpanRecorder()
-	return &tracing{
-		provider:   sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
-		recorder:   rec,
-		propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+	reader := sdkmetric.NewManualReader()
+	return &telemetry{
+		tracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
+		recorder:       rec,
+		propagator:     propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+		meterProvider:  sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)),
+		reader:         reader,
 	}
 }
 
 // tracer returns the tracer of the shop's own spans.
-func (t *tracing) tracer() trace.Tracer {
+func (t *telemetry) tracer() trace.Tracer {
 	if t == nil {
 		return noop.NewTracerProvider().Tracer(tracerName)
 	}
-	return t.provider.Tracer(tracerName)
+	return t.tracerProvider.Tracer(tracerName)
 }
 
-// outbox returns o with t's provider and propagator.
-func (t *tracing) outbox(o eventgen.OutboxOptions) eventgen.OutboxOptions {
+// outbox returns o with t's providers and propagator.
+func (t *telemetry) outbox(o eventgen.OutboxOptions) eventgen.OutboxOptions {
 	if t != nil {
-		o.TracerProvider, o.Propagator = t.provider, t.propagator
+		o.TracerProvider, o.Propagator, o.MeterProvider = t.tracerProvider, t.propagator, t.meterProvider
 	}
 	return o
 }
 
-// consumer returns o with t's provider and propagator.
-func (t *tracing) consumer(o eventgen.ConsumerOptions) eventgen.ConsumerOptions {
+// consumer returns o with t's providers and propagator.
+func (t *telemetry) consumer(o eventgen.ConsumerOptions) eventgen.ConsumerOptions {
 	if t != nil {
-		o.TracerProvider, o.Propagator = t.provider, t.propagator
+		o.TracerProvider, o.Propagator, o.MeterProvider = t.tracerProvider, t.propagator, t.meterProvider
 	}
 	return o
 }
 
-// shutdown stops the provider: spans ended later are not recorded.
-func (t *tracing) shutdown() {
+// shutdown stops the providers: spans ended later are not recorded, and
+// the reader collects no more.
+func (t *telemetry) shutdown() {
 	if t != nil {
-		_ = t.provider.Shutdown(context.Background()) // the recorder has nothing to flush
+		// Neither the recorder nor the manual reader has anything to flush.
+		_ = t.tracerProvider.Shutdown(context.Background())
+		_ = t.meterProvider.Shutdown(context.Background())
 	}
 }
 
@@ -123,7 +134,7 @@ type spanTree struct {
 
 // orderTrace returns the trace of the n-th order, whose root is its
 // "place order" span, or nil if that span has not ended.
-func (t *tracing) orderTrace(n int) *spanTree {
+func (t *telemetry) orderTrace(n int) *spanTree {
 	spans := t.recorder.Ended()
 	i := slices.IndexFunc(spans, func(s sdktrace.ReadOnlySpan) bool {
 		return s.Name() == spanPlaceOrder && !s.Parent().IsValid() && attr(s, attrOrderNumber).AsInt64() == int64(n)
@@ -254,4 +265,67 @@ func attr(s sdktrace.ReadOnlySpan, k attribute.Key) attribute.Value {
 
 func hasEvent(s sdktrace.ReadOnlySpan, name string) bool {
 	return slices.ContainsFunc(s.Events(), func(e sdktrace.Event) bool { return e.Name == name })
+}
+
+// printMetrics collects the metrics once and writes them, one point a
+// line, sorted: a counter's or a gauge's value, a histogram's count and
+// sum.
+func (t *telemetry) printMetrics(ctx context.Context, w io.Writer) error {
+	var rm metricdata.ResourceMetrics
+	if err := t.reader.Collect(ctx, &rm); err != nil {
+		return fmt.Errorf("collect metrics: %w", err)
+	}
+	var lines []string
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			unit := " " + strings.Trim(m.Unit, "{}")
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				lines = appendValues(lines, m.Name, unit, d.DataPoints)
+			case metricdata.Sum[float64]:
+				lines = appendValues(lines, m.Name, unit, d.DataPoints)
+			case metricdata.Gauge[int64]:
+				lines = appendValues(lines, m.Name, unit, d.DataPoints)
+			case metricdata.Gauge[float64]:
+				lines = appendValues(lines, m.Name, unit, d.DataPoints)
+			case metricdata.Histogram[int64]:
+				lines = appendHistograms(lines, m.Name, unit, d.DataPoints)
+			case metricdata.Histogram[float64]:
+				lines = appendHistograms(lines, m.Name, unit, d.DataPoints)
+			}
+		}
+	}
+	slices.Sort(lines)
+	fmt.Fprintf(w, "\nmetrics: %d points\n", len(lines))
+	for _, l := range lines {
+		fmt.Fprintf(w, "  %s\n", l)
+	}
+	return nil
+}
+
+// appendValues appends a line for each point of a counter or a gauge:
+// name{attributes} value unit.
+func appendValues[N int64 | float64](lines []string, name, unit string, points []metricdata.DataPoint[N]) []string {
+	for _, p := range points {
+		lines = append(lines, fmt.Sprintf("%s{%s} %v%s", name, attrList(p.Attributes), p.Value, unit))
+	}
+	return lines
+}
+
+// appendHistograms appends a line for each point of a histogram:
+// name{attributes} count=N sum=S unit.
+func appendHistograms[N int64 | float64](lines []string, name, unit string, points []metricdata.HistogramDataPoint[N]) []string {
+	for _, p := range points {
+		lines = append(lines, fmt.Sprintf("%s{%s} count=%d sum=%v%s", name, attrList(p.Attributes), p.Count, p.Sum, unit))
+	}
+	return lines
+}
+
+// attrList returns set as k=v,k=v, sorted by key.
+func attrList(set attribute.Set) string {
+	var attrs []string
+	for _, kv := range set.ToSlice() {
+		attrs = append(attrs, string(kv.Key)+"="+kv.Value.Emit())
+	}
+	return strings.Join(attrs, ",")
 }

@@ -28,13 +28,14 @@ var (
 )
 
 // parseTrace returns the root of the trace that out prints after its
-// "trace of order 1" line, and the number of spans that line announces.
+// "trace of order 1" line, up to the next blank line, and the number of spans that line announces.
 func parseTrace(t *testing.T, out string) (*span, string) {
 	t.Helper()
 	_, after, ok := strings.Cut(out, "\ntrace of order 1 (")
 	if !ok {
 		t.Fatalf("no trace printed:\n%s", out)
 	}
+	after, _, _ = strings.Cut(after, "\n\n") // the metrics follow
 	lines := strings.Split(strings.TrimSuffix(after, "\n"), "\n")
 	header := lines[0]
 	var roots, stack []*span
@@ -82,8 +83,8 @@ func parseTrace(t *testing.T, out string) (*span, string) {
 	return roots[0], header
 }
 
-// TestTrace runs the program with -trace and checks the shape of the
-// first order's trace, worked out from the spec's groups and the shop's
+// TestTrace runs the program with -trace and checks its metrics snapshot
+// against the summary's counts, and the shape of the first order's trace, worked out from the spec's groups and the shop's
 // handlers rather than from the program's output: one "place order" root
 // with a send span per event of the order; under each send, one process
 // span per group subscribed to its topic; under each process, the
@@ -201,9 +202,44 @@ func TestTrace(t *testing.T) {
 	if want := regexp.MustCompile(` \d+ spans`).FindString(header); want != " "+strconv.Itoa(spans)+" spans" {
 		t.Errorf("header says%s, the tree has %d", want, spans)
 	}
+
+	// The metrics snapshot counts what the summary counts.
+	published, billing, shipping := want(3)
+	for _, c := range []struct {
+		metric, attr string
+		want         int
+	}{
+		{"messaging.client.sent.messages", "", published},
+		{"eventgen.consumer.handled.messages", "messaging.consumer.group.name=billing", billing},
+		{"eventgen.consumer.handled.messages", "messaging.consumer.group.name=shipping", shipping},
+		{"eventgen.consumer.failed.messages", "", 0},
+	} {
+		if got := sumMetric(out, c.metric, c.attr); got != c.want {
+			t.Errorf("metrics: %s{%s} add up to %d, want %d", c.metric, c.attr, got, c.want)
+		}
+	}
+	for _, gauge := range []string{"eventgen.outbox.lag{", "eventgen.inbox.lag{", "eventgen.outbox.messages{eventgen.status=pending,"} {
+		if !strings.Contains(out, "\n  "+gauge) {
+			t.Errorf("metrics: no %s...} point", gauge)
+		}
+	}
 	if t.Failed() {
 		t.Logf("output:\n%s", out)
 	}
+}
+
+// sumMetric adds up the values of the points of metric in the metrics
+// snapshot in out whose attributes include attr (all of them for "").
+func sumMetric(out, metric, attr string) int {
+	sum := 0
+	re := regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(metric) + `\{(.*)\} (\d+) `)
+	for _, m := range re.FindAllStringSubmatch(out, -1) {
+		if attr == "" || slices.Contains(strings.Split(m[1], ","), attr) {
+			n, _ := strconv.Atoi(m[2])
+			sum += n
+		}
+	}
+	return sum
 }
 
 // TestNoTraceByDefault checks that without -trace nothing is traced or printed.
