@@ -169,6 +169,9 @@ func (c config) run(ctx context.Context, stdout, stderr io.Writer) (bool, error)
 	if err != nil {
 		return false, err
 	}
+	// Close stops the outbox's gauges; deferred before stopRunning, it
+	// runs after the relay has stopped, as Close asks.
+	defer ob.Close()
 	if err := ob.Migrate(ctx); err != nil {
 		return false, err
 	}
@@ -178,6 +181,9 @@ func (c config) run(ctx context.Context, stdout, stderr io.Writer) (bool, error)
 		&billing{pub: pub, log: log, tracer: tracer}, &shipping{pub: pub, log: log, tracer: tracer})
 	if err != nil {
 		return false, err
+	}
+	for _, cons := range consumers {
+		defer cons.Close()
 	}
 
 	// Run the relay and the consumers until every event is handled.

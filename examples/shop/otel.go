@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -307,7 +308,7 @@ func (t *telemetry) printMetrics(ctx context.Context, w io.Writer) error {
 // name{attributes} value unit.
 func appendValues[N int64 | float64](lines []string, name, unit string, points []metricdata.DataPoint[N]) []string {
 	for _, p := range points {
-		lines = append(lines, fmt.Sprintf("%s{%s} %v%s", name, attrList(p.Attributes), p.Value, unit))
+		lines = append(lines, fmt.Sprintf("%s{%s} %s%s", name, attrList(p.Attributes), number(p.Value), unit))
 	}
 	return lines
 }
@@ -316,9 +317,18 @@ func appendValues[N int64 | float64](lines []string, name, unit string, points [
 // name{attributes} count=N sum=S unit.
 func appendHistograms[N int64 | float64](lines []string, name, unit string, points []metricdata.HistogramDataPoint[N]) []string {
 	for _, p := range points {
-		lines = append(lines, fmt.Sprintf("%s{%s} count=%d sum=%v%s", name, attrList(p.Attributes), p.Count, p.Sum, unit))
+		lines = append(lines, fmt.Sprintf("%s{%s} count=%d sum=%s%s", name, attrList(p.Attributes), p.Count, number(p.Sum), unit))
 	}
 	return lines
+}
+
+// number formats a point's value: an integer in full, a float to 4
+// significant digits.
+func number[N int64 | float64](v N) string {
+	if f, ok := any(v).(float64); ok {
+		return strconv.FormatFloat(f, 'g', 4, 64)
+	}
+	return fmt.Sprint(v)
 }
 
 // attrList returns set as k=v,k=v, sorted by key.
