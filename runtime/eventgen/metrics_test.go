@@ -292,3 +292,35 @@ func (h *statementCounter) snapshot() []string {
 	defer h.mu.Unlock()
 	return append([]string(nil), h.queries...)
 }
+
+// BenchmarkMetricsPerMessage measures what metrics add to a relayed and
+// handled message: the outbox's sent counter and delivery histogram, and
+// the consumer's handler duration, handled counter and end-to-end
+// histogram. Modes: the global provider with no SDK installed, and an SDK
+// provider with a reader.
+func BenchmarkMetricsPerMessage(b *testing.B) {
+	db := testenv.OpenSQLite(b)
+	for _, mode := range []string{"noop", "sdk"} {
+		b.Run(mode, func(b *testing.B) {
+			var oo OutboxOptions
+			co := ConsumerOptions{Group: "g", Logger: testLogger()}
+			if mode == "sdk" {
+				oo.MeterProvider = newMeterReader(b).mp
+				co.MeterProvider = oo.MeterProvider
+			}
+			ob := newOutbox(b, db, newPubSub(b), oo)
+			c, err := NewConsumer(db, nil, co)
+			if err != nil {
+				b.Fatal(err)
+			}
+			out := &tables.OutboxRow{Topic: topicOrders, Name: "OrderPlaced", CreatedAt: time.Now().UnixMicro()}
+			in := &tables.InboxRow{Topic: topicOrders, Name: "OrderPlaced", EventTime: out.CreatedAt}
+			b.ReportAllocs()
+			for b.Loop() {
+				ob.metrics.published(out)
+				c.metrics.ran(in, time.Now(), nil)
+				c.metrics.outcome(in, tables.StatusSucceeded)
+			}
+		})
+	}
+}
