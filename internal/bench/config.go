@@ -115,7 +115,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 3*time.Minute, "bound on each drain and on each wait for stragglers")
 	fs.DurationVar(&c.MaxTime, "max-time", 30*time.Minute, "bound on the whole run")
 	phases := fs.String("phases", strings.Join(Phases(), ","), "phases to run, comma-separated: "+strings.Join(Phases(), ", ")+
-		"; and, only when named, oversize (peak memory with messages over MaxMessageBytes; needs -broker other than mem://) and tracing (PublishX and the drain with OpenTelemetry tracing off, through the no-op globals, and with an SDK)")
+		"; and, only when named, oversize (peak memory with messages over MaxMessageBytes; needs -broker other than mem://) and tracing (PublishX and the drain with OpenTelemetry tracing and metrics off, through the no-op globals, and with an SDK)")
 	fs.StringVar(&c.JSON, "json", "", "also write the report as JSON to this file")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	fs.BoolVar(&c.Quick, "quick", false, "smoke run: small counts and short measurements (CI)")
