@@ -324,3 +324,20 @@ func BenchmarkMetricsPerMessage(b *testing.B) {
 		})
 	}
 }
+
+// TestMetricsErrorType checks error.type: "timeout" for a publish or a run
+// that ran out of time, the relay's abandoned publishes included.
+func TestMetricsErrorType(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{errors.New("broker said no"), "_OTHER"},
+		{fmt.Errorf("publish: %w", context.DeadlineExceeded), "timeout"},
+		{timedOut{errors.New("the publisher did not return within 10s")}, "timeout"},
+	} {
+		if got := errorType(c.err).Value.AsString(); got != c.want {
+			t.Errorf("errorType(%v) = %q, want %q", c.err, got, c.want)
+		}
+	}
+}

@@ -616,7 +616,7 @@ func (r *relay) publish(c *claimed) (err error) {
 			r.log.Error("outbox: the publisher did not return within PublishTimeout; the row will be retried, and the call keeps its publish slot until it returns",
 				slog.String("message_id", row.MessageID), slog.String("topic", row.Topic),
 				slog.Duration("publish_timeout", r.opts.PublishTimeout), slog.Int64("stuck_publishes", n), slog.Int("max_in_flight", r.opts.MaxInFlight))
-			return fmt.Errorf("publish to %s: the publisher did not return within %s", row.Topic, r.opts.PublishTimeout)
+			return timedOut{fmt.Errorf("publish to %s: the publisher did not return within %s", row.Topic, r.opts.PublishTimeout)}
 		}
 		err = <-done // it has just returned
 	}
@@ -625,6 +625,13 @@ func (r *relay) publish(c *claimed) (err error) {
 	}
 	return nil
 }
+
+// timedOut is the error of a publish the relay stopped waiting for. It
+// is a context.DeadlineExceeded, which its message does not say: the
+// metrics count it as a timeout.
+type timedOut struct{ error }
+
+func (timedOut) Is(target error) bool { return target == context.DeadlineExceeded }
 
 // coordinate settles publish outcomes until results is closed: it marks
 // published rows in batches, schedules local retries, and returns rows that
