@@ -13,19 +13,26 @@ import (
 // FuzzLoad checks that no input makes the generator panic, and that every
 // spec it accepts generates files (so the generated Go code formats). The
 // seed corpus is every spec in testdata/ and the example, and runs with
-// every go test.
+// every go test. Every accepted spec is also compared with itself and with
+// the example.
 func FuzzLoad(f *testing.F) {
 	seeds, err := filepath.Glob(filepath.Join("testdata", "*", "events.yaml"))
 	if err != nil {
 		f.Fatal(err)
 	}
 	seeds = append(seeds, filepath.Join("..", "examples", "events.yaml"))
+	var example *generator.Spec
 	for _, path := range seeds {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			f.Fatal(err)
 		}
 		f.Add(data)
+		if strings.HasPrefix(path, "..") {
+			if example, err = generator.Parse("example.yaml", data); err != nil {
+				f.Fatal(err)
+			}
+		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := generator.Parse("events.yaml", data)
@@ -43,6 +50,12 @@ func FuzzLoad(f *testing.F) {
 		if _, err := generator.Generate(s); err != nil {
 			t.Fatalf("Generate failed on a valid spec: %v\nspec:\n%s", err, data)
 		}
+		// Comparing never panics, and a spec has no changes against itself.
+		if changes := generator.Compare(s, s); len(changes) > 0 {
+			t.Fatalf("Compare(s, s) = %v\nspec:\n%s", changes, data)
+		}
+		generator.Compare(example, s)
+		generator.Compare(s, example)
 	})
 }
 

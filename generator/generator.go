@@ -54,6 +54,7 @@ type ErrorList = diag.List
 
 // Spec is a loaded and validated spec.
 type Spec struct {
+	file     string
 	pkg      *model.Package
 	warnings []*Error
 }
@@ -95,7 +96,7 @@ func Parse(name string, data []byte) (*Spec, error) {
 	if err := errs.Err(); err != nil {
 		return nil, err
 	}
-	return &Spec{pkg: pkg, warnings: warns.List()}, nil
+	return &Spec{file: name, pkg: pkg, warnings: warns.List()}, nil
 }
 
 // Generate renders every file of the spec's package: the Go files and

@@ -177,7 +177,10 @@ func (b *builder) topic(t *spec.Topic) {
 func (b *builder) typeDecl(t *spec.Type) {
 	name := t.Name.Value
 	what := "type " + strconv.Quote(name)
-	td := &Type{Name: name, Description: b.text(t.Description)}
+	td := &Type{Name: name, Description: b.text(t.Description), Pos: t.Name.Pos, EnumPos: t.EnumPos}
+	if !t.HasEnum {
+		td.EnumPos = t.Name.Pos
+	}
 	b.types[name] = td
 	b.pkg.Types = append(b.pkg.Types, td)
 	b.typePos[td] = t.Name.Pos
@@ -228,7 +231,7 @@ func (b *builder) enum(td *Type, t *spec.Type) []*EnumValue {
 			continue
 		}
 		seen[v.Value] = v.Pos
-		ev := &EnumValue{Value: v.Value}
+		ev := &EnumValue{Value: v.Value, Pos: v.Pos}
 		b.enumPos[ev] = v.Pos
 		if c, ok := naming.Camel(v.Value); !ok {
 			b.errs.Errorf(v.Pos, "%s enum value %q: cannot derive a Go constant name from it; use ASCII letters and digits", what, v.Value)
@@ -249,7 +252,9 @@ func (b *builder) enum(td *Type, t *spec.Type) []*EnumValue {
 func (b *builder) event(e *spec.Event) {
 	name := e.Name.Value
 	what := "event " + strconv.Quote(name)
-	ev := &Event{Name: name, Version: 1, Description: b.text(e.Description)}
+	ev := &Event{Name: name, Version: 1, Description: b.text(e.Description),
+		Pos: e.Name.Pos, TopicPos: orPos(e.Topic.Set, e.Topic.Pos, e.Name.Pos),
+		KeyPos: orPos(e.Key.Set, e.Key.Pos, e.Name.Pos), VersionPos: orPos(e.Version.Set, e.Version.Pos, e.Name.Pos)}
 	b.events[name] = ev
 	b.pkg.Events = append(b.pkg.Events, ev)
 	b.eventPos[ev] = e.Name.Pos
@@ -326,7 +331,9 @@ func (b *builder) fields(fs []*spec.Field, owner string, methods []string, goTyp
 	for _, f := range fs {
 		name := f.Name.Value
 		what := "field " + strconv.Quote(name) + " of " + owner
-		fd := &Field{Name: name, JSON: name, Optional: f.Optional.Value, Description: b.text(f.Description)}
+		fd := &Field{Name: name, JSON: name, Optional: f.Optional.Value, Description: b.text(f.Description),
+			Pos: f.Name.Pos, TypePos: orPos(f.Type.Set, f.Type.Pos, f.Name.Pos),
+			JSONPos: orPos(f.JSON.Set, f.JSON.Pos, f.Name.Pos), OptionalPos: orPos(f.Optional.Set, f.Optional.Pos, f.Name.Pos)}
 		if f.JSON.Set {
 			fd.JSON = f.JSON.Value
 		}
@@ -469,7 +476,7 @@ func isKeyType(t *TypeRef) bool {
 func (b *builder) consumer(c *spec.Consumer) {
 	name := c.Name.Value
 	what := "consumer " + strconv.Quote(name)
-	cd := &Consumer{Name: name, Description: b.text(c.Description)}
+	cd := &Consumer{Name: name, Description: b.text(c.Description), Pos: c.Name.Pos}
 	b.pkg.Consumers = append(b.pkg.Consumers, cd)
 	if msg := checkWireName(name, "._-"); msg != "" {
 		b.errs.Errorf(c.Name.Pos, "%s: the name %s", what, msg)
@@ -499,7 +506,17 @@ func (b *builder) consumer(c *spec.Consumer) {
 			continue
 		}
 		cd.Handles = append(cd.Handles, ev)
+		cd.HandlePos = append(cd.HandlePos, h.Pos)
 	}
+}
+
+// orPos returns pos when a key is set and def, the entry's position,
+// otherwise.
+func orPos(set bool, pos, def diag.Pos) diag.Pos {
+	if set {
+		return pos
+	}
+	return def
 }
 
 // recursion reports struct types that contain themselves without a pointer,

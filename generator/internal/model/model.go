@@ -4,7 +4,11 @@
 // and never derive names or validate anything themselves.
 package model
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/eventgen/eventgen/generator/internal/diag"
+)
 
 // Identifiers that every generated package declares, whatever the spec.
 const (
@@ -62,6 +66,8 @@ type Type struct {
 	Validates bool
 	// Used reports whether an event refers to the type, directly or not.
 	Used bool
+	// Pos is where the type is declared; EnumPos is its enum: list.
+	Pos, EnumPos diag.Pos
 }
 
 // IsEnum reports whether t is an enum.
@@ -71,6 +77,7 @@ func (t *Type) IsEnum() bool { return t.Enum != nil }
 type EnumValue struct {
 	Value string // the wire value
 	Const string // Go constant, like OrderStatusPending
+	Pos   diag.Pos
 }
 
 // Field is a field of an event or a shared struct.
@@ -81,6 +88,10 @@ type Field struct {
 	Type        *TypeRef
 	Optional    bool
 	Description Text
+	// Positions of the field's name, type, json: and optional: (each the
+	// name's position when the key is absent), for messages that compare
+	// specs.
+	Pos, TypePos, JSONPos, OptionalPos diag.Pos
 }
 
 // Pointer reports whether the field's Go type is a pointer: optional fields
@@ -209,6 +220,10 @@ type Event struct {
 	HandleMethod    string // its method, like HandleOrderPlaced
 	RegisterHandler string // like RegisterOrderPlacedHandler
 	PublishMethod   string // Publisher method, like PublishOrderPlaced
+
+	// Positions of the event's name, topic:, key: and version: (each the
+	// name's position when the key is absent).
+	Pos, TopicPos, KeyPos, VersionPos diag.Pos
 }
 
 // Consumer is a consumer group from consumers:.
@@ -220,6 +235,10 @@ type Consumer struct {
 	Interface   string   // like BillingHandler
 	Register    string   // like RegisterBilling
 	GroupConst  string   // like GroupBilling
+	// Pos is where the consumer is declared; HandlePos holds the position
+	// of each entry of Handles.
+	Pos       diag.Pos
+	HandlePos []diag.Pos
 }
 
 // Text is a description from the spec, cleaned so that it can be written
