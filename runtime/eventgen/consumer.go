@@ -147,6 +147,9 @@ func NewConsumer(db *bun.DB, sub message.Subscriber, opts ConsumerOptions) (*Con
 		handlers:   make(map[string]*handler),
 		tracing:    newTracing(opts.TracerProvider, opts.Propagator, sub, trace.SpanKindConsumer),
 	}
+	if prepared != nil {
+		prepared.TraceWith(c.tracing.statementSpan(d))
+	}
 	c.metrics = newConsumerMetrics(c, opts.MeterProvider)
 	return c, nil
 }

@@ -91,6 +91,7 @@ func NewOutbox(db *bun.DB, pub message.Publisher, opts OutboxOptions) (*Outbox, 
 	}
 	if !opts.NoPreparedStatements {
 		o.prepared = sqlstore.NewPrepared(db, d)
+		o.prepared.TraceWith(o.tracing.statementSpan(d))
 	}
 	o.store = tables.NewOutbox(d, opts.Table, o.prepared)
 	o.metrics = newOutboxMetrics(o, opts.MeterProvider)

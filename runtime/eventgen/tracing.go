@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
 	"github.com/eventgen/eventgen/runtime/internal/tables"
 	"github.com/eventgen/eventgen/runtime/internal/wire"
 )
@@ -327,4 +328,71 @@ func withoutTraceContext(h map[string]string) map[string]string {
 		return nil
 	}
 	return h
+}
+
+// statementSpan returns how the runtime's prepared statements on a database
+// of dialect d are traced, or nil when tracing is off. They do not pass
+// through Bun's query hooks, so bunotel does not see them; instead each
+// statement whose context carries a recording span gets a CLIENT span of
+// its own under it: the outbox insert under the span that publishes, the
+// inbox insert and the handler's mark under the process span. Background
+// bookkeeping (claims, marks, cleanup) runs in contexts without a span and
+// starts no trace of its own.
+func (t *tracing) statementSpan(d sqlstore.Dialect) sqlstore.StatementSpan {
+	if t == nil {
+		return nil
+	}
+	system := dbSystem(d.Name)
+	client := trace.WithSpanKind(trace.SpanKindClient)
+	return func(ctx context.Context, query string) (context.Context, func(error)) {
+		if !trace.SpanFromContext(ctx).IsRecording() {
+			return ctx, endStatement
+		}
+		op, table := statementTarget(query)
+		name := op
+		if table != "" {
+			name += " " + table
+		}
+		ctx, span := t.tracer.Start(ctx, name, client, trace.WithAttributes(
+			system, semconv.DBOperationName(op), semconv.DBCollectionName(table), semconv.DBQueryText(query)))
+		return ctx, func(err error) {
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, firstLine(err.Error()))
+			}
+			span.End()
+		}
+	}
+}
+
+func endStatement(error) {}
+
+// dbSystem is the db.system.name of a dialect. MariaDB is reported as
+// mysql: the runtime speaks to both alike and does not tell them apart.
+func dbSystem(dialect string) attribute.KeyValue {
+	switch dialect {
+	case "postgres":
+		return semconv.DBSystemNamePostgreSQL
+	case "sqlite":
+		return semconv.DBSystemNameSQLite
+	}
+	return semconv.DBSystemNameMySQL
+}
+
+// statementTarget returns the operation (the first keyword) of one of the
+// runtime's statements and the table it works on: after INTO, UPDATE or the
+// first FROM. Either is "" when the statement does not say.
+func statementTarget(query string) (op, table string) {
+	words := strings.Fields(query)
+	if len(words) == 0 {
+		return "", ""
+	}
+	op = strings.ToUpper(words[0])
+	after := map[string]string{"INSERT": "INTO", "DELETE": "FROM", "SELECT": "FROM", "WITH": "FROM", "UPDATE": "UPDATE"}[op]
+	for i, w := range words[:len(words)-1] {
+		if strings.EqualFold(w, after) {
+			return op, strings.Trim(words[i+1], "`\"(),")
+		}
+	}
+	return op, ""
 }

@@ -608,3 +608,78 @@ func outboxHeaders(t testing.TB, ob *Outbox) []map[string]string {
 	}
 	return out
 }
+
+// TestTracingPreparedStatements checks that the runtime's prepared
+// statements, which Bun's query hooks do not see, are CLIENT spans of their
+// own under the span that runs them (the outbox insert under the request,
+// the inbox insert under the process span), and that the relay's and the
+// retrier's background statements start no trace of their own. Statements
+// are prepared in the background after their first use, so the test
+// publishes until they run prepared.
+func TestTracingPreparedStatements(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, h *harness) {
+		r := newRecorder(t)
+		ob := newOutbox(t, h.db, h.ps, OutboxOptions{TracerProvider: r.tp, Propagator: testPropagator})
+		opts := fastOptions()
+		opts.TracerProvider, opts.Propagator = r.tp, testPropagator
+		c, tr := h.orders("billing", opts, func(ctx context.Context, e orderPlaced, m Metadata) error { return nil })
+		h.run(c)
+		stop := run(t, ob)
+		defer stop()
+
+		// spans returns the ended spans named name by their parent's id.
+		spans := func(name string) map[trace.SpanID]sdktrace.ReadOnlySpan {
+			got := map[trace.SpanID]sdktrace.ReadOnlySpan{}
+			for _, s := range r.rec.Ended() {
+				if s.Name() == name {
+					got[s.Parent().SpanID()] = s
+				}
+			}
+			return got
+		}
+		requests := map[trace.SpanID]bool{}
+		deadline := time.Now().Add(20 * time.Second)
+		for n := 0; len(spans("INSERT "+ob.opts.Table)) == 0 || len(spans("INSERT "+c.opts.Table)) == 0; n++ {
+			if time.Now().After(deadline) {
+				t.Fatalf("after %d events, %d outbox and %d inbox INSERT spans", n,
+					len(spans("INSERT "+ob.opts.Table)), len(spans("INSERT "+c.opts.Table)))
+			}
+			ctx, request := r.tp.Tracer("shop").Start(context.Background(), "place order")
+			err := h.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				return ob.Publish(ctx, tx, "shop", []Event{orderPlaced{OrderID: fmt.Sprint("o-", n)}})
+			})
+			request.End()
+			if err != nil {
+				t.Fatal(err)
+			}
+			requests[request.SpanContext().SpanID()] = true
+			tr.wait(t, "handled", func() bool { return tr.count(tables.StatusSucceeded) == n+1 })
+		}
+		processes := spans("process " + topicOrders)
+		processIDs := map[trace.SpanID]bool{}
+		for _, p := range processes {
+			processIDs[p.SpanContext().SpanID()] = true
+		}
+		for _, tc := range []struct {
+			table   string
+			parents map[trace.SpanID]bool
+			under   string
+		}{{ob.opts.Table, requests, "a request span"}, {c.opts.Table, processIDs, "a process span"}} {
+			for parent, s := range spans("INSERT " + tc.table) {
+				if s.SpanKind() != trace.SpanKindClient || !tc.parents[parent] {
+					t.Errorf("INSERT %s: a %s span under %s, want a CLIENT span under %s", tc.table, s.SpanKind(), parent, tc.under)
+				}
+				a := attrs(s)
+				if a["db.system.name"] != map[string]string{"postgres": "postgresql", "mysql": "mysql", "sqlite": "sqlite"}[h.dbName] ||
+					a["db.operation.name"] != "INSERT" || a["db.collection.name"] != tc.table || !strings.Contains(a["db.query.text"], "INTO "+tc.table) {
+					t.Errorf("INSERT %s: attributes %v", tc.table, a)
+				}
+			}
+		}
+		for _, s := range r.rec.Ended() {
+			if s.SpanKind() == trace.SpanKindClient && !s.Parent().IsValid() {
+				t.Errorf("statement span %q started a trace of its own", s.Name())
+			}
+		}
+	})
+}

@@ -31,7 +31,29 @@ type Prepared struct {
 	// database that refuses it (say, behind a pooler) is asked again only
 	// after preparedRetryAfter.
 	failed map[string]time.Time
+	// span, if set, traces the statements that run prepared.
+	span StatementSpan
 }
+
+// StatementSpan starts a span for a statement about to run prepared and
+// returns the context to run it in and the function that ends the span
+// with the statement's error. Prepared statements do not pass through
+// Bun's query hooks, so whoever wants them traced says so with TraceWith.
+type StatementSpan func(ctx context.Context, query string) (context.Context, func(error))
+
+// TraceWith makes p trace each statement it runs prepared with span. Call it
+// before p is used.
+func (p *Prepared) TraceWith(span StatementSpan) { p.span = span }
+
+// traced starts the span of query, if p traces.
+func (p *Prepared) traced(ctx context.Context, query string) (context.Context, func(error)) {
+	if p == nil || p.span == nil {
+		return ctx, endNothing
+	}
+	return p.span(ctx, query)
+}
+
+func endNothing(error) {}
 
 // preparedRetryAfter is how long a statement that failed to prepare runs
 // through Bun before it is prepared again.
@@ -196,15 +218,22 @@ func (c *StatementConn) stmt(ctx context.Context, query string) (*sql.Stmt, erro
 // or through p (which may be nil) on p's database and its transactions.
 // Otherwise it runs through Bun, with the values inlined. args must be
 // values every driver takes as they are.
-func QueryPrepared(ctx context.Context, p *Prepared, db bun.IDB, query string, args ...any) (*sql.Rows, error) {
+//
+// A statement that runs prepared is traced as p says (see TraceWith); one
+// that runs through Bun passes through Bun's query hooks instead.
+func QueryPrepared(ctx context.Context, p *Prepared, db bun.IDB, query string, args ...any) (rows *sql.Rows, err error) {
 	if c, ok := db.(*StatementConn); ok && c.stmts != nil {
 		stmt, err := c.stmt(ctx, query)
 		if err != nil {
 			return nil, err
 		}
+		ctx, end := p.traced(ctx, query)
+		defer func() { end(err) }()
 		return stmt.QueryContext(ctx, args...)
 	}
 	if stmt, done := p.prepared(ctx, db, query); stmt != nil {
+		ctx, end := p.traced(ctx, query)
+		defer func() { end(err) }()
 		rows, err := stmt.QueryContext(ctx, args...)
 		if err != nil {
 			done()
@@ -218,16 +247,20 @@ func QueryPrepared(ctx context.Context, p *Prepared, db bun.IDB, query string, a
 }
 
 // ExecPrepared is QueryPrepared for statements that return no rows.
-func ExecPrepared(ctx context.Context, p *Prepared, db bun.IDB, query string, args ...any) (sql.Result, error) {
+func ExecPrepared(ctx context.Context, p *Prepared, db bun.IDB, query string, args ...any) (res sql.Result, err error) {
 	if c, ok := db.(*StatementConn); ok && c.stmts != nil {
 		stmt, err := c.stmt(ctx, query)
 		if err != nil {
 			return nil, err
 		}
+		ctx, end := p.traced(ctx, query)
+		defer func() { end(err) }()
 		return stmt.ExecContext(ctx, args...)
 	}
 	if stmt, done := p.prepared(ctx, db, query); stmt != nil {
 		defer done()
+		ctx, end := p.traced(ctx, query)
+		defer func() { end(err) }()
 		return stmt.ExecContext(ctx, args...)
 	}
 	return db.ExecContext(ctx, query, args...)
