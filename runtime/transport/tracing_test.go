@@ -3,7 +3,6 @@ package transport_test
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -170,26 +169,7 @@ func startTracedConsumer(t *testing.T, tr *transport.Transport, group string, tp
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	var once sync.Once
-	t.Cleanup(func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("consumer %s: Run: %v", group, err)
-			}
-			if err := sub.Close(); err != nil {
-				t.Errorf("consumer %s: close subscriber: %v", group, err)
-			}
-		})
-	})
-	select {
-	case <-c.Subscribed():
-	case err := <-done:
-		t.Fatalf("consumer %s: Run returned before subscribing: %v", group, err)
-	}
+	runConsumer(t, c, sub, group)
 }
 
 // waitTracedSpans waits until n spans have ended and returns them; spans
