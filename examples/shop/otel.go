@@ -197,6 +197,7 @@ var treeAttrs = []attribute.Key{
 	"messaging.consumer.group.name",
 	"eventgen.event.name",
 	"eventgen.attempt",
+	"db.system.name",
 }
 
 // print writes the tree, one span a line: its name indented under its

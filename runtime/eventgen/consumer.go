@@ -94,6 +94,9 @@ type Consumer struct {
 	// dbErrors counts consecutive database errors on the delivery path, to
 	// back off instead of spinning through redeliveries during an outage.
 	dbErrors atomic.Int64
+	// prepared keeps the inbox's statements prepared; nil with
+	// NoPreparedStatements.
+	prepared *sqlstore.Prepared
 	// tracing is nil when tracing is off; see newTracing.
 	tracing *tracing
 	// metrics is nil when metrics are off; see meterOf.
@@ -139,6 +142,7 @@ func NewConsumer(db *bun.DB, sub message.Subscriber, opts ConsumerOptions) (*Con
 		sub:        sub,
 		opts:       opts,
 		inbox:      tables.NewInbox(d, opts.Table, opts.Group, prepared),
+		prepared:   prepared,
 		policy:     opts.policy(),
 		log:        opts.Logger.With("component", "eventgen.consumer", "group", opts.Group),
 		owner:      newOwnerID(),
@@ -247,6 +251,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Last: statements that Run's work began to prepare in the background.
+	defer c.prepared.Wait(prepareWait)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

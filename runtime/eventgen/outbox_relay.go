@@ -42,6 +42,9 @@ const (
 	// storeTimeout bounds each bookkeeping statement, in particular those
 	// run after Run's context is done.
 	storeTimeout = 10 * time.Second
+	// prepareWait bounds how long Run, when it stops, waits for the
+	// statements it began to prepare in the background.
+	prepareWait = 2 * time.Second
 	// maxErrorLen bounds last_error.
 	maxErrorLen = 1000
 )
@@ -98,6 +101,9 @@ func (o *Outbox) Run(ctx context.Context) error {
 		return errors.New("outbox: Run is already running for this Outbox")
 	}
 	defer o.running.Store(false)
+	// Last: statements that the relay's work began to prepare in the
+	// background.
+	defer o.prepared.Wait(prepareWait)
 	r := &relay{
 		o:              o,
 		opts:           o.opts,

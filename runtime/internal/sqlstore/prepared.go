@@ -33,6 +33,8 @@ type Prepared struct {
 	failed map[string]time.Time
 	// span, if set, traces the statements that run prepared.
 	span StatementSpan
+	// inFlight counts the statements being prepared in the background.
+	inFlight sync.WaitGroup
 }
 
 // StatementSpan starts a span for a statement about to run prepared and
@@ -127,8 +129,30 @@ func (p *Prepared) stmt(query string) *sql.Stmt {
 		return nil
 	}
 	p.preparing[query] = true
-	go p.prepare(query)
+	p.inFlight.Go(func() { p.prepare(query) })
 	return nil
+}
+
+// Wait waits, for at most d, for the statements being prepared in the
+// background, so that a caller that stops (a Consumer's Run, say) leaves
+// nothing working on the database after it returns. A preparation takes
+// milliseconds; the bound keeps a database that stopped answering from
+// holding up the stop. It is safe on a nil Prepared.
+func (p *Prepared) Wait(d time.Duration) {
+	if p == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		p.inFlight.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 func (p *Prepared) prepare(query string) {
