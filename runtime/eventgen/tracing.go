@@ -388,7 +388,13 @@ func statementTarget(query string) (op, table string) {
 		return "", ""
 	}
 	op = strings.ToUpper(words[0])
-	after := map[string]string{"INSERT": "INTO", "DELETE": "FROM", "SELECT": "FROM", "WITH": "FROM", "UPDATE": "UPDATE"}[op]
+	after := "FROM"
+	switch op {
+	case "INSERT":
+		after = "INTO"
+	case "UPDATE":
+		after = "UPDATE"
+	}
 	for i, w := range words[:len(words)-1] {
 		if strings.EqualFold(w, after) {
 			return op, strings.Trim(words[i+1], "`\"(),")
