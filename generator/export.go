@@ -1,8 +1,12 @@
 package generator
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 
 	"github.com/eventgen/eventgen/generator/internal/export"
 )
@@ -55,4 +59,29 @@ func JSONSchemas(s *Spec) (map[string][]byte, error) {
 // alone.
 func WriteJSONSchemas(dir string, files map[string][]byte) error {
 	return write(dir, files, isJSONSchema)
+}
+
+// WriteAsyncAPI writes an AsyncAPI document to the file at path, atomically.
+// It refuses to overwrite a file that is not an AsyncAPI document exported
+// by eventgen, so that a mistyped path cannot replace the spec.
+func WriteAsyncAPI(path string, doc []byte) error {
+	old, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("write %s: %w", path, err)
+	case !bytes.HasPrefix(old, []byte(export.YAMLHeader)) && !bytes.HasPrefix(old, []byte(export.JSONHeader)):
+		return fmt.Errorf("refusing to overwrite %s: it exists and is not an AsyncAPI document exported by eventgen", path)
+	case bytes.Equal(old, doc):
+		return nil
+	}
+	t, err := writeTemp(filepath.Dir(path), doc)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(t, path); err != nil {
+		os.Remove(t)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }

@@ -22,12 +22,14 @@ func program() *cli.Program {
 	return &cli.Program{
 		Name: "eventgen",
 		Intro: `eventgen turns an events spec (YAML) into a Go package of typed events,
-outbox publishers and handler interfaces, plus EVENTS.md. The operations
-commands (sql, outbox, inbox) are eventgen-ops's.`,
+outbox publishers and handler interfaces, plus EVENTS.md, and exports it
+as AsyncAPI and JSON Schema. The operations commands (sql, outbox, inbox)
+are eventgen-ops's.`,
 		Commands: []*cli.Command{
 			generateCommand(),
 			checkCommand(),
 			validateCommand(),
+			exportCommand(),
 			versionCommand(),
 			{Name: "sql", MovedTo: "eventgen-ops"},
 			{Name: "outbox", MovedTo: "eventgen-ops"},
