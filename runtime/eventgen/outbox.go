@@ -51,6 +51,8 @@ type Outbox struct {
 
 	// prepared runs Publish's INSERT; nil with NoPreparedStatements.
 	prepared *sqlstore.Prepared
+	// keys numbers the events of each key; see Publish.
+	keys *tables.OutboxKeys
 
 	// tracing is nil when tracing is off; see newTracing.
 	tracing *tracing
@@ -94,6 +96,7 @@ func NewOutbox(db *bun.DB, pub message.Publisher, opts OutboxOptions) (*Outbox, 
 		o.prepared.TraceWith(o.tracing.statementSpan(d))
 	}
 	o.store = tables.NewOutbox(d, opts.Table, o.prepared)
+	o.keys = tables.NewOutboxKeys(d, opts.Table, o.prepared)
 	o.metrics = newOutboxMetrics(o, opts.MeterProvider)
 	return o, nil
 }
@@ -167,6 +170,11 @@ func OutboxSchema(dialect, table string) ([]string, error) {
 // the whole call and nothing is written. Every event gets a new message id
 // (a UUIDv7), which stays the same on every delivery attempt.
 //
+// Each event with a key gets the next number of its stream (its source,
+// topic and key) in db: that is how consumers apply the events of one key
+// in commit order. Transactions that publish on the same stream take turns
+// at this point until they end, as they would for any row they both update.
+//
 // Publish wakes this Outbox's relay, so a commit reaches the broker without
 // waiting for the poll interval.
 //
@@ -199,17 +207,24 @@ func (o *Outbox) Publish(ctx context.Context, db bun.IDB, source string, events 
 	if delay > 0 {
 		status = tables.StatusScheduled
 	}
-	args := make([]any, 0, len(events)*10)
+	rows := make([]encodedEvent, len(events))
 	for i, e := range events {
 		row, err := encodeEvent(e)
 		if err != nil {
 			return fmt.Errorf("outbox: publish: event %d: %w", i, err)
 		}
+		rows[i] = row
+	}
+	if err := o.number(ctx, db, source, rows); err != nil {
+		return fmt.Errorf("outbox: publish: number the events of their keys: %w", err)
+	}
+	args := make([]any, 0, len(events)*11)
+	for _, row := range rows {
 		id, err := uuid.NewV7()
 		if err != nil {
 			return fmt.Errorf("outbox: publish: message id: %w", err)
 		}
-		args = append(args, id.String(), row.name, row.version, row.topic, row.key, source, row.payload, headers, status, delay)
+		args = append(args, id.String(), row.name, row.version, row.topic, row.key, row.seq, source, row.payload, headers, status, delay)
 	}
 	q := tables.OutboxInsertSQL(o.dialect, o.opts.Table, len(events))
 	if o.prepared != nil && len(events) <= maxPreparedBatch {
@@ -235,7 +250,53 @@ func (o *Outbox) notify() {
 type encodedEvent struct {
 	name, topic, key string
 	version          int
+	seq              int64
 	payload          []byte
+}
+
+// number gives each event with a key its sequence in its stream (source,
+// topic, key): the next numbers of the stream's counter, taken in db, in
+// the order of the call. The counter's row stays locked until db commits,
+// so transactions that publish on one stream take turns and the numbers
+// follow their commit order.
+func (o *Outbox) number(ctx context.Context, db bun.IDB, source string, rows []encodedEvent) error {
+	var streams []tables.StreamCount
+	index := make(map[string]int) // stream id -> index in streams
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		if r.key == "" {
+			continue
+		}
+		id := tables.StreamID(source, r.topic, r.key)
+		ids[i] = id
+		if j, ok := index[id]; ok {
+			streams[j].Count++
+			continue
+		}
+		index[id] = len(streams)
+		streams = append(streams, tables.StreamCount{ID: id, Source: source, Topic: r.topic, Key: r.key, Count: 1})
+	}
+	if len(streams) == 0 {
+		return nil
+	}
+	next := make(map[string]int64, len(streams))
+	for _, s := range streams {
+		next[s.ID] = -int64(s.Count) // made first numbers below
+	}
+	last, err := o.keys.Take(ctx, db, streams)
+	if err != nil {
+		return err
+	}
+	for id := range next {
+		next[id] += last[id] + 1
+	}
+	for i := range rows {
+		if id := ids[i]; id != "" {
+			rows[i].seq = next[id]
+			next[id]++
+		}
+	}
+	return nil
 }
 
 func encodeEvent(e Event) (encodedEvent, error) {

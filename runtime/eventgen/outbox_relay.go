@@ -588,14 +588,15 @@ func (r *relay) publish(c *claimed) (err error) {
 		span.End()
 	}()
 	msg := wire.Encode(wire.Envelope{
-		ID:      row.MessageID,
-		Name:    row.Name,
-		Version: row.Version,
-		Source:  row.Source,
-		Key:     row.Key,
-		Time:    time.UnixMicro(row.CreatedAt),
-		Payload: row.Payload,
-		Headers: c.headers,
+		ID:       row.MessageID,
+		Name:     row.Name,
+		Version:  row.Version,
+		Source:   row.Source,
+		Key:      row.Key,
+		Sequence: row.Seq,
+		Time:     time.UnixMicro(row.CreatedAt),
+		Payload:  row.Payload,
+		Headers:  c.headers,
 	})
 	r.o.tracing.inject(ctx, msg.Metadata)
 	ctx, cancel := context.WithTimeout(ctx, r.opts.PublishTimeout)

@@ -82,7 +82,7 @@ func NewInboxBrowser(d sqlstore.Dialect, table, group string) *Browser {
 // BrowseFilter selects and pages the rows of a list. Empty fields select
 // everything.
 type BrowseFilter struct {
-	Status, Name, Key string
+	Status, Name, Key, MessageID string
 	// Since and Until bound created_at: Since <= created_at < Until (µs).
 	Since, Until int64
 	// Before lists the rows with ids below it, newest first; After those
@@ -111,6 +111,9 @@ func (b *Browser) List(ctx context.Context, db bun.IDB, f BrowseFilter) ([]Brows
 	}
 	if f.Key != "" {
 		add("msg_key = ?", f.Key)
+	}
+	if f.MessageID != "" {
+		add("message_id = ?", f.MessageID)
 	}
 	if f.Since != 0 {
 		add("created_at >= ?", f.Since)

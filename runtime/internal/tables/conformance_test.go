@@ -88,8 +88,10 @@ var kinds = []kind{
 		insert: func(t *testing.T, db bun.IDB, d sqlstore.Dialect, table string, n int, delay time.Duration, size int) {
 			t.Helper()
 			for i := range n {
-				_, err := db.ExecContext(context.Background(), OutboxInsertSQL(d, table, 1),
-					fmt.Sprintf("m-%d-%d", time.Now().UnixNano(), i), "E", 1, "topic", "", "src", make([]byte, size), nil, StatusPending, delay.Microseconds())
+				// The columns of version 1, so that upgrade tests can
+				// fill a table of that version.
+				_, err := db.ExecContext(context.Background(), fmt.Sprintf("INSERT INTO %s (message_id, name, version, topic, source, payload, status, created_at, next_attempt_at) VALUES (?, 'E', 1, 'topic', 'src', ?, '%s', %s, %s + ?)",
+					table, StatusPending, d.Now, d.Now), fmt.Sprintf("m-%d-%d", time.Now().UnixNano(), i), make([]byte, size), delay.Microseconds())
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -32,12 +32,13 @@ const (
 // Version 2 makes a message unique per group, topic and id, where version 1
 // had group and id: a message on one topic then cannot take the place of a
 // message with the same id on another (see the consumer's topic check).
-var InboxMigrations = []sqlstore.Migration{
+// Versions 3 to 5 add per-key ordering (see keys.go).
+var InboxMigrations = append([]sqlstore.Migration{
 	{Version: 1, Statements: func(d sqlstore.Dialect, table string) []string {
 		return inboxSchema(d, table, "UNIQUE (consumer_group, message_id)")
 	}},
 	{Version: 2, Statements: inboxUniquePerTopic},
-}
+}, inboxOrderingMigrations...)
 
 func inboxSchema(d sqlstore.Dialect, table, unique string) []string {
 	t := d.Types

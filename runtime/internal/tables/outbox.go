@@ -27,12 +27,14 @@ const (
 // OutboxMigrations are the schema steps of an outbox table: its own
 // columns, and the engine's (see leased.Spec.Schema).
 //
+// Versions 4 and 5 add per-key sequences (see keys.go).
+//
 // Versions 2 and 3 index the failed rows on MySQL, where version 1 has no
 // index of them, so that counting them (leased.Table.Stats) reads only
 // them: a virtual column that marks them, then an index on it (see
 // leased.Spec.FailedIndexSteps). They change nothing on PostgreSQL and
 // SQLite, whose version 1 has a partial index of failed rows.
-var OutboxMigrations = []sqlstore.Migration{{
+var OutboxMigrations = append([]sqlstore.Migration{{
 	Version: 1,
 	Statements: func(d sqlstore.Dialect, table string) []string {
 		t := d.Types
@@ -59,14 +61,14 @@ var OutboxMigrations = []sqlstore.Migration{{
 		_, index := OutboxSpec(d, table).FailedIndexSteps()
 		return index
 	},
-}}
+}}, outboxOrderingMigrations...)
 
 // OutboxInsertColumns are the columns Publish writes, in the order of
-// [OutboxInsertSQL]'s placeholders (9 per row).
-const outboxInsertColumns = "message_id, name, version, topic, msg_key, source, payload, headers, status, created_at, next_attempt_at"
+// [OutboxInsertSQL]'s placeholders.
+const outboxInsertColumns = "message_id, name, version, topic, msg_key, seq, source, payload, headers, status, created_at, next_attempt_at"
 
 // OutboxInsertSQL returns a multi-row INSERT of rows rows into table. Each
-// row takes 10 arguments: message_id, name, version, topic, msg_key,
+// row takes 11 arguments: message_id, name, version, topic, msg_key, seq,
 // source, payload, headers, status, and its delay in microseconds; the
 // database clock supplies created_at and next_attempt_at.
 func OutboxInsertSQL(d sqlstore.Dialect, table string, rows int) string {
@@ -83,12 +85,12 @@ func OutboxInsertSQL(d sqlstore.Dialect, table string, rows int) string {
 		b.WriteString(table)
 		b.WriteString(" (")
 		b.WriteString(outboxInsertColumns)
-		b.WriteString(") SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9, n.t, n.t + column10 FROM (VALUES ")
+		b.WriteString(") SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9, column10, n.t, n.t + column11 FROM (VALUES ")
 		for i := 0; i < rows; i++ {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+			b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 		}
 		b.WriteString("), n")
 		return b.String()
@@ -102,7 +104,7 @@ func OutboxInsertSQL(d sqlstore.Dialect, table string, rows int) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ")
+		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ")
 		b.WriteString(d.Now)
 		b.WriteString(", ")
 		b.WriteString(d.Now)
@@ -119,6 +121,7 @@ type OutboxRow struct {
 	Version   int
 	Topic     string
 	Key       string
+	Seq       int64 // position in its stream (source, topic, key); 0 without a key
 	Source    string
 	Payload   []byte
 	Headers   sql.NullString // JSON object
@@ -127,10 +130,10 @@ type OutboxRow struct {
 	LastError sql.NullString
 }
 
-const outboxColumns = "id, message_id, name, version, topic, msg_key, source, payload, headers, attempts, created_at, last_error"
+const outboxColumns = "id, message_id, name, version, topic, msg_key, seq, source, payload, headers, attempts, created_at, last_error"
 
 func scanOutboxRow(rows *sql.Rows, r *OutboxRow) error {
-	return rows.Scan(&r.ID, &r.MessageID, &r.Name, &r.Version, &r.Topic, &r.Key, &r.Source, &r.Payload, &r.Headers, &r.Attempts, &r.CreatedAt, &r.LastError)
+	return rows.Scan(&r.ID, &r.MessageID, &r.Name, &r.Version, &r.Topic, &r.Key, &r.Seq, &r.Source, &r.Payload, &r.Headers, &r.Attempts, &r.CreatedAt, &r.LastError)
 }
 
 // Outbox is the leased-row engine on one outbox table. A row is an event to

@@ -131,6 +131,10 @@ func DropTables(t testing.TB, db *bun.DB, tables ...string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		for _, tbl := range tables {
+			// With the key table that ordering keeps beside each table.
+			if _, err := db.ExecContext(ctx, "DROP TABLE IF EXISTS "+tbl+"_keys"); err != nil {
+				t.Logf("drop %s_keys: %v", tbl, err)
+			}
 			if _, err := db.ExecContext(ctx, "DROP TABLE IF EXISTS "+tbl); err != nil {
 				t.Logf("drop %s: %v", tbl, err)
 			}

@@ -5,13 +5,16 @@
 // says (see Binding), so a consumer in any language can read them. Extension
 // attributes carry what CloudEvents has no core attribute for:
 // eventversion, partitionkey (the partitioning extension's name for the
-// ordering key), and, when tracing is on, traceparent and tracestate (the
-// distributed-tracing extension).
+// ordering key), sequence (the sequence extension: the event's position
+// among the events of its source, topic and partitionkey), and, when
+// tracing is on, traceparent and tracestate (the distributed-tracing
+// extension).
 package wire
 
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,6 +33,7 @@ const (
 	HeaderTime         = "ce_time"
 	HeaderEventVersion = "ce_eventversion"
 	HeaderKey          = "ce_partitionkey"
+	HeaderSequence     = "ce_sequence"
 	HeaderContentType  = "content-type"
 )
 
@@ -59,8 +63,12 @@ type Envelope struct {
 	Version int
 	Source  string
 	Key     string
-	Time    time.Time
-	Payload []byte
+	// Sequence is the event's position among the events of its Source,
+	// topic and Key, from 1 in commit order with no gaps; 0 for an event
+	// without a key, or from a producer that does not order.
+	Sequence int64
+	Time     time.Time
+	Payload  []byte
 	// Headers holds extra headers: the application's own, and extension
 	// attributes under their ce_ names (HeaderTraceParent,
 	// HeaderTraceState). Encode writes the attributes above after them,
@@ -84,6 +92,9 @@ func Encode(e Envelope) *message.Message {
 	m.Metadata.Set(HeaderContentType, ContentType)
 	if e.Key != "" {
 		m.Metadata.Set(HeaderKey, e.Key)
+	}
+	if e.Sequence > 0 {
+		m.Metadata.Set(HeaderSequence, FormatSequence(e.Sequence))
 	}
 	return m
 }
@@ -129,6 +140,12 @@ func Decode(m *message.Message, maxPayload int) (Envelope, error) {
 			e.Source = v
 		case HeaderKey:
 			e.Key = v
+		case HeaderSequence:
+			n, err := ParseSequence(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("header %s: %w", HeaderSequence, err))
+			}
+			e.Sequence = n
 		case HeaderEventVersion:
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 {
@@ -161,6 +178,9 @@ func Decode(m *message.Message, maxPayload int) (Envelope, error) {
 	if e.Name == "" {
 		errs = append(errs, fmt.Errorf("header %s is missing", HeaderType))
 	}
+	if e.Sequence > 0 && e.Key == "" {
+		errs = append(errs, fmt.Errorf("header %s without %s: a sequence orders the events of one key", HeaderSequence, HeaderKey))
+	}
 	if e.Version == 0 && len(errs) == 0 {
 		e.Version = 1 // producers that do not send the extension publish version 1
 	}
@@ -168,6 +188,34 @@ func Decode(m *message.Message, maxPayload int) (Envelope, error) {
 		return e, fmt.Errorf("%w: %w", ErrMalformed, errors.Join(errs...))
 	}
 	return e, nil
+}
+
+// sequenceDigits is the width of a sequence on the wire: the sequence
+// extension compares values as strings, so they are zero-padded to the
+// digits of the largest int64.
+const sequenceDigits = 19
+
+// FormatSequence writes n (at least 1) as the sequence extension's value:
+// decimal, zero-padded to 19 digits, so that string order is numeric order.
+func FormatSequence(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	if len(s) >= sequenceDigits {
+		return s
+	}
+	return strings.Repeat("0", sequenceDigits-len(s)) + s
+}
+
+// ParseSequence reads a sequence written by FormatSequence, or by another
+// producer as plain decimal digits: a positive integer that fits an int64.
+func ParseSequence(v string) (int64, error) {
+	if v == "" || len(v) > 2*sequenceDigits || strings.TrimLeft(v, "0123456789") != "" {
+		return 0, fmt.Errorf("%q is not a decimal sequence number", v)
+	}
+	n, err := strconv.ParseInt(strings.TrimLeft(v, "0"), 10, 64)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("%q is not a sequence number from 1 to %d", v, int64(math.MaxInt64))
+	}
+	return n, nil
 }
 
 // MaxHeaderName bounds a header name: AMQP 0-9-1 field names are short

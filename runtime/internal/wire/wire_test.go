@@ -376,3 +376,47 @@ func FuzzDecodeStructured(f *testing.F) {
 		}
 	})
 }
+
+func TestSequenceRoundTrip(t *testing.T) {
+	for _, n := range []int64{1, 9, 10, 123456789, math.MaxInt64} {
+		e := Envelope{ID: "id", Name: "E", Version: 1, Source: "s", Key: "k", Sequence: n, Payload: []byte(`{}`)}
+		m := Encode(e)
+		v := m.Metadata.Get(HeaderSequence)
+		if len(v) != sequenceDigits {
+			t.Errorf("sequence %d written as %q, want %d digits", n, v, sequenceDigits)
+		}
+		got, err := Decode(m, 1<<20)
+		if err != nil || got.Sequence != n {
+			t.Errorf("sequence %d decoded as %d, %v", n, got.Sequence, err)
+		}
+	}
+	// String order is numeric order, as the sequence extension compares.
+	if a, b := FormatSequence(9), FormatSequence(10); a >= b {
+		t.Errorf("FormatSequence(9) = %q sorts after FormatSequence(10) = %q", a, b)
+	}
+	if m := Encode(Envelope{ID: "id", Name: "E", Version: 1, Source: "s", Key: "k", Payload: []byte(`{}`)}); m.Metadata.Get(HeaderSequence) != "" {
+		t.Errorf("an event without a sequence got %s", HeaderSequence)
+	}
+}
+
+func TestSequenceRejected(t *testing.T) {
+	for _, v := range []string{"", "0", "000", "-1", "1e3", " 1", "abc", "9223372036854775808", strings.Repeat("1", 40)} {
+		m := message.NewMessage("id", []byte(`{}`))
+		m.Metadata.Set(HeaderType, "E")
+		m.Metadata.Set(HeaderKey, "k")
+		m.Metadata.Set(HeaderSequence, v)
+		if _, err := Decode(m, 1<<20); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), HeaderSequence) {
+			t.Errorf("sequence %q: Decode error %v, want a malformed %s", v, err, HeaderSequence)
+		}
+	}
+	// Plain digits from another producer are read.
+	if n, err := ParseSequence("42"); n != 42 || err != nil {
+		t.Errorf("ParseSequence(42) = %d, %v", n, err)
+	}
+	m := message.NewMessage("id", []byte(`{}`))
+	m.Metadata.Set(HeaderType, "E")
+	m.Metadata.Set(HeaderSequence, "1")
+	if _, err := Decode(m, 1<<20); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a sequence without a key decoded without error: %v", err)
+	}
+}

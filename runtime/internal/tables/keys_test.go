@@ -1,0 +1,135 @@
+package tables
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
+	"github.com/eventgen/eventgen/runtime/internal/testenv"
+)
+
+func outboxKeys(t *testing.T, d testenv.Database) (*OutboxKeys, func() bun.Tx) {
+	t.Helper()
+	db := d.Open(t)
+	dialect, err := sqlstore.DialectOf(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := testenv.TableName(t, "keys")
+	testenv.DropTables(t, db, table)
+	if err := sqlstore.Migrate(context.Background(), db, table, OutboxMigrations); err != nil {
+		t.Fatal(err)
+	}
+	return NewOutboxKeys(dialect, table, sqlstore.NewPrepared(db, dialect)), func() bun.Tx {
+		tx, err := db.BeginTx(context.Background(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tx
+	}
+}
+
+func stream(source, topic, key string, n int) StreamCount {
+	return StreamCount{ID: StreamID(source, topic, key), Source: source, Topic: topic, Key: key, Count: n}
+}
+
+// TestOutboxKeysNumberEachStream: each stream counts on from its last
+// number, several streams in one call, and a rolled-back transaction leaves
+// no gap.
+func TestOutboxKeysNumberEachStream(t *testing.T) {
+	for _, d := range testenv.Databases(t) {
+		t.Run(d.Name, func(t *testing.T) {
+			keys, begin := outboxKeys(t, d)
+			ctx := context.Background()
+			a, b := stream("src", "orders", "k1", 2), stream("src", "orders", "k2", 1)
+			take := func(commit bool, streams ...StreamCount) map[string]int64 {
+				t.Helper()
+				tx := begin()
+				last, err := keys.Take(ctx, tx, streams)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if commit {
+					err = tx.Commit()
+				} else {
+					err = tx.Rollback()
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				return last
+			}
+			if got := take(true, a, b); got[a.ID] != 2 || got[b.ID] != 1 {
+				t.Fatalf("first call: %v, want k1 at 2 and k2 at 1", got)
+			}
+			if got := take(false, a); got[a.ID] != 4 {
+				t.Fatalf("rolled-back call: k1 at %d, want 4", got[a.ID])
+			}
+			if got := take(true, stream("src", "orders", "k1", 1)); got[a.ID] != 3 {
+				t.Fatalf("after the rollback: k1 at %d, want 3 (no gap)", got[a.ID])
+			}
+			// Same key, another topic or source: another stream.
+			other := stream("src", "payments", "k1", 1)
+			if got := take(true, other); got[other.ID] != 1 {
+				t.Fatalf("k1 on another topic at %d, want 1", got[other.ID])
+			}
+		})
+	}
+}
+
+// TestOutboxKeysFollowCommitOrder: transactions that number one stream
+// concurrently get 1..n with no gap or repeat, and each gets its number
+// only after the transaction with the number before it has committed.
+func TestOutboxKeysFollowCommitOrder(t *testing.T) {
+	for _, d := range testenv.Databases(t) {
+		t.Run(d.Name, func(t *testing.T) {
+			keys, begin := outboxKeys(t, d)
+			const workers, each = 4, 15
+			s := stream("src", "orders", "hot", 1)
+			var mu sync.Mutex
+			committing := map[int64]time.Time{} // seq -> when its Commit was called
+			taken := map[int64]time.Time{}      // seq -> when Take returned it
+			var wg sync.WaitGroup
+			for range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range each {
+						tx := begin()
+						last, err := keys.Take(context.Background(), tx, []StreamCount{s})
+						if err != nil {
+							t.Error(err)
+							_ = tx.Rollback()
+							return
+						}
+						now := time.Now()
+						mu.Lock()
+						taken[last[s.ID]] = now
+						committing[last[s.ID]] = time.Now()
+						mu.Unlock()
+						if err := tx.Commit(); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if len(taken) != workers*each {
+				t.Fatalf("%d distinct numbers for %d transactions", len(taken), workers*each)
+			}
+			for n := int64(1); n <= workers*each; n++ {
+				if _, ok := taken[n]; !ok {
+					t.Fatalf("number %d never given; numbers must be 1..%d", n, workers*each)
+				}
+				if n > 1 && taken[n].Before(committing[n-1]) {
+					t.Errorf("number %d was given before the transaction holding %d committed", n, n-1)
+				}
+			}
+		})
+	}
+}
