@@ -13,7 +13,7 @@ import (
 func inboxCommand() *cli.Command {
 	return &cli.Command{
 		Name:    "inbox",
-		Summary: "count a group's messages, list and re-execute failed ones",
+		Summary: "count, list, show, re-execute and delete a group's messages",
 		Help: `Inbox works on the inbox table of a consumer group: it counts the
 group's messages by status, and lists the messages whose handler failed
 for good, or that could not be decoded, and makes them due again.`,
@@ -21,7 +21,7 @@ for good, or that could not be decoded, and makes them due again.`,
 			inboxStatsCommand(),
 			{
 				Name:     "failed",
-				Synopsis: "-db DSN -group G [-table T] [-limit N] [-v]",
+				Synopsis: "-group G [-table T] [-limit N] [-v] [-json]",
 				Summary:  "list a group's failed messages, oldest first",
 				Help: `Failed lists the group's messages that failed for good, oldest first: their
 handler failed MaxRetries times, or they could not be decoded. The last
@@ -30,11 +30,21 @@ error holds a panic's stack; -v prints it whole.` + dbHelp,
 					var f inboxFlags
 					f.define(fs)
 					limit, verbose := listFlags(fs)
+					asJSON := fs.Bool("json", false, "print the messages as a JSON array")
 					return func(e *cli.Env) int {
 						return withConsumer(e, "inbox failed", &f, func(ctx context.Context, c *eventgen.Consumer) int {
 							rows, err := c.Failed(ctx, *limit)
 							if err != nil {
 								return fail(e, "inbox failed", err)
+							}
+							if *asJSON {
+								out := make([]rowJSON, len(rows))
+								for i, r := range rows {
+									out[i] = toJSON(eventgen.StoredRow{MessageID: r.ID, Name: r.Name, Version: r.Version, Topic: r.Topic, Key: r.Key,
+										Source: r.Source, Status: "failed", Attempts: r.Attempt, EventTime: r.Time, FinishedAt: r.FailedAt,
+										LastError: r.Error, Headers: r.Headers, Payload: r.Payload})
+								}
+								return printJSON(e, "inbox failed", out)
 							}
 							t := newTable("MESSAGE ID", "NAME", "VERSION", "TOPIC", "KEY", "SOURCE", "ATTEMPTS", "SENT", "FAILED", "LAST ERROR")
 							for _, r := range rows {
@@ -47,39 +57,23 @@ error holds a panic's stack; -v prints it whole.` + dbHelp,
 					}
 				},
 			},
-			{
-				Name:     "reexecute",
-				Synopsis: "-db DSN -group G [-table T] (-id ID ... | -all)",
-				Summary:  "make a group's failed messages due again",
-				Help: `Reexecute makes the group's failed messages due again with a fresh budget of
+			actionCommand(true, "reexecute", "make a group's failed messages due again", `Reexecute makes the group's failed messages due again with a fresh budget of
 attempts, so that a running consumer of the group handles them. Name them
-by message id with -id (repeatable) or take every failed message with -all.
-Asking for an id that is not a failed message is an error, after the others
-are made due.` + dbHelp,
-				Setup: func(fs *flag.FlagSet) func(*cli.Env) int {
-					var f inboxFlags
-					f.define(fs)
-					var ids stringList
-					fs.Var(&ids, "id", "the message `id` of a failed message, as failed lists it (repeatable)")
-					all := fs.Bool("all", false, "re-execute every failed message of the group")
-					return func(e *cli.Env) int {
-						if !oneOf(e, "inbox reexecute", len(ids) > 0, *all) {
-							return cli.ExitUsage
-						}
-						return withConsumer(e, "inbox reexecute", &f, func(ctx context.Context, c *eventgen.Consumer) int {
-							var n int
-							var err error
-							if *all {
-								n, err = c.ReexecuteFailed(ctx)
-							} else {
-								n, err = c.Reexecute(ctx, ids...)
-							}
-							return reportRequeued(e, "inbox reexecute", n, len(ids), err, "messages of group "+f.group, f.table,
-								"a running consumer of the group handles them again")
-						})
-					}
-				},
-			},
+by message id with -id or by row id with -row (both repeatable), or take
+every failed message with -all. Asking for an id that is not a failed
+message is an error, after the others are made due.`, actionText{
+				action: eventgen.ActionReexecute, applies: "failed", done: "made due again; a running consumer of the group handles them again",
+				unchanged: "unknown, or already made due", all: "re-execute every failed message of the group",
+			}),
+			actionCommand(true, "delete", "discard a group's failed messages", `Delete discards the group's failed messages: their rows are deleted. Name
+them by message id with -id or by row id with -row, or take every failed
+message with -all. A message the broker delivers again after its row is
+gone is handled as a new one.`, actionText{
+				action: eventgen.ActionDelete, applies: "failed", done: "deleted",
+				unchanged: "unknown, or not failed", all: "delete every failed message of the group",
+			}),
+			listCommand(true),
+			showCommand(true),
 		},
 	}
 }

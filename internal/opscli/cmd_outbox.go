@@ -24,7 +24,7 @@ import (
 func outboxCommand() *cli.Command {
 	return &cli.Command{
 		Name:    "outbox",
-		Summary: "count outbox events, list and requeue failed ones",
+		Summary: "count, list, show, requeue and delete outbox events",
 		Help: `Outbox works on the outbox table of a database: it counts the events by
 status, and lists the events that used up their publish retries and
 returns them to the relay.`,
@@ -32,7 +32,7 @@ returns them to the relay.`,
 			outboxStatsCommand(),
 			{
 				Name:     "failed",
-				Synopsis: "-db DSN [-table T] [-limit N] [-v]",
+				Synopsis: "[-table T] [-limit N] [-v] [-json]",
 				Summary:  "list failed events, oldest first",
 				Help: `Failed lists the events that the relay gave up on after MaxRetries
 attempts, oldest first, with the last publish error.` + dbHelp,
@@ -40,11 +40,20 @@ attempts, oldest first, with the last publish error.` + dbHelp,
 					var f dbFlags
 					f.define(fs, "outbox", eventgen.DefaultOutboxTable)
 					limit, verbose := listFlags(fs)
+					asJSON := fs.Bool("json", false, "print the events as a JSON array")
 					return func(e *cli.Env) int {
 						return withOutbox(e, "outbox failed", &f, func(ctx context.Context, ob *eventgen.Outbox) int {
 							rows, err := ob.Failed(ctx, *limit)
 							if err != nil {
 								return fail(e, "outbox failed", err)
+							}
+							if *asJSON {
+								out := make([]rowJSON, len(rows))
+								for i, r := range rows {
+									out[i] = rowJSON{ID: r.ID, MessageID: r.MessageID, Name: r.Name, Version: r.Version, Topic: r.Topic,
+										Key: r.Key, Source: r.Source, Status: "failed", Attempts: r.Attempts, CreatedAt: &r.CreatedAt, LastError: r.LastError}
+								}
+								return printJSON(e, "outbox failed", out)
 							}
 							t := newTable("ID", "MESSAGE ID", "NAME", "VERSION", "TOPIC", "KEY", "ATTEMPTS", "CREATED", "LAST ERROR")
 							for _, r := range rows {
@@ -57,56 +66,53 @@ attempts, oldest first, with the last publish error.` + dbHelp,
 					}
 				},
 			},
-			{
-				Name:     "requeue",
-				Synopsis: "-db DSN [-table T] (-id ID ... | -all)",
-				Summary:  "return failed events to the relay",
-				Help: `Requeue returns failed events to pending with a fresh retry budget, so that
+			actionCommand(false, "requeue", "return failed events to the relay", `Requeue returns failed events to pending with a fresh retry budget, so that
 a running relay publishes them again. Name them with -id (repeatable) or
 take every failed event with -all. Asking for an id that is not a failed
-event is an error, after the others are requeued.` + dbHelp,
-				Setup: func(fs *flag.FlagSet) func(*cli.Env) int {
-					var f dbFlags
-					f.define(fs, "outbox", eventgen.DefaultOutboxTable)
-					var ids int64List
-					fs.Var(&ids, "id", "the `id` of a failed event, as failed lists it (repeatable)")
-					all := fs.Bool("all", false, "requeue every failed event")
-					return func(e *cli.Env) int {
-						if !oneOf(e, "outbox requeue", len(ids) > 0, *all) {
-							return cli.ExitUsage
-						}
-						return withOutbox(e, "outbox requeue", &f, func(ctx context.Context, ob *eventgen.Outbox) int {
-							var n int
-							var err error
-							if *all {
-								n, err = ob.RequeueFailed(ctx)
-							} else {
-								n, err = ob.Requeue(ctx, ids...)
-							}
-							return reportRequeued(e, "outbox requeue", n, len(ids), err, "events", f.table, "the relay publishes them again")
-						})
-					}
-				},
-			},
+event is an error, after the others are requeued.`, actionText{
+				action: eventgen.ActionRequeue, applies: "failed", done: "made due again; the relay publishes them again",
+				unchanged: "unknown, or already made due", all: "requeue every failed event",
+			}),
+			actionCommand(false, "delete", "delete failed, scheduled or pending events", `Delete deletes events that are failed, scheduled (published with a delay) or
+pending, so that they are never published: name them with -id, or take
+every failed event with -all. Events being published or published are
+left alone; asking for one is an error, after the others are deleted.`, actionText{
+				action: eventgen.ActionDelete, applies: "failed, scheduled or pending", done: "deleted; they are never published",
+				unchanged: "unknown, or being published or published", all: "delete every failed event",
+			}),
+			actionCommand(false, "publish-now", "make scheduled events due now", `Publish-now makes scheduled events (published with WithDelay or
+WithDeliverAt) due at once, so that a running relay publishes them.`, actionText{
+				action: eventgen.ActionPublishNow, applies: "scheduled", done: "made due now; the relay publishes them",
+				unchanged: "unknown, or not scheduled",
+			}),
+			listCommand(false),
+			showCommand(false),
 		},
 	}
 }
 
-// dbHelp ends the help of the commands that take -db.
+// dbHelp ends the help of the commands that take a database.
 const dbHelp = `
 
-The database DSN is postgres://user:pass@host:5432/db,
-mysql://user:pass@host:3306/db, user:pass@tcp(host:3306)/db, or the path
-of a SQLite file (which must exist). Passwords are never printed.`
+The database DSN is read from the environment variable ` + EnvDSN + `, or
+from the first line of the file -db-file names, or from -db (which puts
+it, and its password, in ps output and shell history). It is
+postgres://user:pass@host:5432/db, mysql://user:pass@host:3306/db,
+user:pass@tcp(host:3306)/db, or the path of a SQLite file (which must
+exist). A DSN of no known form is refused. Passwords are never printed.`
+
+// EnvDSN is the environment variable the database DSN is read from.
+const EnvDSN = "EVENTGEN_DSN"
 
 // dbFlags are the flags of the commands that work on a table.
 type dbFlags struct {
-	dsn   string
-	table string
+	dsn, dsnFile string
+	table        string
 }
 
 func (f *dbFlags) define(fs *flag.FlagSet, what, table string) {
-	fs.StringVar(&f.dsn, "db", "", "the database `DSN` (required)")
+	fs.StringVar(&f.dsn, "db", "", "the database `DSN`; prefer $"+EnvDSN+" or -db-file, which keep the password out of ps")
+	fs.StringVar(&f.dsnFile, "db-file", "", "read the database DSN from the first line of `file`")
 	fs.StringVar(&f.table, "table", table, "the "+what+" `table`")
 }
 
@@ -120,11 +126,12 @@ func listFlags(fs *flag.FlagSet) (limit *int, verbose *bool) {
 // open opens the database of f. It prints what went wrong and returns a
 // nonzero exit code if it cannot.
 func open(ctx context.Context, e *cli.Env, name string, f *dbFlags) (*bun.DB, int) {
-	if f.dsn == "" {
-		fmt.Fprintf(e.Stderr, "%s %s: -db is required\n", e.Program, name)
+	dsn, err := f.resolve()
+	if err != nil {
+		fmt.Fprintf(e.Stderr, "%s %s: %v\n", e.Program, name, err)
 		return nil, cli.ExitUsage
 	}
-	db, err := dbopen.OpenExisting(ctx, f.dsn)
+	db, err := dbopen.OpenExisting(ctx, dsn)
 	if err != nil {
 		return nil, fail(e, name, err)
 	}
@@ -157,32 +164,6 @@ func logger(e *cli.Env) *slog.Logger {
 func fail(e *cli.Env, name string, err error) int {
 	fmt.Fprintf(e.Stderr, "%s %s: %v\n", e.Program, name, err)
 	return cli.ExitFailure
-}
-
-// oneOf checks that exactly one of -id and -all was given.
-func oneOf(e *cli.Env, name string, ids, all bool) bool {
-	if ids == all {
-		fmt.Fprintf(e.Stderr, "%s %s: give -id (one or more) or -all\n", e.Program, name)
-		return false
-	}
-	return true
-}
-
-// reportRequeued prints the outcome of requeue or reexecute: n rows were
-// made due again, of asked ids (0 for -all).
-func reportRequeued(e *cli.Env, name string, n, asked int, err error, what, table, then string) int {
-	if err != nil {
-		if n > 0 {
-			fmt.Fprintf(e.Stdout, "%d failed %s in %s made due again before the error\n", n, what, table)
-		}
-		return fail(e, name, err)
-	}
-	fmt.Fprintf(e.Stdout, "%d failed %s in %s made due again; %s\n", n, what, table, then)
-	if n < asked {
-		fmt.Fprintf(e.Stderr, "%s %s: %d of the %d ids given are not failed %s in %s (unknown, or already made due)\n", e.Program, name, asked-n, asked, what, table)
-		return cli.ExitFailure
-	}
-	return cli.ExitOK
 }
 
 // printFailed prints a list of failed rows, or says there are none.

@@ -177,7 +177,8 @@ func TestOutboxFailedAndRequeue(t *testing.T) {
 	}
 
 	code, stdout, stderr = run(t, dir, "outbox", "requeue", "-db", dsn, "-table", table, "-id", ids[0], "-id", ids[0])
-	if want := "1 failed events in " + table + " made due again; the relay publishes them again\n"; code != cli.ExitOK || stdout != want || stderr != "" {
+	if want := "1 failed events in " + table + " made due again; the relay publishes them again\n"; code != cli.ExitOK || stdout != want ||
+		!regexp.MustCompile(`^time=\S+ level=INFO msg="eventgen-ops outbox requeue: audit" user=\S+ action=requeue table=`+table+` ids=\[\d+\] count=1 ok=true\n$`).MatchString(stderr) {
 		t.Errorf("outbox requeue -id = %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 	code, _, stderr = run(t, dir, "outbox", "requeue", "-db", dsn, "-table", table, "-id", ids[0], "-id", ids[1])
@@ -187,7 +188,11 @@ func TestOutboxFailedAndRequeue(t *testing.T) {
 	if _, stdout, _ = run(t, dir, "outbox", "failed", "-db", dsn, "-table", table); len(idPattern.FindAllString(stdout, -1)) != 1 {
 		t.Errorf("after requeuing 2 of 3:\n%s", stdout)
 	}
-	code, stdout, _ = run(t, dir, "outbox", "requeue", "-db", dsn, "-table", table, "-all")
+	code, stdout, stderr = run(t, dir, "outbox", "requeue", "-db", dsn, "-table", table, "-all")
+	if code != cli.ExitFailure || stdout != "" || !strings.Contains(stderr, "requeue every failed event in "+table+" (1 now)? Type yes to go on: \neventgen-ops outbox requeue: not confirmed; nothing changed") {
+		t.Errorf("outbox requeue -all without -yes, nothing typed = %d, %q, %q", code, stdout, stderr)
+	}
+	code, stdout, _ = run(t, dir, "outbox", "requeue", "-db", dsn, "-table", table, "-all", "-yes")
 	if code != cli.ExitOK || !strings.HasPrefix(stdout, "1 failed events") {
 		t.Errorf("outbox requeue -all = %d, %q", code, stdout)
 	}
@@ -224,6 +229,7 @@ func TestOutboxFailedAndRequeue(t *testing.T) {
 }
 
 func TestOutboxCommandErrors(t *testing.T) {
+	t.Setenv(EnvDSN, "")
 	dsn, db := sqliteDB(t)
 	table := tableName(t, "cli_outbox")
 	newOutbox(t, db, table, nil)
@@ -234,8 +240,10 @@ func TestOutboxCommandErrors(t *testing.T) {
 		stderr string
 	}{
 		{[]string{"outbox"}, cli.ExitUsage, "eventgen-ops outbox: name a command"},
-		{[]string{"outbox", "list"}, cli.ExitUsage, `eventgen-ops outbox: unknown command "list"`},
-		{[]string{"outbox", "failed"}, cli.ExitUsage, "eventgen-ops outbox failed: -db is required"},
+		{[]string{"outbox", "frobnicate"}, cli.ExitUsage, `eventgen-ops outbox: unknown command "frobnicate"`},
+		{[]string{"outbox", "failed"}, cli.ExitUsage, "eventgen-ops outbox failed: no database: set $EVENTGEN_DSN, or give -db-file FILE (or -db DSN)"},
+		{[]string{"outbox", "failed", "-db", dsn, "-db-file", dsn}, cli.ExitUsage, "give -db or -db-file, not both"},
+		{[]string{"outbox", "failed", "-db-file", filepath.Join(dir, "none")}, cli.ExitUsage, "-db-file: open "},
 		{[]string{"outbox", "failed", "-db", dsn, "extra"}, cli.ExitUsage, `eventgen-ops outbox failed: unexpected argument "extra"`},
 		{[]string{"outbox", "failed", "-db", dsn, "-table", "a;b"}, cli.ExitUsage, `eventgen-ops outbox failed: eventgen: invalid OutboxOptions: Table: invalid table name "a;b"`},
 		{[]string{"outbox", "failed", "-db", dsn, "-limit", "0"}, cli.ExitFailure, "limit 0 is not positive"},
@@ -353,7 +361,7 @@ func TestInboxFailedAndReexecute(t *testing.T) {
 	if code != cli.ExitFailure || !strings.Contains(stderr, "2 of the 2 ids given are not failed messages of group billing") {
 		t.Errorf("inbox reexecute of ids that are not failed = %d, %q", code, stderr)
 	}
-	code, stdout, _ = run(t, dir, append([]string{"inbox", "reexecute", "-all"}, args...)...)
+	code, stdout, _ = run(t, dir, append([]string{"inbox", "reexecute", "-all", "-yes"}, args...)...)
 	if code != cli.ExitOK || !strings.HasPrefix(stdout, "2 failed messages") {
 		t.Errorf("inbox reexecute -all = %d, %q", code, stdout)
 	}
@@ -389,7 +397,7 @@ func TestInboxCommandErrors(t *testing.T) {
 		stderr string
 	}{
 		{[]string{"inbox", "failed", "-db", dsn}, cli.ExitUsage, "eventgen-ops inbox failed: -group is required"},
-		{[]string{"inbox", "reexecute", "-db", dsn, "-group", "g"}, cli.ExitUsage, "eventgen-ops inbox reexecute: give -id (one or more) or -all"},
+		{[]string{"inbox", "reexecute", "-db", dsn, "-group", "g"}, cli.ExitUsage, "eventgen-ops inbox reexecute: give -id or -row (one or more) or -all"},
 		{[]string{"inbox", "reexecute", "-db", dsn, "-group", "g", "-id", ""}, cli.ExitUsage, `invalid value "" for flag -id: empty id`},
 		{[]string{"inbox", "failed", "-group", "g", "-db", dsn, "-table", "x y"}, cli.ExitUsage, `invalid ConsumerOptions: Table: invalid table name "x y"`},
 		{[]string{"inbox", "failed", "-group", "g", "-db", dsn}, cli.ExitFailure, "eventgen-ops inbox failed: "},
@@ -409,10 +417,10 @@ func TestGroupHelp(t *testing.T) {
 		stdout string
 		stderr string
 	}{
-		{[]string{"help"}, cli.ExitOK, "\toutbox    count outbox events, list and requeue failed ones\n", ""},
+		{[]string{"help"}, cli.ExitOK, "\toutbox    count, list, show, requeue and delete outbox events\n", ""},
 		{[]string{"help", "outbox"}, cli.ExitOK, "Usage: eventgen-ops outbox <command> [flags]", ""},
 		{[]string{"outbox", "-h"}, cli.ExitOK, "\trequeue    return failed events to the relay\n", ""},
-		{[]string{"inbox", "help", "reexecute"}, cli.ExitOK, "Usage: eventgen-ops inbox reexecute -db DSN -group G", ""},
+		{[]string{"inbox", "help", "reexecute"}, cli.ExitOK, "Usage: eventgen-ops inbox reexecute -group G (-id MESSAGE_ID ... | -row ID ... | -all) [-dry-run] [-yes]", ""},
 		{[]string{"help", "inbox", "failed"}, cli.ExitOK, "-group group", ""},
 		{[]string{"outbox", "requeue", "-h"}, cli.ExitOK, "", "Usage: eventgen-ops outbox requeue"},
 		{[]string{"help", "outbox", "nope"}, cli.ExitUsage, "", `eventgen-ops help outbox: unknown command "nope"`},

@@ -29,7 +29,7 @@ in seconds.`, eventgen.StatsHistoryLimit)
 func outboxStatsCommand() *cli.Command {
 	return &cli.Command{
 		Name:     "stats",
-		Synopsis: "-db DSN [-table T] [-json]",
+		Synopsis: "[-table T] [-json]",
 		Summary:  "count events by status, and the oldest pending age",
 		Help: `Stats counts the outbox's events by status (scheduled, pending, of which
 retrying, processing, failed, published) and says how long the event due
@@ -68,7 +68,7 @@ only, and is cheap enough for a health check.` + statsHelp() + dbHelp,
 func inboxStatsCommand() *cli.Command {
 	return &cli.Command{
 		Name:     "stats",
-		Synopsis: "-db DSN -group G [-table T] [-json]",
+		Synopsis: "-group G [-table T] [-json]",
 		Summary:  "count a group's messages by status, and the oldest pending age",
 		Help: `Stats counts the group's messages by status (pending, which are all
 waiting for a retry, processing, failed, succeeded, skipped) and says how

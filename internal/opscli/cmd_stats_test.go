@@ -178,6 +178,7 @@ oldest pending  0s
 }
 
 func TestStatsCommandErrors(t *testing.T) {
+	t.Setenv(EnvDSN, "")
 	dsn, _ := sqliteDB(t)
 	dir := t.TempDir()
 	for _, tt := range []struct {
@@ -185,7 +186,7 @@ func TestStatsCommandErrors(t *testing.T) {
 		code   int
 		stderr string
 	}{
-		{[]string{"outbox", "stats"}, cli.ExitUsage, "eventgen-ops outbox stats: -db is required"},
+		{[]string{"outbox", "stats"}, cli.ExitUsage, "eventgen-ops outbox stats: no database: set $EVENTGEN_DSN"},
 		{[]string{"outbox", "stats", "-db", dsn, "-table", "missing"}, cli.ExitFailure, "eventgen-ops outbox stats: outbox: stats: "},
 		{[]string{"inbox", "stats", "-db", dsn}, cli.ExitUsage, "eventgen-ops inbox stats: -group is required"},
 		{[]string{"inbox", "stats", "-db", dsn, "-group", "g", "-json", "x"}, cli.ExitUsage, `eventgen-ops inbox stats: unexpected argument "x"`},

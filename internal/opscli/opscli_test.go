@@ -1,7 +1,6 @@
 package opscli
 
 import (
-	"bytes"
 	"strings"
 	"testing"
 
@@ -11,10 +10,7 @@ import (
 // run runs the command line in dir and returns its exit code and output.
 func run(t *testing.T, dir string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	t.Chdir(dir)
-	var out, errOut bytes.Buffer
-	code = Run(args, strings.NewReader(""), &out, &errOut)
-	return code, out.String(), errOut.String()
+	return runIn(t, dir, "", args...)
 }
 
 func TestUsage(t *testing.T) {

@@ -63,9 +63,9 @@ type StoredRow struct {
 // RowFilter selects and pages the rows that [Outbox.Rows] and
 // [Consumer.Rows] list. Empty fields select everything.
 type RowFilter struct {
-	// Status, Name and Key select rows with exactly this status, event
-	// name and key.
-	Status, Name, Key string
+	// Status, Name, Key and MessageID select rows with exactly this
+	// status, event name, key and message id.
+	Status, Name, Key, MessageID string
 	// Since and Until bound the time rows were written:
 	// Since <= CreatedAt < Until.
 	Since, Until time.Time
@@ -344,7 +344,7 @@ func listRows(ctx context.Context, b *tables.Browser, db bun.IDB, f RowFilter) (
 		limit = 50
 	}
 	limit = min(limit, maxRowLimit)
-	bf := tables.BrowseFilter{Status: f.Status, Name: f.Name, Key: f.Key, Before: f.Before, After: f.After, Limit: limit + 1}
+	bf := tables.BrowseFilter{Status: f.Status, Name: f.Name, Key: f.Key, MessageID: f.MessageID, Before: f.Before, After: f.After, Limit: limit + 1}
 	if !f.Since.IsZero() {
 		bf.Since = f.Since.UnixMicro()
 	}
