@@ -18,12 +18,14 @@ func program() *cli.Program {
 	return &cli.Program{
 		Name: "eventgen-ops",
 		Intro: `eventgen-ops prints the DDL of eventgen's outbox and inbox tables, counts
-the events and messages in them by status, and lists and requeues the
-failed ones. The generator is the eventgen command.`,
+the events and messages in them by status, lists and shows them, requeues,
+re-executes and deletes them, and serves the web console that does the
+same. The generator is the eventgen command.`,
 		Commands: []*cli.Command{
 			sqlCommand(),
 			outboxCommand(),
 			inboxCommand(),
+			consoleCommand(),
 			cli.VersionCommand(`Version prints the module version of eventgen that eventgen-ops was built
 from.`, ""),
 		},
