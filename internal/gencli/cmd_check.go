@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +18,7 @@ import (
 func checkCommand() *cli.Command {
 	return &cli.Command{
 		Name:     "check",
-		Synopsis: "[-f events.yaml] [-o DIR] [--against OLD [-v]]",
+		Synopsis: "[-f events.yaml] [-o DIR] [--against OLD [-v] [-json] [--allow RULE:SUBJECT]...]",
 		Summary:  "fail with a diff when DIR is not what generate would write, or on breaking changes",
 		Help: `Check generates the package in memory and compares it with DIR. When they
 differ it prints a unified diff to standard output and exits with status 1.
@@ -32,13 +33,35 @@ file, or a git revision and path such as main:events.yaml, read with
 git show in the spec's directory; a file that exists wins. Then -o is
 optional: without it only compatibility is checked.
 
-	eventgen check -f events.yaml --against origin/main:events.yaml`,
+Each breaking change ends with its id in brackets, RULE:SUBJECT. To accept
+one deliberately, pass --allow with that id (repeat it for several): the
+change is then a warning, and any other breaking change still fails.
+
+With -json, the changes are written to standard output as one JSON
+object (docs/compatibility.md describes it), and a stale DIR's diff goes
+to standard error.
+
+	eventgen check -f events.yaml --against origin/main:events.yaml
+	eventgen check --against main:events.yaml --allow FIELD_REMOVED:OrderPlaced.note`,
 		Setup: func(fs *flag.FlagSet) func(*cli.Env) int {
 			var f specFlags
 			f.define(fs, true)
 			against := fs.String("against", "", "the old spec: a `file` or git REV:path")
 			verbose := fs.Bool("v", false, "with --against, list compatible changes too")
+			asJSON := fs.Bool("json", false, "with --against, write the changes to standard output as JSON")
+			var allow []string
+			fs.Func("allow", "with --against, accept the breaking change `RULE:SUBJECT` (repeatable)", func(id string) error {
+				if err := generator.ParseChangeID(id); err != nil {
+					return err
+				}
+				allow = append(allow, id)
+				return nil
+			})
 			return func(e *cli.Env) int {
+				if *against == "" && (*asJSON || len(allow) > 0) {
+					fmt.Fprintf(e.Stderr, "%s check: -json and --allow need --against\n", e.Program)
+					return cli.ExitUsage
+				}
 				withDir := f.dir != "" || *against == ""
 				s, ok := load(e, &f)
 				if !ok {
@@ -46,10 +69,14 @@ optional: without it only compatibility is checked.
 				}
 				code := cli.ExitOK
 				if *against != "" {
-					code = checkAgainst(e, s, f.file, *against, *verbose)
+					code = checkAgainst(e, s, f.file, *against, againstOptions{verbose: *verbose, json: *asJSON, allow: allow})
 				}
 				if withDir {
-					if c := checkOutput(e, &f, s); c != cli.ExitOK {
+					diffTo := e.Stdout
+					if *asJSON {
+						diffTo = e.Stderr // standard output holds the JSON only
+					}
+					if c := checkOutput(e, &f, s, diffTo); c != cli.ExitOK {
 						code = c
 					}
 				}
@@ -59,8 +86,9 @@ optional: without it only compatibility is checked.
 	}
 }
 
-// checkOutput compares the files generated from s with f.dir.
-func checkOutput(e *cli.Env, f *specFlags, s *generator.Spec) int {
+// checkOutput compares the files generated from s with f.dir, and writes
+// the diff to diffTo.
+func checkOutput(e *cli.Env, f *specFlags, s *generator.Spec, diffTo io.Writer) int {
 	files, err := generator.Generate(s)
 	if err != nil {
 		printError(e, err)
@@ -72,16 +100,23 @@ func checkOutput(e *cli.Env, f *specFlags, s *generator.Spec) int {
 		return cli.ExitFailure
 	}
 	if len(diff) > 0 {
-		e.Stdout.Write(diff)
+		diffTo.Write(diff)
 		fmt.Fprintf(e.Stderr, "eventgen: %s is not up to date with %s; run eventgen generate\n", f.dir, f.file)
 		return cli.ExitFailure
 	}
 	return cli.ExitOK
 }
 
+type againstOptions struct {
+	verbose bool     // print compatible changes too
+	json    bool     // write the changes as JSON to standard output
+	allow   []string // ids of the breaking changes to accept
+}
+
 // checkAgainst prints the changes from the old spec to s, breaking ones and
-// warnings to standard error and compatible ones too when verbose.
-func checkAgainst(e *cli.Env, s *generator.Spec, file, against string, verbose bool) int {
+// warnings to standard error and compatible ones too when verbose, or all
+// of them as JSON to standard output.
+func checkAgainst(e *cli.Env, s *generator.Spec, file, against string, opts againstOptions) int {
 	old, err := loadOld(file, against)
 	if err != nil {
 		printError(e, err)
@@ -90,15 +125,28 @@ func checkAgainst(e *cli.Env, s *generator.Spec, file, against string, verbose b
 		}
 		return cli.ExitFailure
 	}
+	changes, unused := generator.Allow(generator.Compare(old, s), opts.allow)
 	breaking := 0
-	for _, c := range generator.Compare(old, s) {
-		switch {
-		case c.Level == generator.Breaking:
+	for _, c := range changes {
+		if c.Level == generator.Breaking {
 			breaking++
-		case c.Level == generator.Compatible && !verbose:
-			continue
 		}
-		fmt.Fprintln(e.Stderr, c.String())
+	}
+	for _, id := range unused {
+		fmt.Fprintf(e.Stderr, "%s: warning: --allow %s matches no breaking change against %s; remove it\n", file, id, against)
+	}
+	if opts.json {
+		if err := writeChangesJSON(e.Stdout, file, against, breaking, changes, unused); err != nil {
+			printError(e, err)
+			return cli.ExitFailure
+		}
+	} else {
+		for _, c := range changes {
+			if c.Level == generator.Compatible && !opts.verbose {
+				continue
+			}
+			fmt.Fprintln(e.Stderr, c.String())
+		}
 	}
 	if breaking > 0 {
 		fmt.Fprintf(e.Stderr, "eventgen: %s has %d breaking %s against %s\n", file, breaking, plural(breaking, "change", "changes"), against)

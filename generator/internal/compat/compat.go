@@ -35,6 +35,17 @@ const (
 // Change is one difference between the specs.
 type Change struct {
 	Level Level
+	// Rule is the rule's id, like FieldRemoved; docs/compatibility.md
+	// lists them.
+	Rule string
+	// Subject is what changed: an event (OrderPlaced), a field path
+	// (OrderPlaced.lines[].sku), an enum value (OrderPlaced.status=paid), a
+	// consumer group (billing) or an event it handled (billing/OrderPlaced).
+	// Rule and Subject together name the change.
+	Subject string
+	// VersionBumped is set on a breaking change to an event whose version
+	// was bumped with it, which makes it a Warning.
+	VersionBumped bool
 	// Pos is the position in the new spec; it is zero when the change has
 	// no place there, such as a removed event.
 	Pos diag.Pos
@@ -43,6 +54,37 @@ type Change struct {
 	// Msg names the event and field path, like OrderPlaced.total.currency,
 	// and says what changed.
 	Msg string
+}
+
+// Rule ids, stated in docs/compatibility.md. They are part of the command's
+// output (-json, --allow): never rename one.
+const (
+	EventRemoved         = "EVENT_REMOVED"
+	EventAdded           = "EVENT_ADDED"
+	VersionLowered       = "VERSION_LOWERED"
+	VersionBumped        = "VERSION_BUMPED"
+	WireNameChanged      = "WIRE_NAME_CHANGED"
+	TopicChanged         = "TOPIC_CHANGED"
+	KeyChanged           = "KEY_CHANGED"
+	FieldRemoved         = "FIELD_REMOVED"
+	OptionalFieldAdded   = "OPTIONAL_FIELD_ADDED"
+	RequiredFieldAdded   = "REQUIRED_FIELD_ADDED"
+	JSONNameChanged      = "JSON_NAME_CHANGED"
+	FieldMadeRequired    = "FIELD_MADE_REQUIRED"
+	FieldMadeOptional    = "FIELD_MADE_OPTIONAL"
+	FieldTypeChanged     = "FIELD_TYPE_CHANGED"
+	EnumValueRemoved     = "ENUM_VALUE_REMOVED"
+	EnumValueAdded       = "ENUM_VALUE_ADDED"
+	ConsumerRemoved      = "CONSUMER_REMOVED"
+	ConsumerEventDropped = "CONSUMER_EVENT_DROPPED"
+)
+
+// Rules lists every rule id, in the order of docs/compatibility.md.
+var Rules = []string{
+	EventRemoved, FieldRemoved, FieldTypeChanged, FieldMadeRequired, FieldMadeOptional,
+	EnumValueRemoved, JSONNameChanged, WireNameChanged, TopicChanged, KeyChanged, VersionLowered,
+	ConsumerEventDropped, ConsumerRemoved, RequiredFieldAdded, EnumValueAdded, OptionalFieldAdded,
+	EventAdded, VersionBumped,
 }
 
 // Compare returns the changes from old to new, sorted by position in the
@@ -69,7 +111,7 @@ func Compare(old, new *model.Package) []Change {
 			}
 		}
 		if ne == nil {
-			c.add(Breaking, diag.Pos{}, oe.Pos, "%s: event removed; consumers that handle it never receive it again, and code that publishes it no longer compiles", oe.Name)
+			c.add(Breaking, EventRemoved, oe.Name, diag.Pos{}, oe.Pos, "%s: event removed; consumers that handle it never receive it again, and code that publishes it no longer compiles", oe.Name)
 			continue
 		}
 		matched[ne] = true
@@ -77,7 +119,7 @@ func Compare(old, new *model.Package) []Change {
 	}
 	for _, ne := range new.Events {
 		if !matched[ne] {
-			c.add(Compatible, ne.Pos, diag.Pos{}, "%s: event added", ne.Name)
+			c.add(Compatible, EventAdded, ne.Name, ne.Pos, diag.Pos{}, "%s: event added", ne.Name)
 		}
 	}
 	c.consumers(old, new, newByName)
@@ -101,23 +143,19 @@ type comparer struct {
 	seen map[[2]*model.Type]bool
 }
 
-func (c *comparer) add(l Level, pos, oldPos diag.Pos, format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	if l == Warning && c.level == Warning {
-		msg += " (allowed: version bumped)"
+func (c *comparer) add(l Level, rule, subject string, pos, oldPos diag.Pos, format string, args ...any) {
+	c.changes = append(c.changes, Change{Level: l, Rule: rule, Subject: subject, Pos: pos, OldPos: oldPos, Msg: fmt.Sprintf(format, args...)})
+}
+
+// breaking records a breaking change in the current event, a Warning if
+// its version was bumped.
+func (c *comparer) breaking(rule, subject string, pos, oldPos diag.Pos, format string, args ...any) {
+	c.add(c.level, rule, subject, pos, oldPos, format, args...)
+	if c.level == Warning {
+		ch := &c.changes[len(c.changes)-1]
+		ch.VersionBumped = true
+		ch.Msg += " (allowed: version bumped)"
 	}
-	c.changes = append(c.changes, Change{Level: l, Pos: pos, OldPos: oldPos, Msg: msg})
-}
-
-// addEnum records an added enum value: a warning, which the version does
-// not change.
-func (c *comparer) addEnum(pos diag.Pos, format string, args ...any) {
-	c.changes = append(c.changes, Change{Level: Warning, Pos: pos, Msg: fmt.Sprintf(format, args...)})
-}
-
-// breaking records a breaking change in the current event.
-func (c *comparer) breaking(pos, oldPos diag.Pos, format string, args ...any) {
-	c.add(c.level, pos, oldPos, format, args...)
 }
 
 func (c *comparer) event(oe, ne *model.Event) {
@@ -125,19 +163,19 @@ func (c *comparer) event(oe, ne *model.Event) {
 	c.seen = make(map[[2]*model.Type]bool)
 	switch {
 	case ne.Version < oe.Version:
-		c.add(Breaking, ne.VersionPos, oe.VersionPos, "%s: version lowered from %d to %d", ne.Name, oe.Version, ne.Version)
+		c.add(Breaking, VersionLowered, ne.Name, ne.VersionPos, oe.VersionPos, "%s: version lowered from %d to %d", ne.Name, oe.Version, ne.Version)
 	case ne.Version > oe.Version:
 		c.level = Warning
-		c.add(Compatible, ne.VersionPos, oe.VersionPos, "%s: version bumped from %d to %d", ne.Name, oe.Version, ne.Version)
+		c.add(Compatible, VersionBumped, ne.Name, ne.VersionPos, oe.VersionPos, "%s: version bumped from %d to %d", ne.Name, oe.Version, ne.Version)
 	}
 	if oe.Name != ne.Name {
-		c.breaking(ne.Pos, oe.Pos, "%s: wire name changed from %s to %s; consumers generated from the old spec do not recognise it", ne.Name, strconv.Quote(oe.Name), strconv.Quote(ne.Name))
+		c.breaking(WireNameChanged, ne.Name, ne.Pos, oe.Pos, "%s: wire name changed from %s to %s; consumers generated from the old spec do not recognise it", ne.Name, strconv.Quote(oe.Name), strconv.Quote(ne.Name))
 	}
 	if ot, nt := oe.Topic.Name, ne.Topic.Name; ot != nt {
-		c.breaking(ne.TopicPos, oe.TopicPos, "%s: topic changed from %s to %s; consumers subscribed to the old topic no longer receive it", ne.Name, strconv.Quote(ot), strconv.Quote(nt))
+		c.breaking(TopicChanged, ne.Name, ne.TopicPos, oe.TopicPos, "%s: topic changed from %s to %s; consumers subscribed to the old topic no longer receive it", ne.Name, strconv.Quote(ot), strconv.Quote(nt))
 	}
 	if ok, nk := keyName(oe.Key), keyName(ne.Key); ok != nk {
-		c.breaking(ne.KeyPos, oe.KeyPos, "%s: key changed from %s to %s; ordering and partitioning change", ne.Name, ok, nk)
+		c.breaking(KeyChanged, ne.Name, ne.KeyPos, oe.KeyPos, "%s: key changed from %s to %s; ordering and partitioning change", ne.Name, ok, nk)
 	}
 	c.fields(ne.Name, ne.Pos, oe.Fields, ne.Fields)
 }
@@ -171,7 +209,7 @@ func (c *comparer) fields(path string, pos diag.Pos, old, new []*model.Field) {
 			}
 		}
 		if nf == nil {
-			c.breaking(pos, of.Pos, "%s.%s: field removed; consumers generated from the old spec no longer receive it", path, of.Name)
+			c.breaking(FieldRemoved, path+"."+of.Name, pos, of.Pos, "%s.%s: field removed; consumers generated from the old spec no longer receive it", path, of.Name)
 			continue
 		}
 		matched[nf] = true
@@ -181,22 +219,22 @@ func (c *comparer) fields(path string, pos diag.Pos, old, new []*model.Field) {
 		switch {
 		case matched[nf]:
 		case nf.Optional:
-			c.add(Compatible, nf.Pos, diag.Pos{}, "%s.%s: optional field added", path, nf.Name)
+			c.add(Compatible, OptionalFieldAdded, path+"."+nf.Name, nf.Pos, diag.Pos{}, "%s.%s: optional field added", path, nf.Name)
 		default:
-			c.breaking(nf.Pos, diag.Pos{}, "%s.%s: required field added; producers generated from the old spec do not send it", path, nf.Name)
+			c.breaking(RequiredFieldAdded, path+"."+nf.Name, nf.Pos, diag.Pos{}, "%s.%s: required field added; producers generated from the old spec do not send it", path, nf.Name)
 		}
 	}
 }
 
 func (c *comparer) field(path string, of, nf *model.Field) {
 	if of.JSON != nf.JSON {
-		c.breaking(nf.JSONPos, of.JSONPos, "%s: JSON name changed from %s to %s", path, strconv.Quote(of.JSON), strconv.Quote(nf.JSON))
+		c.breaking(JSONNameChanged, path, nf.JSONPos, of.JSONPos, "%s: JSON name changed from %s to %s", path, strconv.Quote(of.JSON), strconv.Quote(nf.JSON))
 	}
 	switch {
 	case of.Optional && !nf.Optional:
-		c.breaking(nf.OptionalPos, of.OptionalPos, "%s: optional field made required; producers generated from the old spec may leave it out", path)
+		c.breaking(FieldMadeRequired, path, nf.OptionalPos, of.OptionalPos, "%s: optional field made required; producers generated from the old spec may leave it out", path)
 	case !of.Optional && nf.Optional:
-		c.breaking(nf.OptionalPos, of.OptionalPos, "%s: required field made optional; consumers generated from the old spec expect it", path)
+		c.breaking(FieldMadeOptional, path, nf.OptionalPos, of.OptionalPos, "%s: required field made optional; consumers generated from the old spec expect it", path)
 	}
 	c.typeRef(path, nf.TypePos, of.TypePos, of.Type, nf.Type)
 }
@@ -208,7 +246,7 @@ func (c *comparer) typeRef(path string, pos, oldPos diag.Pos, ot, nt *model.Type
 		return
 	}
 	if !sameShape(ot, nt) {
-		c.breaking(pos, oldPos, "%s: type changed from %s to %s", path, ot.Spec(), nt.Spec())
+		c.breaking(FieldTypeChanged, path, pos, oldPos, "%s: type changed from %s to %s", path, ot.Spec(), nt.Spec())
 		return
 	}
 	switch ot.Kind {
@@ -254,12 +292,12 @@ func (c *comparer) enum(path string, ot, nt *model.Type) {
 	for _, v := range ot.Enum {
 		oldValues[v.Value] = true
 		if !newValues[v.Value] {
-			c.breaking(nt.EnumPos, v.Pos, "%s: enum value %s removed or renamed; consumers generated from the new spec reject it from producers generated from the old spec", path, strconv.Quote(v.Value))
+			c.breaking(EnumValueRemoved, path+"="+v.Value, nt.EnumPos, v.Pos, "%s: enum value %s removed or renamed; consumers generated from the new spec reject it from producers generated from the old spec", path, strconv.Quote(v.Value))
 		}
 	}
 	for _, v := range nt.Enum {
 		if !oldValues[v.Value] {
-			c.addEnum(v.Pos, "%s: enum value %s added; consumers generated from the old spec reject it until they are regenerated, so deploy consumers first", path, strconv.Quote(v.Value))
+			c.add(Warning, EnumValueAdded, path+"="+v.Value, v.Pos, diag.Pos{}, "%s: enum value %s added; consumers generated from the old spec reject it until they are regenerated, so deploy consumers first", path, strconv.Quote(v.Value))
 		}
 	}
 }
@@ -272,7 +310,7 @@ func (c *comparer) consumers(old, new *model.Package, events map[string]*model.E
 	for _, oc := range old.Consumers {
 		nc := byName[oc.Name]
 		if nc == nil {
-			c.add(Breaking, diag.Pos{}, oc.Pos, "consumer group %s removed; the events it handled are no longer delivered to it", strconv.Quote(oc.Name))
+			c.add(Breaking, ConsumerRemoved, oc.Name, diag.Pos{}, oc.Pos, "consumer group %s removed; the events it handled are no longer delivered to it", strconv.Quote(oc.Name))
 			continue
 		}
 		handled := make(map[string]bool)
@@ -281,7 +319,7 @@ func (c *comparer) consumers(old, new *model.Package, events map[string]*model.E
 		}
 		for i, e := range oc.Handles {
 			if !handled[e.Name] && events[e.Name] != nil {
-				c.add(Breaking, nc.Pos, oc.HandlePos[i], "consumer group %s no longer handles %s", strconv.Quote(oc.Name), e.Name)
+				c.add(Breaking, ConsumerEventDropped, oc.Name+"/"+e.Name, nc.Pos, oc.HandlePos[i], "consumer group %s no longer handles %s", strconv.Quote(oc.Name), e.Name)
 			}
 		}
 	}
