@@ -361,9 +361,14 @@ func TestOutboxPublishWritesOneStatement(t *testing.T) {
 			hook := &statementCounter{}
 			db.AddQueryHook(hook)
 			publish(t, ob, db, 0, 10, WithHeader("h", "v"))
-			// The events have keys: one upsert numbers them all.
+			// The events have keys: one upsert numbers them all (and on
+			// MySQL, which has no RETURNING, a SELECT reads the numbers).
 			n, keys := hook.containing("INSERT INTO "+ob.opts.Table+" ("), hook.containing("INSERT INTO "+tables.KeysTable(ob.opts.Table)+" ")
-			if n != 1 || keys != 1 || len(hook.queries) != 4 {
+			want := 4
+			if d.Name == "mysql" {
+				want = 5
+			}
+			if n != 1 || keys != 1 || len(hook.queries) != want {
 				t.Errorf("%d INSERT statements and %d key upserts for 10 events in %q, want 1 of each (and BEGIN, COMMIT)", n, keys, hook.queries)
 			}
 			run(t, ob)
@@ -453,8 +458,9 @@ func TestOutboxPublishIsPrepared(t *testing.T) {
 				case d.Name == "postgres" && (after.prepared != 2 || after.executed-stats.executed != 3):
 					t.Errorf("postgres: %d insert statements prepared in the session with %d executions, after %+v; want 2 and 3 executions more",
 						after.prepared, after.executed, stats)
-				case d.Name == "mysql" && (after.prepared != stats.prepared || after.executed-stats.executed != 3):
-					t.Errorf("mysql: prepares %d -> %d, executions %d -> %d; want no new prepare and 3 executions",
+				case d.Name == "mysql" && (after.prepared != stats.prepared || after.executed-stats.executed != 6):
+					// The session counts the key upserts too.
+					t.Errorf("mysql: prepares %d -> %d, executions %d -> %d; want no new prepare and 6 executions (3 inserts, 3 key upserts)",
 						stats.prepared, after.prepared, stats.executed, after.executed)
 				}
 				return nil
@@ -1479,8 +1485,13 @@ func TestOutboxLateCommitIsPublished(t *testing.T) {
 				t.Fatal(err)
 			}
 			time.Sleep(2 * hintMargin) // the gap between the two writes, not an assertion
-			for i := 1; i <= 20; i++ {
-				publish(t, ob, db, i, 1)
+			// Events of other keys: the open transaction holds its key's
+			// counter, so an event of that key would wait for it.
+			for i, n := 1, 0; n < 20; i++ {
+				if (testEvent{N: i}).Key() != (testEvent{N: 0}).Key() {
+					publish(t, ob, db, i, 1)
+					n++
+				}
 			}
 			got.waitDistinct(20)
 			if got.message(0) != nil {
