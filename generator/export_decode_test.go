@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -217,10 +218,11 @@ func TestJSONSchemaMatchesGoDecoder(t *testing.T) {
 	}
 }
 
-// asyncAPIPayloads compiles the payload schema of every message of the
-// spec's AsyncAPI document, as JSON Schema draft-07 (on which AsyncAPI's
-// Schema Object is built), keyed by event wire name.
-func asyncAPIPayloads(t *testing.T, path string) map[string]*jsonschema.Schema {
+// asyncAPIMessages exports the spec's AsyncAPI document and returns a
+// function that compiles part ("payload" or "headers") of a message as
+// JSON Schema draft-07, on which AsyncAPI's Schema Object is built, and the
+// document's messages with their header names.
+func asyncAPIMessages(t *testing.T, path string) (compile func(message, part string) *jsonschema.Schema, headers map[string][]string) {
 	t.Helper()
 	doc := exportAsyncAPI(t, path, generator.AsyncAPIOptions{JSON: true})
 	c := jsonschema.NewCompiler()
@@ -230,19 +232,36 @@ func asyncAPIPayloads(t *testing.T, path string) map[string]*jsonschema.Schema {
 	}
 	var parsed struct {
 		Components struct {
-			Messages map[string]any
+			Messages map[string]struct {
+				Headers struct{ Properties map[string]any }
+			}
 		}
 	}
 	if err := json.Unmarshal(doc, &parsed); err != nil {
 		t.Fatal(err)
 	}
-	out := make(map[string]*jsonschema.Schema)
-	for name := range parsed.Components.Messages {
-		sch, err := c.Compile("mem:///asyncapi.json#/components/messages/" + name + "/payload")
+	headers = make(map[string][]string)
+	for name, m := range parsed.Components.Messages {
+		headers[name] = slices.Sorted(maps.Keys(m.Headers.Properties))
+	}
+	return func(message, part string) *jsonschema.Schema {
+		t.Helper()
+		sch, err := c.Compile("mem:///asyncapi.json#/components/messages/" + message + "/" + part)
 		if err != nil {
-			t.Fatalf("payload of %s: %v", name, err)
+			t.Fatalf("%s of %s: %v", part, message, err)
 		}
-		out[name] = sch
+		return sch
+	}, headers
+}
+
+// asyncAPIPayloads compiles the payload schema of every message of the
+// spec's AsyncAPI document, keyed by event wire name.
+func asyncAPIPayloads(t *testing.T, path string) map[string]*jsonschema.Schema {
+	t.Helper()
+	compile, messages := asyncAPIMessages(t, path)
+	out := make(map[string]*jsonschema.Schema)
+	for name := range messages {
+		out[name] = compile(name, "payload")
 	}
 	return out
 }
@@ -272,14 +291,7 @@ func mutations(t *testing.T, sample []byte) []mutation {
 		}
 		switch v := v.(type) {
 		case map[string]any:
-			keys := slices.Sorted(func(yield func(string) bool) {
-				for k := range v {
-					if !yield(k) {
-						return
-					}
-				}
-			})
-			for _, k := range keys {
+			for _, k := range slices.Sorted(maps.Keys(v)) {
 				walk(append(slices.Clone(path), k))
 			}
 		case []any:

@@ -174,7 +174,8 @@ func headers(p *model.Package, e *model.Event) *obj {
 	required := []string{"ce_id", "ce_type", "ce_source", "ce_specversion", "ce_time", "ce_eventversion"}
 	if e.Key != nil {
 		props.set("ce_partitionkey", str("The event's key, its "+e.Key.JSON+" field as a string (partitioning extension): events of one key are delivered in order where the broker supports it."))
-		props.set("ce_sequence", str("The event's position among the events of its source, topic and partitionkey, in commit order, as zero-padded decimal digits (sequence extension). Sent only with a partitionkey, by producers that order events.").set("pattern", "^[0-9]+$"))
+		props.set("ce_sequence", str("The event's position among the events of its source, topic and partitionkey, from 1 in commit order with no gaps (sequence extension): decimal, zero-padded to 19 digits so that string order is numeric order. Sent with every partitionkey; absent from messages published before the runtime numbered them.").
+			set("pattern", "^0*[1-9][0-9]*$").set("maxLength", 38))
 		required = append(required, "ce_partitionkey")
 	}
 	props.set("ce_traceparent", str("W3C trace context of the relay's span that sent the message, when tracing is on (distributed-tracing extension)."))
