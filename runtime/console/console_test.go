@@ -464,3 +464,17 @@ func TestReadOnly(t *testing.T) {
 		t.Fatal("a refused action was audited as done")
 	}
 }
+
+func TestUnescapeHTMLEscapes(t *testing.T) {
+	for in, want := range map[string]string{
+		`"\u003cb\u003e \u0026 \u003E"`: `"<b> & >"`,
+		`"\\u003c"`:                     `"\\u003c"`,
+		`"\u00e9 \n \\"`:                `"\u00e9 \n \\"`,
+		`"\u00`:                         `"\u00`,
+		`plain`:                         `plain`,
+	} {
+		if got := unescapeHTMLEscapes(in); got != want {
+			t.Errorf("unescapeHTMLEscapes(%s) = %s, want %s", in, got, want)
+		}
+	}
+}

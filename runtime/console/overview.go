@@ -31,9 +31,11 @@ type chart struct {
 	Width, Height int
 	Bars          []bar
 	Legend        []legendItem
-	Max           int64
-	Total         int64
-	Label         string
+	// Peak is the most rows of a minute; the bars are drawn to a scale
+	// of at least 1.
+	Peak  int64
+	Total int64
+	Label string
 }
 
 type bar struct {
@@ -140,7 +142,8 @@ func drawChart(tp eventgen.Throughput, statuses []string, label string) chart {
 		ch.Legend = append(ch.Legend, legendItem{Class: "s-" + s, Label: s, Total: sum})
 		ch.Total += sum
 	}
-	ch.Max = max(1, slices.Max(totals))
+	ch.Peak = slices.Max(totals)
+	scale := max(1, ch.Peak)
 	w := chartWidth / minutes
 	plot := chartHeight - chartTop
 	for i := range minutes {
@@ -154,7 +157,7 @@ func drawChart(tp eventgen.Throughput, statuses []string, label string) chart {
 			if n == 0 {
 				continue
 			}
-			h := max(1, int(n*int64(plot)/ch.Max))
+			h := max(1, int(n*int64(plot)/scale))
 			y -= h
 			ch.Bars = append(ch.Bars, bar{X: i * w, Y: y, W: w - 1, H: h, Class: "s-" + s, Title: fmt.Sprintf("%s UTC: %d %s", at, n, s)})
 		}

@@ -430,7 +430,7 @@ func prettyPayload(p []byte) (string, string) {
 	case json.Valid(p):
 		var b bytes.Buffer
 		if json.Indent(&b, p, "", "  ") == nil {
-			return b.String(), fmt.Sprintf("JSON, %d bytes", len(p))
+			return unescapeHTMLEscapes(b.String()), fmt.Sprintf("JSON, %d bytes", len(p))
 		}
 	case utf8.Valid(p):
 		return string(p), fmt.Sprintf("text (not JSON), %d bytes", len(p))
@@ -441,6 +441,41 @@ func prettyPayload(p []byte) (string, string) {
 		p, note = p[:maxDump], note+fmt.Sprintf(", the first %d shown", maxDump)
 	}
 	return hex.Dump(p), note
+}
+
+// unescapeHTMLEscapes turns the escapes \u003c, \u003e and \u0026 that Go's
+// encoding/json writes for <, > and & in JSON strings back into the
+// characters, for reading; the template escapes them for HTML.
+func unescapeHTMLEscapes(s string) string {
+	if !strings.Contains(s, `\u00`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 >= len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+5 < len(s) && s[i+1] == 'u' {
+			switch strings.ToLower(s[i+2 : i+6]) {
+			case "003c":
+				b.WriteByte('<')
+				i += 5
+				continue
+			case "003e":
+				b.WriteByte('>')
+				i += 5
+				continue
+			case "0026":
+				b.WriteByte('&')
+				i += 5
+				continue
+			}
+		}
+		b.WriteString(s[i : i+2]) // an escape of another character, or \\
+		i++
+	}
+	return b.String()
 }
 
 // maxActionIDs bounds the rows one action names.
