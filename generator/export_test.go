@@ -227,3 +227,35 @@ func TestJSONSchemasValid(t *testing.T) {
 		})
 	}
 }
+
+// TestExportNameCollisions checks the two specs that cannot be exported:
+// AsyncAPI operation ids spelt alike, and JSON Schema file names that differ
+// only in case. Both are errors naming both sides.
+func TestExportNameCollisions(t *testing.T) {
+	ops := parse(t, "ops.yaml", `package: p
+topics: {c: {}, b.c: {}}
+events:
+  E1: {topic: c, fields: {x: string}}
+  E2: {topic: b.c, fields: {x: string}}
+consumers:
+  a.b: {handles: [E1]}
+  a: {handles: [E2]}
+`)
+	_, err := generator.AsyncAPI(ops, generator.AsyncAPIOptions{})
+	if want := `asyncapi: ops.yaml: AsyncAPI operation id "receive.a.b.c" names both consumer group "a.b" on topic "c" and consumer group "a" on topic "b.c"; rename a consumer group or a topic`; err == nil || err.Error() != want {
+		t.Errorf("AsyncAPI = %v, want %s", err, want)
+	}
+	if _, err := generator.JSONSchemas(ops); err != nil {
+		t.Errorf("JSONSchemas = %v", err)
+	}
+	cases := parse(t, "case.yaml", `package: p
+topics: {t: {}}
+events:
+  order.placed: {topic: t, go_name: A, fields: {x: string}}
+  Order.Placed: {topic: t, go_name: B, fields: {x: string}}
+`)
+	_, err = generator.JSONSchemas(cases)
+	if want := `jsonschema: case.yaml: events "order.placed" and "Order.Placed" would be written to files whose names differ only in case, which collide on macOS and Windows; rename one`; err == nil || err.Error() != want {
+		t.Errorf("JSONSchemas = %v, want %s", err, want)
+	}
+}

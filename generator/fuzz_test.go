@@ -1,11 +1,14 @@
 package generator_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/eventgen/eventgen/generator"
 )
@@ -56,6 +59,31 @@ func FuzzLoad(f *testing.F) {
 		}
 		generator.Compare(example, s)
 		generator.Compare(s, example)
+		// The exports never panic, and write valid JSON and YAML; their only
+		// errors are names that collide in their formats.
+		for _, asJSON := range []bool{false, true} {
+			doc, err := generator.AsyncAPI(s, generator.AsyncAPIOptions{JSON: asJSON})
+			switch {
+			case err != nil && !strings.Contains(err.Error(), "names both"):
+				t.Fatalf("AsyncAPI failed on a valid spec: %v\nspec:\n%s", err, data)
+			case err == nil && asJSON && !json.Valid(doc):
+				t.Fatalf("AsyncAPI wrote invalid JSON:\n%s", doc)
+			case err == nil && !asJSON:
+				var v any
+				if err := yaml.Unmarshal(doc, &v); err != nil {
+					t.Fatalf("AsyncAPI wrote YAML that does not parse: %v\n%s", err, doc)
+				}
+			}
+		}
+		files, err := generator.JSONSchemas(s)
+		if err != nil && !strings.Contains(err.Error(), "differ only in case") {
+			t.Fatalf("JSONSchemas failed on a valid spec: %v\nspec:\n%s", err, data)
+		}
+		for name, b := range files {
+			if !json.Valid(b) {
+				t.Fatalf("%s is not valid JSON:\n%s", name, b)
+			}
+		}
 	})
 }
 
