@@ -3,7 +3,9 @@ package generator_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -258,4 +260,41 @@ events:
 	if want := `jsonschema: case.yaml: events "order.placed" and "Order.Placed" would be written to files whose names differ only in case, which collide on macOS and Windows; rename one`; err == nil || err.Error() != want {
 		t.Errorf("JSONSchemas = %v, want %s", err, want)
 	}
+}
+
+// TestAsyncAPIOfficialParser runs @asyncapi/parser, the parser of
+// AsyncAPI's own tools, on the AsyncAPI export of every spec, in YAML and
+// JSON, and fails on any error or warning it reports. It needs Node.js and
+// the parser installed with npm ci (testdata/asyncapi/parser/README.md);
+// without them it is skipped.
+func TestAsyncAPIOfficialParser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Node.js")
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("Node.js is not installed")
+	}
+	dir := filepath.Join("testdata", "asyncapi", "parser")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@asyncapi", "parser")); err != nil {
+		t.Skip("@asyncapi/parser is not installed: run npm ci --prefix generator/testdata/asyncapi/parser")
+	}
+	out := t.TempDir()
+	args := []string{"validate.mjs", "--strict"}
+	for i, path := range exportSpecs(t) {
+		for _, ext := range []string{"yaml", "json"} {
+			file := filepath.Join(out, fmt.Sprintf("%d-%s.%s", i, filepath.Base(filepath.Dir(path)), ext))
+			if err := os.WriteFile(file, exportAsyncAPI(t, path, generator.AsyncAPIOptions{JSON: ext == "json"}), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, file)
+		}
+	}
+	cmd := exec.Command(node, args...)
+	cmd.Dir = dir
+	report, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("@asyncapi/parser rejects an export: %v\n%s", err, report)
+	}
+	t.Logf("%d documents parsed:\n%s", len(args)-2, report)
 }
