@@ -80,7 +80,7 @@ func (c Change) String() string {
 }
 
 // Rules lists the id of every rule, in the order of docs/compatibility.md.
-func Rules() []string { return slices.Clone(compat.Rules) }
+func Rules() []string { return compat.Rules() }
 
 // Allow accepts the breaking changes whose [Change.ID] is in ids: they
 // become Warnings, allowed explicitly, with " (allowed: --allow)" after
@@ -112,8 +112,8 @@ func ParseChangeID(id string) error {
 	switch {
 	case !ok || subject == "":
 		return fmt.Errorf("%q is not RULE:SUBJECT, such as FIELD_REMOVED:OrderPlaced.note", id)
-	case !slices.Contains(compat.Rules, rule):
-		return fmt.Errorf("%q: unknown rule %q; the rules are %s", id, rule, strings.Join(compat.Rules, ", "))
+	case !slices.Contains(compat.Rules(), rule):
+		return fmt.Errorf("%q: unknown rule %q; the rules are %s", id, rule, strings.Join(compat.Rules(), ", "))
 	}
 	return nil
 }

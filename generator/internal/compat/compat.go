@@ -79,12 +79,14 @@ const (
 	ConsumerEventDropped = "CONSUMER_EVENT_DROPPED"
 )
 
-// Rules lists every rule id, in the order of docs/compatibility.md.
-var Rules = []string{
-	EventRemoved, FieldRemoved, FieldTypeChanged, FieldMadeRequired, FieldMadeOptional,
-	EnumValueRemoved, JSONNameChanged, WireNameChanged, TopicChanged, KeyChanged, VersionLowered,
-	ConsumerEventDropped, ConsumerRemoved, RequiredFieldAdded, EnumValueAdded, OptionalFieldAdded,
-	EventAdded, VersionBumped,
+// Rules returns every rule id, in the order of docs/compatibility.md.
+func Rules() []string {
+	return []string{
+		EventRemoved, FieldRemoved, FieldTypeChanged, FieldMadeRequired, FieldMadeOptional,
+		EnumValueRemoved, JSONNameChanged, WireNameChanged, TopicChanged, KeyChanged, VersionLowered,
+		ConsumerEventDropped, ConsumerRemoved, RequiredFieldAdded, EnumValueAdded, OptionalFieldAdded,
+		EventAdded, VersionBumped,
+	}
 }
 
 // Compare returns the changes from old to new, sorted by position in the
