@@ -205,11 +205,11 @@ func (s *schemas) value(t *model.TypeRef, set, nullable bool) *obj {
 		o.set("type", arr{"object", "null"}) // null is a nil map
 		o.set("additionalProperties", s.value(t.Elem, false, s.zeroValid(t.Elem)))
 	case model.Named:
-		ref := (&obj{}).set("$ref", s.ref+t.Named.Name)
+		r := ref(s.ref + t.Named.Name)
 		if !nullable {
-			return ref
+			return r
 		}
-		return o.set("anyOf", arr{ref, (&obj{}).set("type", "null")})
+		return o.set("anyOf", arr{r, (&obj{}).set("type", "null")})
 	}
 	return o
 }
