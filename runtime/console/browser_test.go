@@ -22,7 +22,9 @@ import (
 const EnvChromium = "EVENTGEN_CHROMIUM"
 
 // EnvScreenshots, if set, is the folder the browser test saves its
-// screenshots in; otherwise they go to the test's temporary folder.
+// screenshots in (relative to runtime/console, where the test runs);
+// otherwise they go to the test's temporary folder. docs/console/ holds
+// those of the last update: EVENTGEN_CONSOLE_SCREENSHOTS=$PWD/docs/console.
 const EnvScreenshots = "EVENTGEN_CONSOLE_SCREENSHOTS"
 
 // browserTools returns node and Chromium, or why the browser test cannot
@@ -100,8 +102,8 @@ func testBrowser(t *testing.T, db *bun.DB, node, chromium string) {
 	}))
 	defer attacker.Close()
 
-	shots := os.Getenv(EnvScreenshots)
-	if shots == "" {
+	shots, err := filepath.Abs(os.Getenv(EnvScreenshots)) // for node, which runs in e2e/
+	if os.Getenv(EnvScreenshots) == "" || err != nil {
 		shots = t.TempDir()
 	}
 	ids, _ := json.Marshal(map[string]int64{
