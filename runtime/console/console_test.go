@@ -295,6 +295,10 @@ func TestListPagesByKeyset(t *testing.T) {
 	if m := row.FindAllStringSubmatch(body, -1); len(m) != 1 || m[0][1] != strconv.FormatInt(f.evil, 10) {
 		t.Fatalf("filtered list rows %v", m)
 	}
+	_, body = cl.get("/ops/inbox/billing?message_id=m-evil")
+	if m := row.FindAllStringSubmatch(body, -1); len(m) != 1 || m[0][1] != strconv.FormatInt(f.inboxEvil, 10) {
+		t.Fatalf("inbox rows of message m-evil: %v", m)
+	}
 }
 
 func TestBadInput(t *testing.T) {
@@ -336,6 +340,30 @@ func TestBadInput(t *testing.T) {
 	code, _, _ = cl.do("POST", "/ops/outbox/actions", url.Values{"csrf": {cl.csrf("/ops/outbox")}, "action": {"requeue"}}, nil)
 	if code != 400 {
 		t.Errorf("POST without ids: %d, want 400", code)
+	}
+}
+
+// TestNoServerErrors checks that odd requests get a 4xx on every
+// database, never a 500.
+func TestNoServerErrors(t *testing.T) {
+	for _, d := range testenv.Databases(t) {
+		t.Run(d.Name, func(t *testing.T) {
+			f := newFixture(t, d.Open(t), 0)
+			c, _ := newConsole(t, f, nil)
+			cl := newClient(t, serve(t, c).URL)
+			for _, path := range []string{
+				"/ops/outbox?key=%00", "/ops/outbox?name=%ff%fe", "/ops/outbox?key=a%0Ab", "/ops/inbox/billing?key=%00",
+				"/ops/outbox?before=9223372036854775807", "/ops/outbox?after=9223372036854775807",
+				"/ops/outbox?since=0001-01-01&until=9999-12-31", "/ops/outbox?since=2026-13-45",
+				"/ops/outbox/0", "/ops/outbox/1e3", "/ops/outbox/%00", "/ops/inbox/%00", "/ops/inbox/billing/9223372036854775807",
+				"/ops/inbox/" + url.PathEscape(xss), "/ops/outbox?status=" + strings.Repeat("x", 10000),
+			} {
+				code, body := cl.get(path)
+				if code >= 500 || strings.Contains(body, "<script>") {
+					t.Errorf("GET %s: %d\n%s", path, code, body)
+				}
+			}
+		})
 	}
 }
 

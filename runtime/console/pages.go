@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/eventgen/eventgen/runtime/eventgen"
@@ -207,7 +208,7 @@ func (c *Console) onInbox(fn func(*request, *target) error) http.HandlerFunc {
 
 // filterView is a list's filter as its form shows it.
 type filterView struct {
-	Status, Name, Key, Since, Until string
+	Status, Name, Key, MessageID, Since, Until string
 }
 
 // parseTime reads a time filter: what an HTML datetime-local input sends,
@@ -223,14 +224,15 @@ func parseTime(name, s string) (time.Time, error) {
 
 // parseFilter reads a list's filter and cursor from the query.
 func parseFilter(q url.Values, statuses []string, pageSize int) (eventgen.RowFilter, filterView, error) {
-	fv := filterView{Status: q.Get("status"), Name: q.Get("name"), Key: q.Get("key"), Since: q.Get("since"), Until: q.Get("until")}
-	f := eventgen.RowFilter{Status: fv.Status, Name: fv.Name, Key: fv.Key, Limit: pageSize}
+	fv := filterView{Status: q.Get("status"), Name: q.Get("name"), Key: q.Get("key"), MessageID: q.Get("message_id"), Since: q.Get("since"), Until: q.Get("until")}
+	f := eventgen.RowFilter{Status: fv.Status, Name: fv.Name, Key: fv.Key, MessageID: fv.MessageID, Limit: pageSize}
 	if f.Status != "" && !slices.Contains(statuses, f.Status) {
 		return f, fv, badRequest("status %q is not one of %s", f.Status, strings.Join(statuses, ", "))
 	}
-	for _, s := range []struct{ name, v string }{{"name", f.Name}, {"key", f.Key}} {
-		if len(s.v) > 255 || !utf8.ValidString(s.v) {
-			return f, fv, badRequest("the %s filter is over 255 bytes or not UTF-8", s.name)
+	for _, s := range []struct{ name, v string }{{"name", f.Name}, {"key", f.Key}, {"message id", f.MessageID}} {
+		// Publish refuses such names and keys, and PostgreSQL refuses NUL.
+		if len(s.v) > 255 || !utf8.ValidString(s.v) || strings.ContainsFunc(s.v, unicode.IsControl) {
+			return f, fv, badRequest("the %s filter is over 255 bytes, not UTF-8, or holds control characters", s.name)
 		}
 	}
 	var err error
@@ -338,7 +340,7 @@ func (c *Console) list(rq *request, t *target) error {
 		})
 	}
 	keep := url.Values{}
-	for _, k := range []string{"status", "name", "key", "since", "until"} {
+	for _, k := range []string{"status", "name", "key", "message_id", "since", "until"} {
 		if v := q.Get(k); v != "" {
 			keep.Set(k, v)
 		}
