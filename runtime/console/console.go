@@ -21,8 +21,9 @@
 //   - Every action is logged through slog with the user, the action, the
 //     row ids and how many rows changed.
 //   - Everything that came from a message is escaped by html/template; the
-//     pages run no script at all (Content-Security-Policy script-src
-//     'none'), load nothing from elsewhere, and may not be framed.
+//     pages run no script at all (Content-Security-Policy default-src
+//     'none', and no script-src), load nothing from elsewhere, and may not
+//     be framed.
 //
 // Mount it under a prefix:
 //
