@@ -17,7 +17,13 @@ import (
 
 	shopevents "github.com/eventgen/eventgen/examples/generated"
 	"github.com/eventgen/eventgen/generator"
+	anchors "github.com/eventgen/eventgen/generator/testdata/ok_anchors/out"
+	hostile "github.com/eventgen/eventgen/generator/testdata/ok_hostile_text/out"
+	keys "github.com/eventgen/eventgen/generator/testdata/ok_keys/out"
+	minimal "github.com/eventgen/eventgen/generator/testdata/ok_minimal/out"
+	naming "github.com/eventgen/eventgen/generator/testdata/ok_naming/out"
 	typesevents "github.com/eventgen/eventgen/generator/testdata/ok_types/out"
+	warnings "github.com/eventgen/eventgen/generator/testdata/ok_warnings/out"
 )
 
 // goEvent is a generated event type, seen as the consumer sees it.
@@ -54,7 +60,10 @@ func eventOf[E interface {
 
 // enumValues holds a valid value of each enum of the packages under test,
 // by Go type name.
-var enumValues = map[string]string{"OrderStatus": "paid", "PaymentMethod": "wallet", "Color": "green"}
+var enumValues = map[string]string{
+	"OrderStatus": "paid", "PaymentMethod": "wallet", "Color": "green",
+	"Mode": "in progress", "Region": "eu", "RequestKind": "get", "Child": "a",
+}
 
 // fill sets every field of v to a value that validates: lists of two
 // elements and maps of one entry, down to a depth of 2 for recursive types.
@@ -134,7 +143,7 @@ var replacements = []string{
 	`"2026-12-03T9:00:00Z"`, `"2026-12-03T09:00:00+24:00"`, `"2026-12-03T09:00:00-23:60"`, `"2026-12-03T09:00:00+25:00"`,
 	`"2026-12-03T24:00:00Z"`, `"2026-12-03T09:00:60Z"`, `"2026-12-03T09:00Z"`, `"2026-12-03 09:00:00Z"`, `"0001-01-01T00:00:00Z"`, `"0001-01-01T00:00:00.000+00:00"`,
 	`"aGVsbG8="`, `"aGVsbG8"`, `"aGVs\nbG8="`, `"aGVsbG8=="`, `"a===="`,
-	`"paid"`, `"wallet"`, `"green"`, `"PAID"`,
+	`"paid"`, `"wallet"`, `"green"`, `"in progress"`, `"eu"`, `"get"`, `"a"`, `"PAID"`,
 	// Go rejects these and the schemas cannot say so; see knownLenient.
 	`"2026-02-30T00:00:00Z"`, `1e400`, `1.0`,
 }
@@ -161,7 +170,8 @@ var formatStricter = []string{
 // and each schema must accept every payload that the Go consumer accepts
 // and reject every payload it rejects, except for knownLenient.
 func TestJSONSchemaMatchesGoDecoder(t *testing.T) {
-	for _, pkg := range []struct {
+	golden := func(name string) string { return filepath.Join("testdata", name, "events.yaml") }
+	pkgs := []struct {
 		spec   string
 		events []goEvent
 	}{
@@ -169,8 +179,26 @@ func TestJSONSchemaMatchesGoDecoder(t *testing.T) {
 			eventOf[shopevents.OrderPlaced](), eventOf[shopevents.OrderCancelled](), eventOf[shopevents.PaymentCaptured](),
 			eventOf[shopevents.InventoryStockReserved](), eventOf[shopevents.OrderShipped](), eventOf[shopevents.LegacyOrderUpdated](),
 		}},
-		{filepath.Join("testdata", "ok_types", "events.yaml"), []goEvent{eventOf[typesevents.EverythingHappened]()}},
-	} {
+		{golden("ok_anchors"), []goEvent{eventOf[anchors.OrderOpened](), eventOf[anchors.OrderClosed]()}},
+		{golden("ok_hostile_text"), []goEvent{eventOf[hostile.Evil]()}},
+		{golden("ok_keys"), []goEvent{
+			eventOf[keys.ByString](), eventOf[keys.ByInt](), eventOf[keys.ByInt32](), eventOf[keys.ByInt64](), eventOf[keys.ByUint32](),
+			eventOf[keys.ByUint64](), eventOf[keys.ByUUID](), eventOf[keys.ByEnum](), eventOf[keys.ByRenamed](),
+		}},
+		{golden("ok_minimal"), []goEvent{eventOf[minimal.Ping]()}},
+		{golden("ok_naming"), []goEvent{eventOf[naming.UserSignedUp](), eventOf[naming.UserDeletedV2](), eventOf[naming.APICalled]()}},
+		{golden("ok_types"), []goEvent{eventOf[typesevents.EverythingHappened]()}},
+		{golden("ok_warnings"), []goEvent{eventOf[warnings.E]()}},
+	}
+	// Every valid golden spec is here, so a new one must be added.
+	var specs []string
+	for _, p := range pkgs {
+		specs = append(specs, p.spec)
+	}
+	if want := exportSpecs(t); !slices.Equal(specs, want) {
+		t.Fatalf("the test covers %q, want every valid spec %q", specs, want)
+	}
+	for _, pkg := range pkgs {
 		schemas := jsonSchemas(t, pkg.spec)
 		payloads := asyncAPIPayloads(t, pkg.spec)
 		if len(schemas) != len(pkg.events) {
