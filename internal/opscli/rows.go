@@ -41,16 +41,7 @@ type side struct {
 
 func outboxSide(ob *eventgen.Outbox) *side {
 	return &side{
-		what: "events", table: ob.Table(), rows: ob.Rows, row: ob.Row, eligible: ob.Eligible,
-		apply: func(ctx context.Context, a eventgen.RowAction, ids []int64) (int, error) {
-			switch a {
-			case eventgen.ActionRequeue:
-				return ob.Requeue(ctx, ids...)
-			case eventgen.ActionPublishNow:
-				return ob.PublishNow(ctx, ids...)
-			}
-			return ob.Delete(ctx, ids...)
-		},
+		what: "events", table: ob.Table(), rows: ob.Rows, row: ob.Row, eligible: ob.Eligible, apply: ob.Apply,
 		failed: func(ctx context.Context) (int64, error) {
 			st, err := ob.Stats(ctx)
 			return st.Failed, err
@@ -62,13 +53,7 @@ func outboxSide(ob *eventgen.Outbox) *side {
 func inboxSide(c *eventgen.Consumer) *side {
 	return &side{
 		what: "messages of group " + c.Group(), table: c.Table(), group: c.Group(), inbox: true,
-		rows: c.Rows, row: c.Row, eligible: c.Eligible,
-		apply: func(ctx context.Context, a eventgen.RowAction, ids []int64) (int, error) {
-			if a == eventgen.ActionReexecute {
-				return c.ReexecuteRows(ctx, ids...)
-			}
-			return c.Delete(ctx, ids...)
-		},
+		rows: c.Rows, row: c.Row, eligible: c.Eligible, apply: c.Apply,
 		failed: func(ctx context.Context) (int64, error) {
 			st, err := c.Stats(ctx)
 			return st.Failed, err

@@ -146,17 +146,7 @@ func (c *Console) outboxTarget() (*target, error) {
 		Title: "Outbox " + o.Table(), Link: c.opts.Prefix + "/outbox", What: "events", Table: o.Table(),
 		statuses: eventgen.OutboxStatuses(),
 		actions:  []eventgen.RowAction{eventgen.ActionRequeue, eventgen.ActionPublishNow, eventgen.ActionDelete},
-		rows:     o.Rows, row: o.Row, eligible: o.Eligible,
-		apply: func(ctx context.Context, a eventgen.RowAction, ids []int64) (int, error) {
-			switch a {
-			case eventgen.ActionRequeue:
-				return o.Requeue(ctx, ids...)
-			case eventgen.ActionPublishNow:
-				return o.PublishNow(ctx, ids...)
-			default:
-				return o.Delete(ctx, ids...)
-			}
-		},
+		rows:     o.Rows, row: o.Row, eligible: o.Eligible, apply: o.Apply,
 	}, nil
 }
 
@@ -170,13 +160,7 @@ func (c *Console) inboxTarget(group string) (*target, error) {
 		Group: group, Table: cs.Table(),
 		statuses: eventgen.InboxStatuses(),
 		actions:  []eventgen.RowAction{eventgen.ActionReexecute, eventgen.ActionDelete},
-		rows:     cs.Rows, row: cs.Row, eligible: cs.Eligible,
-		apply: func(ctx context.Context, a eventgen.RowAction, ids []int64) (int, error) {
-			if a == eventgen.ActionReexecute {
-				return cs.ReexecuteRows(ctx, ids...)
-			}
-			return cs.Delete(ctx, ids...)
-		},
+		rows:     cs.Rows, row: cs.Row, eligible: cs.Eligible, apply: cs.Apply,
 	}, nil
 }
 

@@ -203,6 +203,21 @@ func (o *Outbox) Eligible(ctx context.Context, action RowAction, ids []int64) ([
 	return out, nil
 }
 
+// Apply runs action on the outbox events among ids that it applies to:
+// [Outbox.Requeue], [Outbox.PublishNow] or [Outbox.Delete]. It reports how
+// many rows changed.
+func (o *Outbox) Apply(ctx context.Context, action RowAction, ids []int64) (int, error) {
+	switch action {
+	case ActionRequeue:
+		return o.Requeue(ctx, ids...)
+	case ActionPublishNow:
+		return o.PublishNow(ctx, ids...)
+	case ActionDelete:
+		return o.Delete(ctx, ids...)
+	}
+	return 0, fmt.Errorf("outbox: %q is not an action on outbox events", action)
+}
+
 // Delete deletes the outbox events among ids that are failed, scheduled
 // or pending, so that they are never published, and reports how many it
 // deleted. Events being published (processing) or published are left.
@@ -283,6 +298,19 @@ func (c *Consumer) Eligible(ctx context.Context, action RowAction, ids []int64) 
 		return nil, fmt.Errorf("consumer: %s dry run: %w", action, err)
 	}
 	return out, nil
+}
+
+// Apply runs action on the group's messages among ids that it applies
+// to: [Consumer.ReexecuteRows] or [Consumer.Delete]. It reports how many
+// rows changed.
+func (c *Consumer) Apply(ctx context.Context, action RowAction, ids []int64) (int, error) {
+	switch action {
+	case ActionReexecute:
+		return c.ReexecuteRows(ctx, ids...)
+	case ActionDelete:
+		return c.Delete(ctx, ids...)
+	}
+	return 0, fmt.Errorf("consumer: %q is not an action on inbox messages", action)
 }
 
 // ReexecuteRows does what [Consumer.Reexecute] does, for the failed
