@@ -506,3 +506,53 @@ func TestUnescapeHTMLEscapes(t *testing.T) {
 		}
 	}
 }
+
+func TestTokenAuth(t *testing.T) {
+	auth, err := TokenAuth(testToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := func(set func(*http.Request)) *http.Request {
+		r, _ := http.NewRequest("GET", "/", nil)
+		set(r)
+		return r
+	}
+	for name, tc := range map[string]struct {
+		r    *http.Request
+		user string
+		ok   bool
+	}{
+		"bearer":              {req(func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+testToken) }), "token", true},
+		"bearer, any case":    {req(func(r *http.Request) { r.Header.Set("Authorization", "bEaReR "+testToken) }), "token", true},
+		"bearer, wrong":       {req(func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+testToken+"x") }), "", false},
+		"bearer, prefix":      {req(func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+testToken[:20]) }), "", false},
+		"basic":               {req(func(r *http.Request) { r.SetBasicAuth("bob", testToken) }), "bob", true},
+		"basic, no user name": {req(func(r *http.Request) { r.SetBasicAuth("", testToken) }), "token", true},
+		"basic, odd name":     {req(func(r *http.Request) { r.SetBasicAuth("eve\x1b[2J\u202e"+strings.Repeat("x", 100), testToken) }), "eve[2J" + strings.Repeat("x", 58), true},
+		"basic, wrong":        {req(func(r *http.Request) { r.SetBasicAuth("bob", "nope") }), "", false},
+		"none":                {req(func(*http.Request) {}), "", false},
+	} {
+		user, ok := auth(tc.r)
+		if user != tc.user || ok != tc.ok {
+			t.Errorf("%s: %q %v, want %q %v", name, user, ok, tc.user, tc.ok)
+		}
+	}
+}
+
+func TestInsecureAllowAnonymous(t *testing.T) {
+	f := newFixture(t, testenv.OpenSQLite(t), 0)
+	c, audit := newConsole(t, f, func(o *Options) { o.Authorize, o.InsecureAllowAnonymous = nil, true })
+	cl := newClient(t, serve(t, c).URL)
+	cl.noAuth = true
+	code, body := cl.get("/ops/")
+	if code != 200 || !strings.Contains(body, `<span class="user">anonymous`) {
+		t.Fatalf("anonymous overview: %d", code)
+	}
+	form := url.Values{"csrf": {cl.csrf("/ops/outbox")}, "action": {"requeue"}, "id": {strconv.FormatInt(f.failed, 10)}, "confirm": {"yes"}}
+	if code, _, _ := cl.do("POST", "/ops/outbox/actions", form, nil); code != 303 {
+		t.Fatalf("anonymous requeue: %d", code)
+	}
+	if a := audit.actions(); len(a) != 1 || a[0]["user"] != "anonymous" {
+		t.Fatalf("audit %v", a)
+	}
+}
