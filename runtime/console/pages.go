@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -203,7 +204,7 @@ func parseTime(name, s string) (time.Time, error) {
 			return t, nil
 		}
 	}
-	return time.Time{}, badRequest("%s %q is not a time: use 2006-01-02T15:04 (UTC) or RFC 3339", name, s)
+	return time.Time{}, badRequest("%s %q is not a time: use 2006-01-02T15:04 (UTC) or RFC 3339", name, clip(s, 64))
 }
 
 // parseFilter reads a list's filter and cursor from the query.
@@ -211,7 +212,7 @@ func parseFilter(q url.Values, statuses []string, pageSize int) (eventgen.RowFil
 	fv := filterView{Status: q.Get("status"), Name: q.Get("name"), Key: q.Get("key"), MessageID: q.Get("message_id"), Since: q.Get("since"), Until: q.Get("until")}
 	f := eventgen.RowFilter{Status: fv.Status, Name: fv.Name, Key: fv.Key, MessageID: fv.MessageID, Limit: pageSize}
 	if f.Status != "" && !slices.Contains(statuses, f.Status) {
-		return f, fv, badRequest("status %q is not one of %s", f.Status, strings.Join(statuses, ", "))
+		return f, fv, badRequest("status %q is not one of %s", clip(f.Status, 64), strings.Join(statuses, ", "))
 	}
 	for _, s := range []struct{ name, v string }{{"name", f.Name}, {"key", f.Key}, {"message id", f.MessageID}} {
 		// Publish refuses such names and keys, and PostgreSQL refuses NUL.
@@ -231,7 +232,7 @@ func parseFilter(q url.Values, statuses []string, pageSize int) (eventgen.RowFil
 		}
 	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
-		return f, fv, badRequest("until (%s) is not after since (%s)", fv.Until, fv.Since)
+		return f, fv, badRequest("until (%s) is not after since (%s)", f.Until.Format(time.RFC3339), f.Since.Format(time.RFC3339))
 	}
 	for _, cur := range []struct {
 		name string
@@ -253,7 +254,7 @@ func parseFilter(q url.Values, statuses []string, pageSize int) (eventgen.RowFil
 func parseID(name, s string) (int64, error) {
 	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || id <= 0 {
-		return 0, badRequest("%s %q is not a row id (a positive integer)", name, s)
+		return 0, badRequest("%s %q is not a row id (a positive integer)", name, clip(s, 64))
 	}
 	return id, nil
 }
@@ -333,22 +334,13 @@ func (c *Console) list(rq *request, t *target) error {
 		if id == 0 {
 			return ""
 		}
-		v := maps(keep)
+		v := maps.Clone(keep) // Set replaces a key's slice: a shallow copy will do
 		v.Set(name, strconv.FormatInt(id, 10))
 		return t.Link + "?" + v.Encode()
 	}
 	lp.Newer, lp.Older = cursor("after", p.Newer), cursor("before", p.Older)
 	c.render(rq, "list", http.StatusOK, lp)
 	return nil
-}
-
-// maps copies v.
-func maps(v url.Values) url.Values {
-	out := url.Values{}
-	for k, vs := range v {
-		out[k] = slices.Clone(vs)
-	}
-	return out
 }
 
 // flash is the line a list or row page shows after an action redirected
@@ -493,7 +485,7 @@ func (c *Console) act(rq *request, t *target) error {
 	}
 	action := eventgen.RowAction(rq.r.PostFormValue("action"))
 	if !slices.Contains(t.actions, action) {
-		return badRequest("%q is not an action on %s here", action, t.What)
+		return badRequest("%q is not an action on %s here", clip(string(action), 64), t.What)
 	}
 	var ids []int64
 	for _, s := range rq.r.PostForm["id"] {
