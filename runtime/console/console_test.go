@@ -295,6 +295,11 @@ func TestListPagesByKeyset(t *testing.T) {
 	if m := row.FindAllStringSubmatch(body, -1); len(m) != 1 || m[0][1] != strconv.FormatInt(f.evil, 10) {
 		t.Fatalf("filtered list rows %v", m)
 	}
+	_, body = cl.get("/ops/outbox?status=failed&select=all")
+	if n := strings.Count(body, `type="checkbox" name="id"`); n != 2 || strings.Count(body, " checked>") != 2 ||
+		!strings.Contains(body, `id="select" href="/ops/outbox?status=failed">select none</a>`) {
+		t.Fatalf("select all: %d boxes, %d checked\n%s", n, strings.Count(body, " checked>"), body)
+	}
 	_, body = cl.get("/ops/inbox/billing?message_id=m-evil")
 	if m := row.FindAllStringSubmatch(body, -1); len(m) != 1 || m[0][1] != strconv.FormatInt(f.inboxEvil, 10) {
 		t.Fatalf("inbox rows of message m-evil: %v", m)

@@ -276,6 +276,10 @@ type listPage struct {
 	Older    string
 	Actions  []actionView
 	Flash    string
+	// Selected checks every row's box; Select is the link that toggles it
+	// (the console runs no script).
+	Selected bool
+	Select   string
 }
 
 // actionView is an action's button.
@@ -339,6 +343,17 @@ func (c *Console) list(rq *request, t *target) error {
 		return t.Link + "?" + v.Encode()
 	}
 	lp.Newer, lp.Older = cursor("after", p.Newer), cursor("before", p.Older)
+	lp.Selected = q.Get("select") == "all"
+	sel := maps.Clone(keep)
+	for _, k := range []string{"before", "after"} {
+		if v := q.Get(k); v != "" {
+			sel.Set(k, v)
+		}
+	}
+	if !lp.Selected {
+		sel.Set("select", "all")
+	}
+	lp.Select = t.Link + "?" + sel.Encode()
 	c.render(rq, "list", http.StatusOK, lp)
 	return nil
 }

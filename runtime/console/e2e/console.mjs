@@ -100,6 +100,9 @@ try {
     await page.click('form.filter button[type="submit"]');
     assert.match(page.url(), /key=order-evil/);
     assert.deepEqual(await page.locator('tr[data-id]').evaluateAll((rs) => rs.map((r) => Number(r.dataset.id))), [IDS.evil]);
+    await page.click('#select');
+    assert.match(page.url(), /select=all/);
+    assert.equal(await page.locator('input[type="checkbox"]:checked').count(), 1);
     await page.selectOption('select[name="status"]', 'published');
     await page.click('form.filter button[type="submit"]');
     assert.equal(await page.locator('tr[data-id]').count(), 0);
