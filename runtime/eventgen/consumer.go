@@ -109,6 +109,12 @@ type Consumer struct {
 	// subscribed is closed once Run has subscribed to every topic.
 	subscribed chan struct{}
 
+	// poke makes the retrier look for due rows at once: an event it
+	// held has been woken.
+	poke chan struct{}
+	// warned remembers keys whose wait was logged.
+	warned warned
+
 	// hooks is nil outside tests.
 	hooks *consumerHooks
 }
@@ -148,6 +154,7 @@ func NewConsumer(db *bun.DB, sub message.Subscriber, opts ConsumerOptions) (*Con
 		owner:      newOwnerID(),
 		sem:        make(chan struct{}, opts.Concurrency),
 		subscribed: make(chan struct{}),
+		poke:       make(chan struct{}, 1),
 		handlers:   make(map[string]*handler),
 		tracing:    newTracing(opts.TracerProvider, opts.Propagator, sub, trace.SpanKindConsumer),
 	}
@@ -392,15 +399,19 @@ func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Messa
 		return
 	}
 	h := c.handlers[row.Name]
-	if h == nil {
-		o := c.finished(tables.StatusSkipped, 0, fmt.Sprintf("group %q has no handler for event %q", c.opts.Group, row.Name))
-		spanOutcome(span, o, nil, "skipped")
-		c.record(ctx, msg, row, o)
-		return
-	}
 	if reason := wrongTopic(h, row.Topic); reason != "" {
 		o := c.finished(tables.StatusFailed, 0, reason)
 		spanOutcome(span, o, nil, "rejected")
+		c.record(ctx, msg, row, o)
+		return
+	}
+	if row.Seq > 0 {
+		c.deliverInOrder(ctx, msg, row, headers, h)
+		return
+	}
+	if h == nil {
+		o := c.skipped(row)
+		spanOutcome(span, o, nil, "skipped")
 		c.record(ctx, msg, row, o)
 		return
 	}
@@ -439,7 +450,15 @@ func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Messa
 		c.hooks.onSettled(row.MessageID, tables.StatusSucceeded)
 		return
 	}
+	c.deliveryFailed(ctx, tx, msg, row, herr)
+}
+
+// deliveryFailed rolls back tx, whose handler failed with herr on the first
+// run of a delivered message, and records the row for a retry, or leaves
+// the message to the broker if shutdown cancelled the run.
+func (c *Consumer) deliveryFailed(ctx context.Context, tx bun.Tx, msg *message.Message, row tables.InboxRow, herr error) {
 	_ = tx.Rollback()
+	span := trace.SpanFromContext(ctx)
 	if ctx.Err() != nil {
 		spanError(span, herr, false, 0)
 		msg.Nack()
@@ -456,7 +475,7 @@ func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Messa
 // a broker user allowed to write to another topic the group reads must not
 // be able to run h.
 func wrongTopic(h *handler, topic string) string {
-	if topic == h.topic {
+	if h == nil || topic == h.topic {
 		return ""
 	}
 	return fmt.Sprintf("rejected: event %q belongs on topic %q but arrived on %q; no handler ran", h.name, h.topic, topic)
@@ -516,6 +535,21 @@ func (c *Consumer) call(ctx context.Context, tx bun.Tx, h *handler, row tables.I
 	return h.run(withTx(ctx, tx), row.Payload, m)
 }
 
+// failed returns the outcome of a row that failed for good in its run. A
+// row with a sequence blocks its key, and is kept until re-executed or
+// skipped.
+func (c *Consumer) failed(row tables.InboxRow, attempts int, reason string) tables.Outcome {
+	o := c.finished(tables.StatusFailed, attempts, reason)
+	o.Keep = row.Seq > 0
+	return o
+}
+
+// skipped returns the outcome of a row of an event the group has no handler
+// for.
+func (c *Consumer) skipped(row tables.InboxRow) tables.Outcome {
+	return c.finished(tables.StatusSkipped, 0, fmt.Sprintf("group %q has no handler for event %q", c.opts.Group, row.Name))
+}
+
 // finished returns the outcome of a row that is done with, kept for the
 // retention of its status.
 func (c *Consumer) finished(status string, attempts int, reason string) tables.Outcome {
@@ -530,10 +564,10 @@ func (c *Consumer) finished(status string, attempts int, reason string) tables.O
 // err: pending again, or failed if err is permanent or attempts are used up.
 func (c *Consumer) afterFailure(row tables.InboxRow, attempt int, err error) tables.Outcome {
 	if isPermanent(err) {
-		return c.finished(tables.StatusFailed, attempt, err.Error())
+		return c.failed(row, attempt, err.Error())
 	}
 	if c.policy.Exhausted(attempt) {
-		return c.finished(tables.StatusFailed, attempt, fmt.Sprintf("gave up after %d attempts: %v", attempt, err))
+		return c.failed(row, attempt, fmt.Sprintf("gave up after %d attempts: %v", attempt, err))
 	}
 	d := c.policy.Delay(attempt)
 	c.log.Warn("handler failed; will retry", "message_id", row.MessageID, "event", row.Name,
@@ -579,6 +613,7 @@ func storable(env wire.Envelope, topic string, msg *message.Message, maxPayload 
 		Version:   env.Version,
 		Topic:     topic,
 		Key:       env.Key,
+		Seq:       env.Sequence,
 		Source:    env.Source,
 		Payload:   env.Payload, // the event's data, also in structured mode
 	}
@@ -648,15 +683,16 @@ func metadataOf(row tables.InboxRow, headers map[string]string, attempt int, gro
 	}
 	headers = withoutTraceContext(headers)
 	m := Metadata{
-		ID:      row.MessageID,
-		Name:    row.Name,
-		Version: row.Version,
-		Topic:   row.Topic,
-		Key:     row.Key,
-		Source:  row.Source,
-		Attempt: attempt,
-		Group:   group,
-		Headers: headers,
+		ID:       row.MessageID,
+		Name:     row.Name,
+		Version:  row.Version,
+		Topic:    row.Topic,
+		Key:      row.Key,
+		Sequence: row.Seq,
+		Source:   row.Source,
+		Attempt:  attempt,
+		Group:    group,
+		Headers:  headers,
 	}
 	if row.EventTime != 0 {
 		m.Time = time.UnixMicro(row.EventTime).UTC()

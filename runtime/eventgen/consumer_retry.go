@@ -6,22 +6,31 @@ import (
 	"sync"
 	"time"
 
+	"github.com/uptrace/bun"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventgen/eventgen/runtime/internal/leased"
 	"github.com/eventgen/eventgen/runtime/internal/tables"
 )
 
-// retryLoop runs the persistent retrier every PollInterval until ctx is done.
+// retryLoop runs the persistent retrier every PollInterval, and at once when
+// a held event is woken, until ctx is done; and scans the held events every
+// heldScanInterval.
 func (c *Consumer) retryLoop(ctx context.Context, wg *sync.WaitGroup) {
 	defer wg.Done()
 	t := time.NewTicker(c.opts.PollInterval)
 	defer t.Stop()
+	scan := time.NewTicker(c.heldScanInterval())
+	defer scan.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-c.poke:
+		case <-scan.C:
+			c.scanHeld(ctx)
+			continue
 		}
 		n := c.retryDue(ctx, wg)
 		c.hooks.onRetryPass(n)
@@ -92,7 +101,7 @@ func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
 	defer span.End()
 	if row.Attempts > c.opts.MaxRetries {
 		// Only a run that never finished (its lease expired) gets here.
-		o := c.finished(tables.StatusFailed, row.Attempts,
+		o := c.failed(row, row.Attempts,
 			fmt.Sprintf("gave up after %d attempts; the last did not finish within its lease (did the process crash?); previous error: %s",
 				row.Attempts-1, row.LastError.String))
 		spanOutcome(span, o, nil, "")
@@ -100,10 +109,10 @@ func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
 		return
 	}
 	h := c.handlers[row.Name]
-	if h == nil {
+	if h == nil && row.Seq == 0 {
 		// Re-executed, or recorded by a replica with other handlers.
-		o := c.finished(tables.StatusSkipped, row.Attempts-1,
-			fmt.Sprintf("group %q has no handler for event %q", c.opts.Group, row.Name))
+		o := c.skipped(row)
+		o.Attempts = row.Attempts - 1
 		spanOutcome(span, o, nil, "skipped")
 		c.finish(ctx, row, o)
 		return
@@ -136,6 +145,33 @@ func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
 		c.hooks.onSettled(row.MessageID, outcomeLostLease)
 		return
 	}
+	if row.Seq > 0 {
+		ok, err := c.retryInOrder(ctx, tx, row)
+		if err != nil {
+			c.retryError(ctx, row, "take its key's turn", err)
+			return
+		}
+		if !ok {
+			return
+		}
+		if h == nil {
+			// In its turn, skipped: the key moves on.
+			o := c.skipped(row)
+			err := c.inbox.Finish(ctx, tx, c.owner, row.ID, o.Status, row.Attempts-1, o.Retention, o.LastError)
+			if err == nil {
+				err = tx.Commit()
+			}
+			if err != nil {
+				c.retryError(ctx, row, "mark skipped", err)
+				return
+			}
+			c.wakeNext(ctx, row)
+			spanOutcome(span, o, nil, "skipped")
+			c.metrics.outcome(&row, o.Status)
+			c.hooks.onSettled(row.MessageID, o.Status)
+			return
+		}
+	}
 	began := time.Now()
 	herr := c.call(ctx, tx, h, row, metadataOf(row, headers, row.Attempts, c.opts.Group))
 	c.metrics.ran(&row, began, herr)
@@ -148,8 +184,13 @@ func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
 			c.retryError(ctx, row, "commit", err)
 			return
 		}
+		if row.Seq > 0 {
+			c.wakeNext(ctx, row)
+		}
 		c.metrics.outcome(&row, tables.StatusSucceeded)
-		c.log.Info("message handled on retry", "message_id", row.MessageID, "event", row.Name, "attempt", row.Attempts)
+		if row.Attempts > 1 {
+			c.log.Info("message handled on retry", "message_id", row.MessageID, "event", row.Name, "attempt", row.Attempts)
+		}
 		c.hooks.onSettled(row.MessageID, tables.StatusSucceeded)
 		return
 	}
@@ -180,7 +221,13 @@ func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
 func (c *Consumer) finish(ctx context.Context, row tables.InboxRow, o tables.Outcome) {
 	dctx, cancel := detached(ctx)
 	defer cancel()
-	if err := c.inbox.Finish(dctx, c.db, c.owner, row.ID, o.Status, o.Attempts, o.Retention, o.LastError); err != nil {
+	err := c.db.RunInTx(dctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := c.inbox.Finish(ctx, tx, c.owner, row.ID, o.Status, o.Attempts, o.Retention, o.LastError); err != nil || !o.Keep {
+			return err
+		}
+		return c.inbox.Keep(ctx, tx, row.ID)
+	})
+	if err != nil {
 		c.retryError(ctx, row, "mark "+o.Status, err)
 		return
 	}
@@ -285,16 +332,21 @@ func (c *Consumer) Failed(ctx context.Context, limit int) ([]FailedMessage, erro
 	}
 	out := make([]FailedMessage, len(rows))
 	for i, r := range rows {
-		out[i] = FailedMessage{
-			Metadata: metadataOf(r, nil, r.Attempts, c.opts.Group),
-			Payload:  r.Payload,
-			Error:    r.LastError.String,
-		}
-		if r.HandledAt.Valid {
-			out[i].FailedAt = time.UnixMicro(r.HandledAt.Int64).UTC()
-		}
+		out[i] = c.failedMessage(r)
 	}
 	return out, nil
+}
+
+func (c *Consumer) failedMessage(r tables.InboxRow) FailedMessage {
+	m := FailedMessage{
+		Metadata: metadataOf(r, nil, r.Attempts, c.opts.Group),
+		Payload:  r.Payload,
+		Error:    r.LastError.String,
+	}
+	if r.HandledAt.Valid {
+		m.FailedAt = time.UnixMicro(r.HandledAt.Int64).UTC()
+	}
+	return m
 }
 
 // Reexecute makes this group's failed messages with the given ids (see

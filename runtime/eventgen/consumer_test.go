@@ -328,7 +328,8 @@ func (tr *tracker) wait(t testing.TB, what string, cond func() bool) {
 		select {
 		case <-tr.changed:
 		case <-deadline.C:
-			t.Fatalf("gave up waiting for %s", what)
+			tr.mu.Lock()
+			t.Fatalf("gave up waiting for %s; outcomes so far: %v", what, tr.outcomes)
 		}
 	}
 }

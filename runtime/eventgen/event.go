@@ -19,8 +19,10 @@ type Event interface {
 	Validate() error
 }
 
-// Keyed is implemented by generated events that declare a key. The key orders
-// and partitions events on brokers that support it.
+// Keyed is implemented by generated events that declare a key. Every
+// consumer group applies the events of one key (of one source and topic)
+// in the order their transactions committed; events of different keys run
+// in parallel.
 type Keyed interface {
 	Key() string
 }
@@ -37,6 +39,10 @@ type Metadata struct {
 	Topic string
 	// Key is the event's ordering key, empty if it has none.
 	Key string
+	// Sequence is the event's position among the events of its Source,
+	// Topic and Key, from 1, in commit order; 0 for an event without a
+	// key. The group applies them in this order.
+	Sequence int64
 	// Source names the producer, from the spec's source.
 	Source string
 	// Time is when the event was written to the outbox.

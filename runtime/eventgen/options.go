@@ -171,6 +171,19 @@ type ConsumerOptions struct {
 	// and claims skip locked rows. Default 30s.
 	LeaseDuration time.Duration
 
+	// GapTimeout bounds how long the events of a key the group has never
+	// seen wait for the ones before them. A group that starts after a
+	// key's first events were published, on a broker that keeps no
+	// history (RabbitMQ, the in-process broker), never receives them: its
+	// first event of that key waits GapTimeout, then the group logs the
+	// gap once and applies the key's events from there. A key the group
+	// has seen waits for its missing event for as long as it takes, and
+	// shows as blocked (see [Consumer.BlockedKeys]). Default 5 minutes,
+	// well above the 30-second redelivery of the NATS and Redis
+	// transports, so that a delayed first event is not mistaken for one
+	// that never comes.
+	GapTimeout time.Duration
+
 	// CleanInterval, default 300s.
 	CleanInterval time.Duration
 	// SucceededRetention is how long handled rows are kept, so redeliveries
@@ -238,6 +251,7 @@ const (
 	DefaultFailedRetention    = 15 * 24 * time.Hour
 	DefaultDeleteBatch        = 1000
 	DefaultConcurrency        = 8
+	DefaultGapTimeout         = 5 * time.Minute
 	DefaultMaxMessageBytes    = 4 << 20
 )
 
@@ -295,6 +309,7 @@ func (o ConsumerOptions) withDefaults() (ConsumerOptions, error) {
 		errs = append(errs, fmt.Errorf("Table: %w", err))
 	}
 	errs = intOpt(errs, "Concurrency", &o.Concurrency, DefaultConcurrency)
+	errs = durOpt(errs, "GapTimeout", &o.GapTimeout, DefaultGapTimeout)
 	errs = intOpt(errs, "MaxMessageBytes", &o.MaxMessageBytes, DefaultMaxMessageBytes)
 	if o.MaxMessageBytes > maxMaxMessageBytes {
 		errs = append(errs, fmt.Errorf("MaxMessageBytes is %d, over the limit of %d", o.MaxMessageBytes, maxMaxMessageBytes))

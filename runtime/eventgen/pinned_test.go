@@ -74,7 +74,7 @@ func testPinnedConnStatements(t *testing.T, d testenv.Database, prepare bool) {
 	var statements, executions int
 	err := p.Do(ctx, func(db bun.IDB) error {
 		return db.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(generic_plans + custom_plans), 0) FROM pg_prepared_statements
-WHERE strpos(statement, ?) > 0 AND strpos(statement, '$' || '1') > 0`, ob.opts.Table).Scan(&statements, &executions)
+WHERE strpos(statement, ?) > 0 AND strpos(statement, ?) = 0 AND strpos(statement, '$' || '1') > 0`, ob.opts.Table, tables.KeysTable(ob.opts.Table)).Scan(&statements, &executions)
 	})
 	if err != nil {
 		t.Fatal(err)

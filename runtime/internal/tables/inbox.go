@@ -109,6 +109,7 @@ type InboxRow struct {
 	Version   int
 	Topic     string
 	Key       string
+	Seq       int64 // position in its stream (source, topic, key); 0 if unordered
 	Source    string
 	EventTime int64 // producer's time, µs since the epoch; 0 if unknown
 	Payload   []byte
@@ -119,10 +120,10 @@ type InboxRow struct {
 	LastError sql.NullString
 }
 
-const inboxColumns = "id, message_id, name, version, topic, msg_key, source, event_time, payload, headers, status, attempts, handled_at, last_error"
+const inboxColumns = "id, message_id, name, version, topic, msg_key, seq, source, event_time, payload, headers, status, attempts, handled_at, last_error"
 
 func scanInboxRow(rows *sql.Rows, r *InboxRow) error {
-	return rows.Scan(&r.ID, &r.MessageID, &r.Name, &r.Version, &r.Topic, &r.Key, &r.Source, &r.EventTime,
+	return rows.Scan(&r.ID, &r.MessageID, &r.Name, &r.Version, &r.Topic, &r.Key, &r.Seq, &r.Source, &r.EventTime,
 		&r.Payload, &r.Headers, &r.Status, &r.Attempts, &r.HandledAt, &r.LastError)
 }
 
@@ -154,9 +155,22 @@ type Inbox struct {
 	// prepared statement; see sqlstore.Prepared.
 	Prepared *sqlstore.Prepared
 
-	insertDone, insertPending string
-	failedByMessageID         string
+	// insert holds the insert of a received message per insertKind.
+	insert            [insertKinds]string
+	failedByMessageID string
+	ordering          orderingSQL
 }
+
+// insertKind is how an inserted row is scheduled.
+type insertKind int
+
+const (
+	insertFinished insertKind = iota // done with; expires after a retention
+	insertPending                    // due after a delay
+	insertHeld                       // waits for the event before it; see StatusHeld
+	insertKept                       // failed and blocking its key: kept until re-executed or skipped
+	insertKinds
+)
 
 // NewInbox returns the inbox of group on table (validated) of a database of
 // dialect d. prepared may be nil.
@@ -168,25 +182,30 @@ func NewInbox(d sqlstore.Dialect, table, group string, prepared *sqlstore.Prepar
 		Group:     group,
 		Prepared:  prepared,
 	}
-	in.insertDone, in.insertPending = in.insertSQL(false), in.insertSQL(true)
+	for k := range insertKinds {
+		in.insert[k] = in.insertSQL(k)
+	}
+	in.ordering = newOrderingSQL(d, table)
 	in.failedByMessageID = fmt.Sprintf("SELECT id FROM %s WHERE consumer_group = ? AND status = '%s' AND message_id IN (?)", table, StatusFailed)
 	return in
 }
 
-// Outcome is how a row is inserted: its status, attempts so far, the delay
-// of its next attempt (pending) or its retention (finished), and its last
-// error.
+// Outcome is how a row is inserted: its status (held for a row that waits
+// for the event before it), attempts so far, the delay of its next attempt
+// (pending) or its retention (finished), and its last error.
 type Outcome struct {
 	Status    string
 	Attempts  int
 	Delay     time.Duration
 	Retention time.Duration
 	LastError string
+	// Keep, on a failed outcome, keeps the row until it is re-executed
+	// or skipped: it blocks its key (see keys.go), and ordering needs it.
+	Keep bool
 }
 
-// insertSQL builds the insert of a received message: pending (due after a
-// delay) or finished (kept for a retention).
-func (in *Inbox) insertSQL(pending bool) string {
+// insertSQL builds the insert of a received message of kind k.
+func (in *Inbox) insertSQL(k insertKind) string {
 	var verb, conflict string
 	switch in.D.Name {
 	case "postgres":
@@ -199,13 +218,20 @@ func (in *Inbox) insertSQL(pending bool) string {
 		verb = "INSERT OR IGNORE INTO"
 	}
 	now := in.D.Now
+	// Finished and pending rows take one more argument: a retention or a
+	// delay.
 	next, handled, expires := "NULL", now, now+" + ?"
-	if pending {
+	switch k {
+	case insertPending:
 		next, handled, expires = now+" + ?", "NULL", "NULL"
+	case insertHeld:
+		handled, expires = "NULL", "NULL"
+	case insertKept:
+		expires = "NULL"
 	}
-	return fmt.Sprintf("%s %s (consumer_group, message_id, name, version, topic, msg_key, source, event_time, payload, headers, "+
+	return fmt.Sprintf("%s %s (consumer_group, message_id, name, version, topic, msg_key, seq, source, event_time, payload, headers, "+
 		"status, attempts, last_error, created_at, next_attempt_at, handled_at, expires_at) "+
-		"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, %s, %s, %s, %s)%s",
+		"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, %s, %s, %s, %s)%s",
 		verb, in.TableName, now, next, handled, expires, conflict)
 }
 
@@ -214,10 +240,6 @@ func (in *Inbox) insertSQL(pending bool) string {
 // and the handler's writes commit together; a concurrent delivery of the same
 // message waits for that transaction and then inserts nothing.
 func (in *Inbox) Insert(ctx context.Context, db bun.IDB, r InboxRow, o Outcome) (bool, error) {
-	q, arg := in.insertDone, o.Retention
-	if o.Status == StatusPending {
-		q, arg = in.insertPending, o.Delay
-	}
 	var lastErr any
 	if o.LastError != "" {
 		lastErr = o.LastError
@@ -226,8 +248,20 @@ func (in *Inbox) Insert(ctx context.Context, db bun.IDB, r InboxRow, o Outcome) 
 	if payload == nil {
 		payload = []byte{}
 	}
-	res, err := sqlstore.ExecPrepared(ctx, in.Prepared, db, q, in.Group, r.MessageID, r.Name, r.Version, r.Topic, r.Key, r.Source, r.EventTime,
-		payload, r.Headers, o.Status, o.Attempts, lastErr, arg.Microseconds())
+	args := []any{in.Group, r.MessageID, r.Name, r.Version, r.Topic, r.Key, r.Seq, r.Source, r.EventTime,
+		payload, r.Headers, o.Status, o.Attempts, lastErr}
+	var q string
+	switch {
+	case o.Status == StatusPending:
+		q, args = in.insert[insertPending], append(args, micros(o.Delay))
+	case o.Status == StatusHeld:
+		q = in.insert[insertHeld]
+	case o.Status == StatusFailed && o.Keep:
+		q = in.insert[insertKept]
+	default:
+		q, args = in.insert[insertFinished], append(args, micros(o.Retention))
+	}
+	res, err := sqlstore.ExecPrepared(ctx, in.Prepared, db, q, args...)
 	if err != nil {
 		return false, err
 	}
@@ -267,6 +301,8 @@ func (in *Inbox) Reexecute(ctx context.Context, db bun.IDB, messageIDs []string,
 	}
 	return total, nil
 }
+
+func micros(d time.Duration) int64 { return d.Microseconds() }
 
 // Get returns the group's row for messageID, if there is one.
 func (in *Inbox) Get(ctx context.Context, db bun.IDB, messageID string) (InboxRow, bool, error) {

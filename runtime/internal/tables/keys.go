@@ -3,10 +3,13 @@ package tables
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/uptrace/bun"
 
@@ -214,4 +217,350 @@ func scanLast(rows interface {
 		return fmt.Errorf("key table returned %d of %d streams", len(last), want)
 	}
 	return nil
+}
+
+// orderingSQL holds an inbox's ordering statements.
+type orderingSQL struct {
+	advance, advanceRead string // advanceRead reads back on MySQL, which has no RETURNING
+	wake, park, keep     string
+	heldStreams          string
+	streams              string
+	lock, read, set      string
+	next, firstHeld      string
+}
+
+func newOrderingSQL(d sqlstore.Dialect, table string) orderingSQL {
+	keys, now := KeysTable(table), d.Now
+	var o orderingSQL
+	// An event of sequence n advances its stream from n-1 to n, and
+	// records its message id there; any other position is left as it is.
+	// The statement locks the stream's row until the transaction ends.
+	insert := fmt.Sprintf("INSERT INTO %s%%s (consumer_group, stream, source, topic, msg_key, seq, message_id, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, %s)", keys, now)
+	if d.Name == "mysql" {
+		o.advance = fmt.Sprintf(insert, "") + fmt.Sprintf(" ON DUPLICATE KEY UPDATE message_id = IF(seq = ?, ?, message_id), updated_at = IF(seq = ?, %s, updated_at), seq = IF(seq = ?, ?, seq)", now)
+		o.advanceRead = fmt.Sprintf("SELECT seq, message_id FROM %s WHERE consumer_group = ? AND stream = ?", keys)
+	} else {
+		o.advance = fmt.Sprintf(insert, " AS k") + fmt.Sprintf(" ON CONFLICT (consumer_group, stream) DO UPDATE SET message_id = CASE WHEN k.seq = ? THEN ? ELSE k.message_id END, "+
+			"updated_at = CASE WHEN k.seq = ? THEN %s ELSE k.updated_at END, seq = CASE WHEN k.seq = ? THEN ? ELSE k.seq END RETURNING seq, message_id", now)
+	}
+	// "seq > 0" lets PostgreSQL and SQLite use the partial index of
+	// ordered rows.
+	o.wake = fmt.Sprintf("UPDATE %s SET status = '%s', next_attempt_at = %s WHERE consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ? AND status = '%s'",
+		table, StatusPending, now, StatusHeld)
+	o.park = fmt.Sprintf("UPDATE %s SET status = '%s', attempts = attempts - 1, next_attempt_at = NULL, lock_owner = NULL, lease_until = NULL WHERE id = ? AND lock_owner = ?",
+		table, StatusHeld)
+	o.keep = fmt.Sprintf("UPDATE %s SET expires_at = NULL WHERE id = ? AND status = '%s'", table, StatusFailed)
+	o.heldStreams = fmt.Sprintf("SELECT source, topic, msg_key, MIN(seq), COUNT(*), MIN(created_at), MIN(created_at) < %s - ? FROM %s "+
+		"WHERE consumer_group = ? AND status = '%s' AND seq > 0 GROUP BY source, topic, msg_key ORDER BY MIN(created_at) LIMIT ?", now, table, StatusHeld)
+	o.streams = fmt.Sprintf("SELECT stream, seq FROM %s WHERE consumer_group = ? AND stream IN (?)", keys)
+	// A write that changes nothing locks the row (and, on SQLite, the
+	// database) before the read.
+	o.lock = fmt.Sprintf("UPDATE %s SET updated_at = updated_at WHERE consumer_group = ? AND stream = ?", keys)
+	o.read = fmt.Sprintf("SELECT seq FROM %s WHERE consumer_group = ? AND stream = ?", keys)
+	o.firstHeld = fmt.Sprintf("SELECT COALESCE(MIN(seq), 0) FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq > 0 AND topic = ? AND source = ? AND status = '%s'", table, StatusHeld)
+	o.set = fmt.Sprintf("UPDATE %s SET seq = ?, message_id = ?, updated_at = %s WHERE consumer_group = ? AND stream = ?", keys, now)
+	o.next = fmt.Sprintf("SELECT id, message_id, status, last_error FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ?", table)
+	return o
+}
+
+// Position is where an ordered row stands in its group's stream.
+type Position struct {
+	// Advanced reports that the row was the next event and that its
+	// transaction moved the stream to it: the row may run, and its
+	// transaction's rollback moves the stream back.
+	Advanced bool
+	// Applied is the stream's last applied (or skipped) sequence, before
+	// this row when it advanced.
+	Applied int64
+}
+
+// Advance moves r's stream in tx from r.Seq-1 to r.Seq, if it stands
+// there, and locks it until tx ends. A first event (sequence 1) also
+// starts a stream the group has never seen; a later one finds it at 0.
+func (in *Inbox) Advance(ctx context.Context, tx bun.IDB, r InboxRow) (Position, error) {
+	stream := StreamID(r.Source, r.Topic, r.Key)
+	first, firstID := int64(0), ""
+	if r.Seq == 1 {
+		first, firstID = 1, r.MessageID
+	}
+	args := []any{in.Group, stream, r.Source, r.Topic, r.Key, first, firstID, r.Seq - 1, r.MessageID, r.Seq - 1, r.Seq - 1, r.Seq}
+	var seq int64
+	var by string
+	if in.ordering.advanceRead != "" {
+		if _, err := sqlstore.ExecPrepared(ctx, in.Prepared, tx, in.ordering.advance, args...); err != nil {
+			return Position{}, err
+		}
+		rows, err := sqlstore.QueryPrepared(ctx, in.Prepared, tx, in.ordering.advanceRead, in.Group, stream)
+		if err != nil {
+			return Position{}, err
+		}
+		if err := scanOne(rows, &seq, &by); err != nil {
+			return Position{}, err
+		}
+	} else {
+		rows, err := sqlstore.QueryPrepared(ctx, in.Prepared, tx, in.ordering.advance, args...)
+		if err != nil {
+			return Position{}, err
+		}
+		if err := scanOne(rows, &seq, &by); err != nil {
+			return Position{}, err
+		}
+	}
+	if seq == r.Seq && by == r.MessageID {
+		return Position{Advanced: true, Applied: r.Seq - 1}, nil
+	}
+	return Position{Applied: seq}, nil
+}
+
+func scanOne(rows *sql.Rows, dest ...any) error {
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return sql.ErrNoRows
+	}
+	if err := rows.Scan(dest...); err != nil {
+		return err
+	}
+	return rows.Close()
+}
+
+// Wake makes the held row that follows r in its stream due now, and
+// reports whether there was one.
+func (in *Inbox) Wake(ctx context.Context, db bun.IDB, r InboxRow) (bool, error) {
+	res, err := sqlstore.ExecPrepared(ctx, in.Prepared, db, in.ordering.wake, in.Group, r.Key, r.Seq+1, r.Topic, r.Source)
+	n, err := rowsAffected(res, err)
+	return n > 0, err
+}
+
+// WakeSeq makes the held row of sequence seq in stream s due now.
+func (in *Inbox) WakeSeq(ctx context.Context, db bun.IDB, s Stream, seq int64) (bool, error) {
+	return in.Wake(ctx, db, InboxRow{Source: s.Source, Topic: s.Topic, Key: s.Key, Seq: seq - 1})
+}
+
+// Park puts owner's claimed row id back to held, without counting the
+// attempt its claim counted: it turned out not to be the next event.
+func (in *Inbox) Park(ctx context.Context, db bun.IDB, owner string, id int64) error {
+	_, err := db.ExecContext(ctx, in.ordering.park, id, owner)
+	return err
+}
+
+// Keep removes the expiry of failed row id: it blocks its key, and stays
+// until it is re-executed or skipped.
+func (in *Inbox) Keep(ctx context.Context, db bun.IDB, id int64) error {
+	_, err := db.ExecContext(ctx, in.ordering.keep, id)
+	return err
+}
+
+func rowsAffected(res sql.Result, err error) (int64, error) {
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// Stream is one stream of a group: its events' source, topic and key.
+type Stream struct {
+	Source, Topic, Key string
+}
+
+// ID returns the stream's id in the key tables.
+func (s Stream) ID() string { return StreamID(s.Source, s.Topic, s.Key) }
+
+// HeldStream is a stream with held rows.
+type HeldStream struct {
+	Stream
+	// Applied is the stream's last applied sequence, 0 if none was.
+	Applied int64
+	// FirstHeld is the lowest held sequence; Held counts the held rows.
+	FirstHeld int64
+	Held      int
+	// Since is when the oldest held row was stored (database clock, µs),
+	// and Overdue reports that it was longer ago than the age asked for.
+	Since   int64
+	Overdue bool
+}
+
+// HeldStreams returns up to limit streams of the group with held rows,
+// those held longest first, with where each stands; Overdue marks those
+// whose oldest held row is older than age.
+func (in *Inbox) HeldStreams(ctx context.Context, db bun.IDB, age time.Duration, limit int) ([]HeldStream, error) {
+	rows, err := db.QueryContext(ctx, in.ordering.heldStreams, micros(age), in.Group, limit)
+	if err != nil {
+		return nil, err
+	}
+	var out []HeldStream
+	for rows.Next() {
+		var h HeldStream
+		var overdue bool
+		if err := rows.Scan(&h.Source, &h.Topic, &h.Key, &h.FirstHeld, &h.Held, &h.Since, &overdue); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		h.Overdue = overdue
+		out = append(out, h)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return out, nil
+	}
+	applied, err := in.applied(ctx, db, out)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		out[i].Applied = applied[out[i].ID()]
+	}
+	return out, nil
+}
+
+// NextRow is the row that would run next in a stream, as an operator sees
+// it.
+type NextRow struct {
+	ID        int64
+	MessageID string
+	Status    string
+	LastError sql.NullString
+}
+
+// ErrNotMissing is Skip's error, with missingOnly, when the stream's next
+// event is not missing.
+var ErrNotMissing = errors.New("the next event is not missing")
+
+// Skip moves stream s past its next event, in one transaction: the row of
+// sequence Applied+1, when the group has it and it is not running, is
+// marked skipped with reason, kept for retention; when the group never
+// received that event, the stream moves to just before its first held row.
+// With missingOnly, it moves only past events never received. It returns
+// the sequence the stream now stands at, the skipped row (nil if missing),
+// and an error if there is nothing to skip.
+func (in *Inbox) Skip(ctx context.Context, db *bun.DB, s Stream, reason string, retention time.Duration, missingOnly bool) (int64, *NextRow, error) {
+	var at int64
+	var skipped *NextRow
+	err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var applied int64
+		id := s.ID()
+		if _, err := tx.ExecContext(ctx, in.ordering.lock, in.Group, id); err != nil {
+			return err
+		}
+		if err := tx.QueryRowContext(ctx, in.ordering.read, in.Group, id).Scan(&applied); err != nil {
+			if err == sql.ErrNoRows {
+				return fmt.Errorf("the group has no events of key %q (topic %q, source %q)", s.Key, s.Topic, s.Source)
+			}
+			return err
+		}
+		var next NextRow
+		err := tx.QueryRowContext(ctx, in.ordering.next, in.Group, s.Key, applied+1, s.Topic, s.Source).Scan(&next.ID, &next.MessageID, &next.Status, &next.LastError)
+		switch {
+		case err == sql.ErrNoRows:
+			var first int64
+			if err := tx.QueryRowContext(ctx, in.ordering.firstHeld, in.Group, s.Key, s.Topic, s.Source).Scan(&first); err != nil {
+				return err
+			}
+			at = first - 1
+			if at <= applied {
+				return fmt.Errorf("key %q (topic %q, source %q) waits for nothing: no event after sequence %d", s.Key, s.Topic, s.Source, applied)
+			}
+		case err != nil:
+			return err
+		case missingOnly:
+			return ErrNotMissing
+		case next.Status == StatusFailed || next.Status == StatusPending || next.Status == StatusHeld:
+			msg := reason
+			if next.LastError.Valid && next.LastError.String != "" {
+				msg += "; last error: " + next.LastError.String
+			}
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf("UPDATE %s SET status = '%s', next_attempt_at = NULL, lock_owner = NULL, lease_until = NULL, handled_at = %s, expires_at = %s + ?, last_error = ? WHERE id = ?",
+				in.TableName, StatusSkipped, in.D.Now, in.D.Now), micros(retention), msg, next.ID); err != nil {
+				return err
+			}
+			at, skipped = applied+1, &next
+		default:
+			return fmt.Errorf("key %q (topic %q, source %q): its next event %s is %s, not waiting", s.Key, s.Topic, s.Source, next.MessageID, next.Status)
+		}
+		_, err = tx.ExecContext(ctx, in.ordering.set, at, "", in.Group, id)
+		return err
+	})
+	return at, skipped, err
+}
+
+// Next returns the group's row of sequence seq in stream s, if it has one.
+func (in *Inbox) Next(ctx context.Context, db bun.IDB, s Stream, seq int64) (InboxRow, bool, error) {
+	q := fmt.Sprintf("SELECT %s FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ?", inboxColumns, in.TableName)
+	rows, err := db.QueryContext(ctx, q, in.Group, s.Key, seq, s.Topic, s.Source)
+	if err != nil {
+		return InboxRow{}, false, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return InboxRow{}, false, rows.Err()
+	}
+	var r InboxRow
+	if err := scanInboxRow(rows, &r); err != nil {
+		return r, false, err
+	}
+	return r, true, rows.Close()
+}
+
+// FailedHeads returns up to limit streams whose next event failed: kept
+// failed rows (see Outcome.Keep) that their stream has not passed.
+func (in *Inbox) FailedHeads(ctx context.Context, db bun.IDB, limit int) ([]HeldStream, error) {
+	q := fmt.Sprintf("SELECT source, topic, msg_key, seq FROM %s WHERE consumer_group = ? AND status = '%s' AND seq > 0 AND expires_at IS NULL ORDER BY id LIMIT ?", in.TableName, StatusFailed)
+	rows, err := db.QueryContext(ctx, q, in.Group, limit)
+	if err != nil {
+		return nil, err
+	}
+	var failed []HeldStream
+	for rows.Next() {
+		var h HeldStream
+		if err := rows.Scan(&h.Source, &h.Topic, &h.Key, &h.Applied); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		h.Applied-- // the stream stands before it, if it is the head
+		failed = append(failed, h)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	applied, err := in.applied(ctx, db, failed)
+	if err != nil {
+		return nil, err
+	}
+	out := failed[:0]
+	for _, h := range failed {
+		if applied[h.ID()] == h.Applied {
+			out = append(out, h)
+		}
+	}
+	return out, nil
+}
+
+// applied returns the last applied sequence of each stream of hs, by id.
+func (in *Inbox) applied(ctx context.Context, db bun.IDB, hs []HeldStream) (map[string]int64, error) {
+	out := make(map[string]int64, len(hs))
+	if len(hs) == 0 {
+		return out, nil
+	}
+	ids := make([]string, len(hs))
+	for i, h := range hs {
+		ids[i] = h.ID()
+	}
+	rows, err := db.QueryContext(ctx, in.ordering.streams, in.Group, bun.In(ids))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var seq int64
+		if err := rows.Scan(&id, &seq); err != nil {
+			return nil, err
+		}
+		out[id] = seq
+	}
+	return out, rows.Err()
 }
