@@ -319,6 +319,28 @@ func (tr *tracker) count(outcome string) int {
 	return n
 }
 
+// ever returns how many messages have had outcome at some point. An
+// ordered message's outcomes may be reported out of order: its delivery
+// reports "held" after its commit, by which time the event before it may
+// have woken it and the retrier run it.
+func (tr *tracker) ever(outcome string) int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	n := 0
+	for _, o := range tr.outcomes {
+		if slices.Contains(o, outcome) {
+			n++
+		}
+	}
+	return n
+}
+
+// waitEver waits until id has had outcome.
+func (tr *tracker) waitEver(t testing.TB, id, outcome string) {
+	t.Helper()
+	tr.wait(t, id+" "+outcome, func() bool { return slices.Contains(tr.all(id), outcome) })
+}
+
 // wait blocks until cond holds, re-checking on every outcome.
 func (tr *tracker) wait(t testing.TB, what string, cond func() bool) {
 	t.Helper()
