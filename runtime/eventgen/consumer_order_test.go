@@ -192,6 +192,10 @@ func TestConsumerBlockedKeyReexecuteAndSkip(t *testing.T) {
 			}
 		}
 
+		if st, err := c.Stats(ctx); err != nil || st.Held != 4 || st.Failed != 2 {
+			t.Errorf("Stats = %+v, %v; want 4 held and 2 failed", st, err)
+		}
+
 		cured.Store(true)
 		if n, err := c.Reexecute(ctx, messageID("fixme", 2)); err != nil || n != 1 {
 			t.Fatalf("Reexecute = %d, %v", n, err)
@@ -378,4 +382,42 @@ func TestOrderedEndToEnd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConsumerForgetsSilentKeys: Clean forgets a key whose events are all
+// done once KeyRetention has passed, and keeps one with events waiting
+// behind a failed one.
+func TestConsumerForgetsSilentKeys(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, h *harness) {
+		opts := fastOptions()
+		opts.SucceededRetention, opts.KeyRetention = time.Microsecond, time.Microsecond
+		opts.GapTimeout = 200 * time.Millisecond
+		c, tr := h.orders("billing", opts, func(ctx context.Context, e orderPlaced, m Metadata) error {
+			if m.Key == "blocked" && m.Sequence == 2 {
+				return permanent(errors.New("bad data"))
+			}
+			return nil
+		})
+		h.run(c)
+		h.publish(topicOrders, orderedMessage(t, "done", 1), orderedMessage(t, "done", 2),
+			orderedMessage(t, "blocked", 1), orderedMessage(t, "blocked", 2), orderedMessage(t, "blocked", 3))
+		tr.waitEver(t, messageID("done", 2), tables.StatusSucceeded)
+		tr.waitEver(t, messageID("blocked", 2), tables.StatusFailed)
+		tr.waitEver(t, messageID("blocked", 3), tables.StatusHeld)
+		ctx := context.Background()
+		time.Sleep(time.Millisecond) // past KeyRetention on the database's clock
+		if _, err := c.Clean(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		if err := h.db.NewSelect().TableExpr(tables.KeysTable(h.table)).Column("msg_key").Where("consumer_group = ?", "billing").Scan(ctx, &keys); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(keys, []string{"blocked"}) {
+			t.Errorf("keys remembered after Clean: %v, want only blocked", keys)
+		}
+		// A forgotten key starts again at its next event, after GapTimeout.
+		h.publish(topicOrders, orderedMessage(t, "done", 3))
+		tr.waitEver(t, messageID("done", 3), tables.StatusSucceeded)
+	})
 }

@@ -298,12 +298,16 @@ func (c *Consumer) cleanLoop(ctx context.Context, wg *sync.WaitGroup) {
 
 // Clean deletes this group's succeeded and skipped rows older than
 // SucceededRetention and failed rows older than FailedRetention, DeleteBatch
-// rows per statement, and returns how many it deleted. Run calls it every
+// rows per statement, and returns how many it deleted. It also forgets the
+// keys silent for KeyRetention that have no events waiting or failed. Run calls it every
 // CleanInterval; it is exported for tools and tests.
 func (c *Consumer) Clean(ctx context.Context) (int, error) {
 	n, err := c.inbox.Cleanup(ctx, c.db, c.opts.DeleteBatch)
 	if err != nil {
 		return int(n), fmt.Errorf("consumer: clean: %w", err)
+	}
+	if _, err := c.inbox.ForgetKeys(ctx, c.db, c.opts.KeyRetention, c.opts.DeleteBatch); err != nil {
+		return int(n), fmt.Errorf("consumer: clean: forget silent keys: %w", err)
 	}
 	return int(n), nil
 }

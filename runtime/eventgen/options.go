@@ -191,6 +191,12 @@ type ConsumerOptions struct {
 	SucceededRetention time.Duration
 	// FailedRetention, default 15 days.
 	FailedRetention time.Duration
+	// KeyRetention is how long the group remembers where a key stands
+	// after its last event: a key silent for longer is forgotten, and its
+	// next event is taken as the first of a key the group never saw (see
+	// GapTimeout). Keys with events waiting or failed are kept. Default 30
+	// days; at least SucceededRetention.
+	KeyRetention time.Duration
 	// DeleteBatch, default 1000.
 	DeleteBatch int
 
@@ -252,6 +258,7 @@ const (
 	DefaultDeleteBatch        = 1000
 	DefaultConcurrency        = 8
 	DefaultGapTimeout         = 5 * time.Minute
+	DefaultKeyRetention       = 30 * 24 * time.Hour
 	DefaultMaxMessageBytes    = 4 << 20
 )
 
@@ -325,6 +332,10 @@ func (o ConsumerOptions) withDefaults() (ConsumerOptions, error) {
 	errs = durOpt(errs, "CleanInterval", &o.CleanInterval, DefaultCleanInterval)
 	errs = durOpt(errs, "SucceededRetention", &o.SucceededRetention, DefaultRetention)
 	errs = durOpt(errs, "FailedRetention", &o.FailedRetention, DefaultFailedRetention)
+	errs = durOpt(errs, "KeyRetention", &o.KeyRetention, DefaultKeyRetention)
+	if o.KeyRetention < o.SucceededRetention {
+		errs = append(errs, fmt.Errorf("KeyRetention (%s) is shorter than SucceededRetention (%s): a redelivered event could run again in another order", o.KeyRetention, o.SucceededRetention))
+	}
 	errs = intOpt(errs, "DeleteBatch", &o.DeleteBatch, DefaultDeleteBatch)
 	if o.LocalRetries >= o.MaxRetries {
 		errs = append(errs, fmt.Errorf("LocalRetries (%d) must be less than MaxRetries (%d)", o.LocalRetries, o.MaxRetries))

@@ -92,8 +92,14 @@ func outboxStats(ctx context.Context, store *tables.Outbox, db bun.IDB) (OutboxS
 type ConsumerStats struct {
 	// Pending counts the group's messages waiting for a retry. A message
 	// is handled as it is delivered, and stored as pending only after its
-	// handler failed, so every pending message has failed at least once.
+	// handler failed, so every pending message has failed at least once,
+	// but for held events just woken (see Held), due at once.
 	Pending int64
+	// Held counts the events that wait for the event before them of
+	// their key (see docs/ordering.md): taking no handler slot, they run
+	// once it is applied. Many, or old, held events mean blocked keys:
+	// see [Consumer.BlockedKeys].
+	Held int64
 	// Processing counts the messages a retrier has claimed and is
 	// handling, and those of a retrier that stopped, until their lease
 	// ends.
@@ -133,7 +139,12 @@ func consumerStats(ctx context.Context, inbox *tables.Inbox, db bun.IDB) (Consum
 	if err != nil {
 		return ConsumerStats{}, fmt.Errorf("consumer: stats: %w", err)
 	}
+	held, err := inbox.Held(ctx, db)
+	if err != nil {
+		return ConsumerStats{}, fmt.Errorf("consumer: stats: count held events: %w", err)
+	}
 	return ConsumerStats{
+		Held:          held,
 		Pending:       st.Rows[tables.StatusPending],
 		Processing:    st.Rows[tables.StatusProcessing],
 		Failed:        st.Rows[tables.StatusFailed],

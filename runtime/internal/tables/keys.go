@@ -71,7 +71,7 @@ var outboxOrderingMigrations = []sqlstore.Migration{{
 }}
 
 // inboxOrderingMigrations add per-key ordering to an inbox: the seq column,
-// an index that finds a stream's held rows, and the key table.
+// indexes of its ordered and held rows, and the key table.
 var inboxOrderingMigrations = []sqlstore.Migration{{
 	Version: 3,
 	Statements: func(d sqlstore.Dialect, table string) []string {
@@ -80,11 +80,18 @@ var inboxOrderingMigrations = []sqlstore.Migration{{
 }, {
 	Version: 4,
 	Statements: func(d sqlstore.Dialect, table string) []string {
-		name := sqlstore.IndexName(table, "held")
+		// A key's rows by sequence; on PostgreSQL and SQLite also its
+		// held rows alone, which scans of held rows read. MySQL, without
+		// partial indexes, finds those through the (group, status)
+		// index of a scoped table (see leased.Spec.Schema).
+		ordered := sqlstore.IndexName(table, "ordered")
 		if d.Name == "mysql" {
-			return []string{fmt.Sprintf("ALTER TABLE %s ADD INDEX %s (consumer_group, msg_key, seq)", table, name)}
+			return []string{fmt.Sprintf("ALTER TABLE %s ADD INDEX %s (consumer_group, msg_key, seq)", table, ordered)}
 		}
-		return []string{fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (consumer_group, msg_key, seq) WHERE status = '%s'", name, table, StatusHeld)}
+		return []string{
+			fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (consumer_group, msg_key, seq) WHERE seq > 0", ordered, table),
+			fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (consumer_group, msg_key, seq) WHERE status = '%s'", sqlstore.IndexName(table, "held"), table, StatusHeld),
+		}
 	},
 }, {
 	Version: 5,
@@ -227,6 +234,8 @@ type orderingSQL struct {
 	streams              string
 	lock, read, set      string
 	next, firstHeld      string
+	silent, forget       string
+	held                 string
 }
 
 func newOrderingSQL(d sqlstore.Dialect, table string) orderingSQL {
@@ -243,8 +252,8 @@ func newOrderingSQL(d sqlstore.Dialect, table string) orderingSQL {
 		o.advance = fmt.Sprintf(insert, " AS k") + fmt.Sprintf(" ON CONFLICT (consumer_group, stream) DO UPDATE SET message_id = CASE WHEN k.seq = ? THEN ? ELSE k.message_id END, "+
 			"updated_at = CASE WHEN k.seq = ? THEN %s ELSE k.updated_at END, seq = CASE WHEN k.seq = ? THEN ? ELSE k.seq END RETURNING seq, message_id", now)
 	}
-	// "seq > 0" lets PostgreSQL and SQLite use the partial index of
-	// ordered rows.
+	// "seq > 0" and "status = 'held'" let PostgreSQL and SQLite use the
+	// partial indexes of ordered and held rows.
 	o.wake = fmt.Sprintf("UPDATE %s SET status = '%s', next_attempt_at = %s WHERE consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ? AND status = '%s'",
 		table, StatusPending, now, StatusHeld)
 	o.park = fmt.Sprintf("UPDATE %s SET status = '%s', attempts = attempts - 1, next_attempt_at = NULL, lock_owner = NULL, lease_until = NULL WHERE id = ? AND lock_owner = ?",
@@ -259,6 +268,13 @@ func newOrderingSQL(d sqlstore.Dialect, table string) orderingSQL {
 	o.read = fmt.Sprintf("SELECT seq FROM %s WHERE consumer_group = ? AND stream = ?", keys)
 	o.firstHeld = fmt.Sprintf("SELECT COALESCE(MIN(seq), 0) FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq > 0 AND topic = ? AND source = ? AND status = '%s'", table, StatusHeld)
 	o.set = fmt.Sprintf("UPDATE %s SET seq = ?, message_id = ?, updated_at = %s WHERE consumer_group = ? AND stream = ?", keys, now)
+	// A key is silent when nothing of it changed for a retention and no
+	// row of it is unfinished or kept (those have no expiry).
+	o.silent = fmt.Sprintf("SELECT k.stream FROM %s k WHERE k.consumer_group = ? AND k.updated_at < %s - ? AND NOT EXISTS "+
+		"(SELECT 1 FROM %s i WHERE i.consumer_group = k.consumer_group AND i.msg_key = k.msg_key AND i.seq > 0 AND i.topic = k.topic AND i.source = k.source AND i.expires_at IS NULL) LIMIT ?",
+		keys, now, table)
+	o.forget = fmt.Sprintf("DELETE FROM %s WHERE consumer_group = ? AND stream IN (?) AND updated_at < %s - ?", keys, now)
+	o.held = fmt.Sprintf("SELECT COUNT(*) FROM %s WHERE consumer_group = ? AND status = '%s'", table, StatusHeld)
 	o.next = fmt.Sprintf("SELECT id, message_id, status, last_error FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ?", table)
 	return o
 }
@@ -563,4 +579,42 @@ func (in *Inbox) applied(ctx context.Context, db bun.IDB, hs []HeldStream) (map[
 		out[id] = seq
 	}
 	return out, rows.Err()
+}
+
+// ForgetKeys deletes, batch at a time, the group's keys whose last change
+// is older than retention and that have no events waiting or failed, and
+// reports how many it deleted.
+func (in *Inbox) ForgetKeys(ctx context.Context, db bun.IDB, retention time.Duration, batch int) (int64, error) {
+	var total int64
+	for {
+		rows, err := db.QueryContext(ctx, in.ordering.silent, in.Group, micros(retention), max(batch, 1))
+		if err != nil {
+			return total, err
+		}
+		var ids []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return total, err
+			}
+			ids = append(ids, id)
+		}
+		if err := rows.Close(); err != nil || len(ids) == 0 {
+			return total, err
+		}
+		res, err := db.ExecContext(ctx, in.ordering.forget, in.Group, bun.In(ids), micros(retention))
+		n, err := rowsAffected(res, err)
+		total += n
+		if err != nil || len(ids) < batch {
+			return total, err
+		}
+	}
+}
+
+// Held counts the group's held rows.
+func (in *Inbox) Held(ctx context.Context, db bun.IDB) (int64, error) {
+	var n int64
+	err := db.QueryRowContext(ctx, in.ordering.held, in.Group).Scan(&n)
+	return n, err
 }
