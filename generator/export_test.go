@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/eventgen/eventgen/generator"
+	"github.com/eventgen/eventgen/internal/testservices"
 )
 
 // exportSpecs returns the specs whose exports are checked: the example and
@@ -266,19 +267,23 @@ events:
 // AsyncAPI's own tools, on the AsyncAPI export of every spec, in YAML and
 // JSON, and fails on any error or warning it reports. It needs Node.js and
 // the parser installed with npm ci (testdata/asyncapi/parser/README.md);
-// without them it is skipped. (.ci/run does not install it yet, so it does
-// not fail there under EVENTGEN_TEST_REQUIRE_SERVICES=1.)
+// without them it is skipped, or fails under EVENTGEN_TEST_REQUIRE_SERVICES=1
+// (as in CI, which installs them).
 func TestAsyncAPIOfficialParser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs Node.js")
 	}
+	missing := t.Skip
+	if testservices.RequireServices() {
+		missing = t.Fatal
+	}
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("Node.js is not installed")
+		missing("Node.js is not installed")
 	}
 	dir := filepath.Join("testdata", "asyncapi", "parser")
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@asyncapi", "parser")); err != nil {
-		t.Skip("@asyncapi/parser is not installed: run npm ci --prefix generator/testdata/asyncapi/parser")
+		missing("@asyncapi/parser is not installed: run npm ci --prefix generator/testdata/asyncapi/parser")
 	}
 	out := t.TempDir()
 	args := []string{"validate.mjs", "--strict"}
