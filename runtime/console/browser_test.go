@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -51,7 +52,8 @@ func browserTools() (node, chromium, missing string) {
 // EVENTGEN_TEST_POSTGRES is set) and drives it in headless Chromium with
 // e2e/console.mjs: login, counts and chart, filters and keyset paging,
 // escaping with no script run, requeue and delete with their
-// confirmation, CSRF and cross-origin refusals, read-only mode. Then it
+// confirmation, a blocked key skipped, CSRF and cross-origin refusals,
+// read-only mode. Then it
 // checks the database and the audit log.
 func TestBrowser(t *testing.T) {
 	if testing.Short() {
@@ -89,6 +91,7 @@ var attackerPage = template.Must(template.New("attack").Parse(`<!doctype html>
 
 func testBrowser(t *testing.T, db *bun.DB, node, chromium string) {
 	f := newFixture(t, db, 5)
+	bk := f.addBlockedKey(t, "order-"+xss)
 	c, audit := newConsole(t, f, nil)
 	ro, _ := newConsole(t, f, func(o *Options) { o.ReadOnly = true; o.Prefix = "/ro" })
 	mux := http.NewServeMux()
@@ -106,8 +109,9 @@ func testBrowser(t *testing.T, db *bun.DB, node, chromium string) {
 	if os.Getenv(EnvScreenshots) == "" || err != nil {
 		shots = t.TempDir()
 	}
-	ids, _ := json.Marshal(map[string]int64{
+	ids, _ := json.Marshal(map[string]any{
 		"failed": f.failed, "evil": f.evil, "pending": f.pending, "total": 9, "inboxEvil": f.inboxEvil,
+		"blockedKey": bk.key, "blockedNext": bk.next, "blockedHeld": bk.held,
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -137,6 +141,12 @@ func testBrowser(t *testing.T, db *bun.DB, node, chromium string) {
 	if err != nil || r.Status != "pending" {
 		t.Errorf("the re-executed message is %q (%v), want pending", r.Status, err)
 	}
+	if got := f.inboxStatus(t, bk.next); got != "skipped" {
+		t.Errorf("the skipped event of the blocked key is %q, want skipped", got)
+	}
+	if got := f.inboxStatus(t, bk.held[0]); got != "pending" {
+		t.Errorf("the event after the skipped one is %q, want pending", got)
+	}
 	var done []string
 	for _, a := range audit.actions() {
 		if a["user"] != "alice" || a["count"] != int64(1) {
@@ -144,7 +154,7 @@ func testBrowser(t *testing.T, db *bun.DB, node, chromium string) {
 		}
 		done = append(done, a["action"].(string))
 	}
-	if want := []string{"requeue", "delete", "reexecute"}; len(done) != 3 || done[0] != want[0] || done[1] != want[1] || done[2] != want[2] {
+	if want := []string{"requeue", "delete", "reexecute", "skip-next"}; !slices.Equal(done, want) {
 		t.Errorf("audited actions %v, want %v", done, want)
 	}
 }

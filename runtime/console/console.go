@@ -7,7 +7,10 @@
 // and messages filtered by status, event name, key and time, paged by id;
 // one event with its payload, headers, attempts and last error; and it
 // requeues, re-executes, deletes and publishes scheduled events now, each
-// after a confirmation page that says how many rows will change.
+// after a confirmation page that says how many rows will change. For
+// per-key ordering, it lists each group's blocked keys, skips a blocked
+// key's next event (after a confirmation), and shows on an event's page
+// its sequence and the events held behind it.
 //
 // It is secure by default:
 //
@@ -168,6 +171,8 @@ func (c *Console) routes() {
 	m.HandleFunc("GET "+p+"/inbox/{group}", c.onInbox(c.list))
 	m.HandleFunc("GET "+p+"/inbox/{group}/{id}", c.onInbox(c.row))
 	m.HandleFunc("POST "+p+"/inbox/{group}/actions", c.onInbox(c.act))
+	m.HandleFunc("GET "+p+"/inbox/{group}/blocked", c.onInbox(c.blocked))
+	m.HandleFunc("POST "+p+"/inbox/{group}/skip", c.onInbox(c.skip))
 	m.Handle("GET "+p+"/static/", c.static)
 	m.HandleFunc(p+"/", c.page(func(*request) error { return notFound("no such page") }))
 	c.mux = m

@@ -319,7 +319,7 @@ func TestBadInput(t *testing.T) {
 		"/ops/outbox/99999999999999999999":              {400, "is not a row id"},
 		"/ops/outbox/424242":                            {404, "no row 424242"},
 		"/ops/outbox?status=bogus":                      {400, `status &#34;bogus&#34; is not one of scheduled, pending`},
-		"/ops/inbox/billing?status=held2":               {400, "is not one of pending"},
+		"/ops/inbox/billing?status=held2":               {400, "is not one of held, pending"},
 		"/ops/outbox?since=yesterday":                   {400, "since &#34;yesterday&#34; is not a time"},
 		"/ops/outbox?since=2026-01-02&until=2026-01-01": {400, "is not after since"},
 		"/ops/outbox?before=0":                          {400, "before &#34;0&#34; is not a row id"},

@@ -15,6 +15,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/eventgen/eventgen/runtime/eventgen"
+	"github.com/eventgen/eventgen/runtime/internal/tables"
 	"github.com/eventgen/eventgen/runtime/internal/testenv"
 )
 
@@ -128,6 +129,64 @@ func newFixture(t testing.TB, db *bun.DB, published int) *fixture {
 	return f
 }
 
+// blockedKey is a key of the fixture's group blocked on a failed event:
+// event 1 applied, event 2 failed (kept), events 3 and 4 held behind it.
+type blockedKey struct {
+	key string
+	// next is the row id of event 2, held those of events 3 and 4.
+	next int64
+	held []int64
+}
+
+// addBlockedKey writes a blocked key to the fixture's group, as the
+// consumer leaves one whose event 2 failed for good.
+func (f *fixture) addBlockedKey(t testing.TB, key string) blockedKey {
+	t.Helper()
+	ctx := context.Background()
+	table := f.consumer.Table()
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := f.db.ExecContext(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec(fmt.Sprintf("INSERT INTO %s (consumer_group, stream, source, topic, msg_key, seq, message_id, updated_at) VALUES (?, ?, 'test', 'shop.orders', ?, 1, ?, 1)",
+		tables.KeysTable(table)), f.group, tables.StreamID("test", "shop.orders", key), key, key+"-1")
+	b := blockedKey{key: key}
+	for i, status := range []string{"succeeded", "failed", "held", "held"} {
+		seq := int64(i + 1)
+		var expires, handled any
+		lastErr := ""
+		switch status {
+		case "succeeded":
+			expires, handled = int64(9000000000000000), int64(1)
+		case "failed":
+			handled, lastErr = int64(1), "handler: stock service said "+xss
+		}
+		exec(fmt.Sprintf(`INSERT INTO %s (consumer_group, message_id, name, version, topic, msg_key, seq, source, event_time, payload, headers,
+			status, attempts, last_error, created_at, next_attempt_at, handled_at, expires_at)
+			VALUES (?, ?, 'OrderPlaced', 1, 'shop.orders', ?, ?, 'test', 0, ?, '{}', ?, ?, ?, ?, NULL, ?, ?)`, table),
+			f.group, fmt.Sprintf("%s-%d", key, seq), key, seq, []byte(`{"order_id":"x"}`), status, min(seq, 2)-1, lastErr, time.Now().UnixMicro()+seq, handled, expires)
+		var id int64
+		if err := f.db.QueryRowContext(ctx, "SELECT id FROM "+table+" WHERE message_id = ?", fmt.Sprintf("%s-%d", key, seq)).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case seq == 2:
+			b.next = id
+		case seq > 2:
+			b.held = append(b.held, id)
+		}
+	}
+	return b
+}
+
+// inboxStatus returns the status of inbox row id, or "" if it is gone.
+func (f *fixture) inboxStatus(t testing.TB, id int64) string {
+	t.Helper()
+	return rowStatus(t, f.consumer.Row, id)
+}
+
 func jsonString(s string) string {
 	return `"` + strings.NewReplacer(`"`, `\"`, `<`, `\u003c`).Replace(s) + `"`
 }
@@ -135,7 +194,14 @@ func jsonString(s string) string {
 // status returns the status of outbox row id, or "" if it is gone.
 func (f *fixture) status(t testing.TB, id int64) string {
 	t.Helper()
-	r, ok, err := f.outbox.Row(context.Background(), id)
+	return rowStatus(t, f.outbox.Row, id)
+}
+
+// rowStatus returns the status of the row id that row reads, or "" if it
+// is gone.
+func rowStatus(t testing.TB, row func(context.Context, int64) (eventgen.StoredRow, bool, error), id int64) string {
+	t.Helper()
+	r, ok, err := row(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}

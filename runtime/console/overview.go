@@ -18,6 +18,8 @@ type card struct {
 	Counts []countView
 	Oldest string
 	Chart  chart
+	// Blocked links to a group's blocked keys.
+	Blocked string
 }
 
 type countView struct {
@@ -80,11 +82,15 @@ func (c *Console) overview(rq *request) error {
 		if err != nil {
 			return err
 		}
+		held, err := cs.HeldCount(rq.ctx())
+		if err != nil {
+			return err
+		}
 		t, _ := c.inboxTarget(cs.Group())
 		cards = append(cards, card{
-			Title: t.Title, Link: t.Link, Oldest: age(st.OldestPending),
+			Title: t.Title, Link: t.Link, Oldest: age(st.OldestPending), Blocked: t.Link + "/blocked",
 			Counts: counts(t.Link, []countView{
-				{"pending", count(st.Pending), ""}, {"processing", count(st.Processing), ""},
+				{"held", count(held), ""}, {"pending", count(st.Pending), ""}, {"processing", count(st.Processing), ""},
 				{"failed", count(st.Failed), ""}, {"succeeded", history(st.Succeeded, st.HistoryCapped), ""},
 				{"skipped", history(st.Skipped, st.HistoryCapped), ""},
 			}),

@@ -165,10 +165,6 @@ func (c *Console) inboxTarget(group string) (*target, error) {
 	}, nil
 }
 
-// ORDERING: once per-key ordering lands, the inbox target gains the
-// "skip a blocked key's head" action and its list a "blocked keys" filter;
-// the row page lists the events waiting behind the row (see row.html).
-
 // onOutbox and onInbox adapt a page of a target to a handler of the
 // outbox's path, or of an inbox's (its group in the path).
 func (c *Console) onOutbox(fn func(*request, *target) error) http.HandlerFunc {
@@ -215,9 +211,8 @@ func parseFilter(q url.Values, statuses []string, pageSize int) (eventgen.RowFil
 		return f, fv, badRequest("status %q is not one of %s", clip(f.Status, 64), strings.Join(statuses, ", "))
 	}
 	for _, s := range []struct{ name, v string }{{"name", f.Name}, {"key", f.Key}, {"message id", f.MessageID}} {
-		// Publish refuses such names and keys, and PostgreSQL refuses NUL.
-		if len(s.v) > 255 || !utf8.ValidString(s.v) || strings.ContainsFunc(s.v, unicode.IsControl) {
-			return f, fv, badRequest("the %s filter is over 255 bytes, not UTF-8, or holds control characters", s.name)
+		if err := checkFilterText(s.name, s.v); err != nil {
+			return f, fv, err
 		}
 	}
 	var err error
@@ -250,6 +245,15 @@ func parseFilter(q url.Values, statuses []string, pageSize int) (eventgen.RowFil
 	return f, fv, nil
 }
 
+// checkFilterText refuses a name, key or id that no row can hold: Publish
+// refuses such names and keys, and PostgreSQL refuses NUL.
+func checkFilterText(name, v string) error {
+	if len(v) > 255 || !utf8.ValidString(v) || strings.ContainsFunc(v, unicode.IsControl) {
+		return badRequest("the %s filter is over 255 bytes, not UTF-8, or holds control characters", name)
+	}
+	return nil
+}
+
 // parseID reads a row id: a positive integer.
 func parseID(name, s string) (int64, error) {
 	id, err := strconv.ParseInt(s, 10, 64)
@@ -261,7 +265,7 @@ func parseID(name, s string) (int64, error) {
 
 // rowView is one row of a list.
 type rowView struct {
-	ID                                 int64
+	ID, Sequence                       int64
 	Link, MessageID, Name, Key, Status string
 	Attempts                           int
 	Created, Error                     string
@@ -323,10 +327,7 @@ func (c *Console) list(rq *request, t *target) error {
 	}
 	lp := &listPage{T: t, Statuses: t.statuses, Filter: fv, Actions: c.actionViews(t), Flash: flash(q, t)}
 	for _, r := range p.Rows {
-		lp.Rows = append(lp.Rows, rowView{
-			ID: r.ID, Link: t.Link + "/" + strconv.FormatInt(r.ID, 10), MessageID: r.MessageID, Name: r.Name, Key: r.Key,
-			Status: r.Status, Attempts: r.Attempts, Created: formatTime(r.CreatedAt), Error: clip(firstLine(r.LastError), 120),
-		})
+		lp.Rows = append(lp.Rows, listRow(t, r))
 	}
 	keep := url.Values{}
 	for _, k := range []string{"status", "name", "key", "message_id", "since", "until"} {
@@ -358,6 +359,14 @@ func (c *Console) list(rq *request, t *target) error {
 	return nil
 }
 
+// listRow is r as a list shows it.
+func listRow(t *target, r eventgen.StoredRow) rowView {
+	return rowView{
+		ID: r.ID, Link: t.Link + "/" + strconv.FormatInt(r.ID, 10), MessageID: r.MessageID, Name: r.Name, Key: r.Key, Sequence: r.Sequence,
+		Status: r.Status, Attempts: r.Attempts, Created: formatTime(r.CreatedAt), Error: clip(firstLine(r.LastError), 120),
+	}
+}
+
 // flash is the line a list or row page shows after an action redirected
 // to it: "done" and "n" in the query, checked.
 func flash(q url.Values, t *target) string {
@@ -379,6 +388,9 @@ type rowPage struct {
 	LastError   string
 	Actions     []actionView
 	Flash       string
+	// Behind is the row's place in its key's order; nil for a row
+	// without a sequence, and in the outbox.
+	Behind *behindView
 }
 
 func (c *Console) row(rq *request, t *target) error {
@@ -396,7 +408,7 @@ func (c *Console) row(rq *request, t *target) error {
 	rp := &rowPage{T: t, ID: id, LastError: r.LastError, Actions: c.actionViews(t), Flash: flash(rq.r.URL.Query(), t)}
 	rp.Fields = [][2]string{
 		{"Row id", strconv.FormatInt(r.ID, 10)}, {"Message id", r.MessageID}, {"Event", r.Name},
-		{"Version", strconv.Itoa(r.Version)}, {"Topic", r.Topic}, {"Key", r.Key}, {"Source", r.Source},
+		{"Version", strconv.Itoa(r.Version)}, {"Topic", r.Topic}, {"Key", r.Key}, {"Sequence", sequence(r.Sequence)}, {"Source", r.Source},
 		{"Status", r.Status}, {"Attempts", strconv.Itoa(r.Attempts)},
 		{"Event time", formatTime(r.EventTime)}, {"Written", formatTime(r.CreatedAt)},
 		{"Next attempt / lease end", formatTime(r.NextAttemptAt)}, {"Finished", formatTime(r.FinishedAt)},
@@ -410,8 +422,19 @@ func (c *Console) row(rq *request, t *target) error {
 		rp.Headers = append(rp.Headers, [2]string{k, v})
 	}
 	slices.SortFunc(rp.Headers, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
+	if rp.Behind, err = c.behind(rq, t, r); err != nil {
+		return err
+	}
 	c.render(rq, "row", http.StatusOK, rp)
 	return nil
+}
+
+// sequence formats a row's sequence; "" for none.
+func sequence(n int64) string {
+	if n == 0 {
+		return ""
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // prettyPayload returns a payload as text: JSON indented, other UTF-8 as
@@ -486,17 +509,8 @@ type confirmPage struct {
 // asks for confirmation; the second, with confirm=yes, runs it, logs it
 // and redirects to the list (or the row) with the count.
 func (c *Console) act(rq *request, t *target) error {
-	rq.r.Body = http.MaxBytesReader(rq.w, rq.r.Body, 1<<20)
-	if err := rq.r.ParseForm(); err != nil {
-		return badRequest("the form could not be read: %v", err)
-	}
-	if c.opts.ReadOnly {
-		c.log.Warn("console: action refused", "user", rq.user, "reason", "read-only", "path", rq.r.URL.Path)
-		return forbidden("refused: this console is read-only")
-	}
-	if err := c.checkPost(rq.r); err != nil {
-		c.log.Warn("console: action refused", "user", rq.user, "reason", err.Error(), "path", rq.r.URL.Path, "remote", rq.r.RemoteAddr)
-		return forbidden("refused: " + err.Error())
+	if err := c.checkAction(rq); err != nil {
+		return err
 	}
 	action := eventgen.RowAction(rq.r.PostFormValue("action"))
 	if !slices.Contains(t.actions, action) {
@@ -544,6 +558,24 @@ func (c *Console) act(rq *request, t *target) error {
 	return nil
 }
 
+// checkAction reads an action's form and refuses it in read-only mode,
+// or when its origin or CSRF token is wrong, with a warning in the log.
+func (c *Console) checkAction(rq *request) error {
+	rq.r.Body = http.MaxBytesReader(rq.w, rq.r.Body, 1<<20)
+	if err := rq.r.ParseForm(); err != nil {
+		return badRequest("the form could not be read: %v", err)
+	}
+	if c.opts.ReadOnly {
+		c.log.Warn("console: action refused", "user", rq.user, "reason", "read-only", "path", rq.r.URL.Path)
+		return forbidden("refused: this console is read-only")
+	}
+	if err := c.checkPost(rq.r); err != nil {
+		c.log.Warn("console: action refused", "user", rq.user, "reason", err.Error(), "path", rq.r.URL.Path, "remote", rq.r.RemoteAddr)
+		return forbidden("refused: " + err.Error())
+	}
+	return nil
+}
+
 // formatTime formats t in UTC to the millisecond, or "" for the zero time.
 func formatTime(t time.Time) string {
 	if t.IsZero() {
@@ -568,7 +600,7 @@ func clip(s string, n int) string {
 // parsePages parses each page's template with the layout.
 func parsePages() (map[string]*template.Template, error) {
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"overview", "list", "row", "confirm", "error"} {
+	for _, name := range []string{"overview", "list", "row", "confirm", "error", "blocked", "skip"} {
 		t, err := template.New(name).Funcs(template.FuncMap{"lower": strings.ToLower}).
 			ParseFS(assets, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {

@@ -31,12 +31,17 @@ type StoredRow struct {
 	Topic     string
 	Key       string
 	Source    string
+	// Sequence is the event's position among the events of its source,
+	// topic and key (see [Metadata.Sequence]); 0 for an event without a
+	// key.
+	Sequence int64
 	// EventTime is the producer's time of a received message; zero in the
 	// outbox.
 	EventTime time.Time
 	// Status is the row's status: scheduled, pending, processing,
-	// published or failed in the outbox; pending, processing, succeeded,
-	// skipped or failed in an inbox.
+	// published or failed in the outbox; held, pending, processing,
+	// succeeded, skipped or failed in an inbox. A held message waits for
+	// the event before it of its key (see [Consumer.BlockedKeys]).
 	Status string
 	// Attempts counts the publishes or runs tried so far.
 	Attempts int
@@ -107,10 +112,8 @@ const (
 	ActionPublishNow RowAction = "publish-now"
 )
 
-// ORDERING: once per-key ordering lands (a seq column, an inbox "held"
-// status), an action to skip a blocked key's head belongs beside these,
-// and Delete must say what deleting a key's head does to the events
-// queued behind it. Left to the ordering work.
+// A blocked key's next event is skipped by key, not by row id:
+// [Consumer.SkipNext].
 
 // actionStatuses returns the statuses of the rows action changes in the
 // outbox, or in an inbox, and whether it is an action there.
@@ -133,8 +136,7 @@ func OutboxStatuses() []string {
 
 // InboxStatuses returns the statuses of inbox rows, in life-cycle order.
 func InboxStatuses() []string {
-	// ORDERING: the "held" status of per-key ordering goes here.
-	return []string{tables.StatusPending, tables.StatusProcessing, tables.StatusSucceeded, tables.StatusSkipped, tables.StatusFailed}
+	return []string{tables.StatusHeld, tables.StatusPending, tables.StatusProcessing, tables.StatusSucceeded, tables.StatusSkipped, tables.StatusFailed}
 }
 
 // maxRowLimit bounds RowFilter.Limit.
@@ -325,13 +327,87 @@ func (c *Consumer) ReexecuteRows(ctx context.Context, ids ...int64) (int, error)
 
 // Delete deletes the group's failed messages among the row ids ids, and
 // reports how many it deleted. A message that the broker delivers again
-// after its row is gone is handled as a new one.
+// after its row is gone is handled as a new one. Deleting the failed event
+// a key is blocked on does not unblock the key: its later events stay
+// held, waiting for the deleted one (now missing), until the broker
+// delivers it again or an operator skips it ([Consumer.SkipNext]).
 func (c *Consumer) Delete(ctx context.Context, ids ...int64) (int, error) {
 	n, err := c.browser().Delete(ctx, c.db, ids, mustStatuses(ActionDelete, true))
 	if err != nil {
 		return int(n), fmt.Errorf("consumer: delete %d rows: %w", len(ids), err)
 	}
 	return int(n), nil
+}
+
+// HeldCount counts the group's held messages: those that wait for the
+// event before them of their key. It reads the index of held rows.
+func (c *Consumer) HeldCount(ctx context.Context) (int64, error) {
+	n, err := c.browser().CountHeld(ctx, c.db)
+	if err != nil {
+		return 0, fmt.Errorf("consumer: count held rows: %w", err)
+	}
+	return n, nil
+}
+
+// Behind returns up to limit of the group's messages held behind the
+// event of source, topic and key with sequence seq, in sequence order:
+// those that run after it, without their payloads.
+func (c *Consumer) Behind(ctx context.Context, source, topic, key string, seq int64, limit int) ([]StoredRow, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("consumer: held rows: limit %d is not positive", limit)
+	}
+	rows, err := c.browser().Held(ctx, c.db, tables.Stream{Source: source, Topic: topic, Key: key}, seq, min(limit, maxRowLimit))
+	if err != nil {
+		return nil, fmt.Errorf("consumer: held rows of key %q: %w", key, err)
+	}
+	out := make([]StoredRow, len(rows))
+	for i, r := range rows {
+		out[i] = storedRow(r)
+	}
+	return out, nil
+}
+
+// BlockedKey returns the key of source, topic and key as
+// [Consumer.BlockedKeys] would list it, and whether it is blocked: its
+// next event failed, waits for a retry, is running, or never arrived
+// while later ones are held. A key whose next event is merely due, or
+// with nothing after its last applied event, is not blocked. It is what an
+// operator's tool checks before [Consumer.SkipNext].
+func (c *Consumer) BlockedKey(ctx context.Context, source, topic, key string) (BlockedKey, bool, error) {
+	s := tables.Stream{Source: source, Topic: topic, Key: key}
+	st, err := c.browser().KeyState(ctx, c.db, s)
+	if err != nil {
+		return BlockedKey{}, false, fmt.Errorf("consumer: read key %q: %w", key, err)
+	}
+	b := BlockedKey{Source: source, Topic: topic, Key: key, Applied: st.Applied, Waiting: st.Held, NextStatus: StatusMissing}
+	if st.Held > 0 {
+		b.Since = time.UnixMicro(st.Since).UTC()
+	}
+	b.Next.Source, b.Next.Topic, b.Next.Key, b.Next.Sequence, b.Next.Group = source, topic, key, st.Applied+1, c.opts.Group
+	r, ok, err := c.inbox.Next(ctx, c.db, s, st.Applied+1)
+	if err != nil {
+		return BlockedKey{}, false, fmt.Errorf("consumer: read key %q: %w", key, err)
+	}
+	if ok {
+		b.Next, b.NextStatus = c.failedMessage(r), r.Status
+	}
+	switch b.NextStatus {
+	case tables.StatusFailed, tables.StatusPending, tables.StatusProcessing:
+		return b, true, nil
+	case StatusMissing:
+		return b, st.Held > 0, nil
+	}
+	return b, false, nil
+}
+
+// RowIDs returns the row ids of the group's messages among messageIDs, by
+// message id; message ids the group has no row of are left out.
+func (c *Consumer) RowIDs(ctx context.Context, messageIDs ...string) (map[string]int64, error) {
+	out, err := c.browser().RowIDs(ctx, c.db, messageIDs)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: row ids of %d messages: %w", len(messageIDs), err)
+	}
+	return out, nil
 }
 
 func (c *Consumer) browser() *tables.Browser {
@@ -443,7 +519,7 @@ func throughput(ctx context.Context, b *tables.Browser, db bun.IDB, retention ti
 
 func storedRow(r tables.BrowseRow) StoredRow {
 	s := StoredRow{
-		ID: r.ID, MessageID: r.MessageID, Name: r.Name, Version: r.Version, Topic: r.Topic, Key: r.Key, Source: r.Source,
+		ID: r.ID, MessageID: r.MessageID, Name: r.Name, Version: r.Version, Topic: r.Topic, Key: r.Key, Source: r.Source, Sequence: r.Seq,
 		EventTime: microTime(r.EventTime), Status: r.Status, Attempts: r.Attempts,
 		CreatedAt: microTime(r.CreatedAt), NextAttemptAt: microTime(r.NextAttempt), FinishedAt: microTime(r.DoneAt),
 		ExpiresAt: microTime(r.ExpiresAt), LeaseUntil: microTime(r.LeaseUntil), LockOwner: r.LockOwner, LastError: r.LastError,

@@ -7,7 +7,8 @@
 // Environment: BASE (the console, e.g. http://127.0.0.1:PORT/ops), RO_BASE
 // (a read-only console on the same tables), ATTACKER (a page on another
 // origin that posts a form to the console), TOKEN, IDS (JSON: failed, evil,
-// pending, total, inboxEvil), SHOTS (a folder for screenshots), CHROMIUM.
+// pending, total, inboxEvil, and the blocked key: blockedKey, blockedNext,
+// blockedHeld), SHOTS (a folder for screenshots), CHROMIUM.
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -84,7 +85,8 @@ try {
     assert.equal(await outbox.locator('a.count[data-status="scheduled"]').textContent(), '1');
     assert.equal(await outbox.locator('a.count[data-status="pending"]').textContent(), '1');
     const inbox = page.locator('section.card').nth(1);
-    assert.equal(await inbox.locator('a.count[data-status="failed"]').textContent(), '2');
+    assert.equal(await inbox.locator('a.count[data-status="failed"]').textContent(), '3');
+    assert.equal(await inbox.locator('a.count[data-status="held"]').textContent(), '2');
     assert.equal(await page.locator('svg.chart').count(), 2);
     assert.ok(await outbox.locator('svg.chart rect.bar').count() >= 1, 'the outbox chart has bars');
     // The stylesheet loaded (the counts are styled), so 'self' assets work under the CSP.
@@ -178,6 +180,39 @@ try {
     await page.click('form.actions button[value="reexecute"]');
     await page.click('#confirm');
     assert.equal(await page.locator('#flash').textContent(), 'Re-execute: 1 messages changed');
+  }
+
+  step('a blocked key: its event, the events behind it, and a skip with its confirmation');
+  {
+    await go(`${RO_BASE}/inbox/billing/blocked`);
+    assert.equal(await page.locator('#blocked tr[data-key]').count(), 1);
+    assert.equal(await page.locator('button.skip').count(), 0, 'read-only: no skip');
+    await go(`${BASE}/`);
+    await page.locator('section.card').nth(1).locator('a.blocked').click();
+    const row = page.locator('#blocked tr[data-key]');
+    assert.equal(await row.count(), 1);
+    assert.equal(await row.getAttribute('data-key'), IDS.blockedKey);
+    assert.equal(await row.locator('td.mono').first().textContent(), IDS.blockedKey, 'the key shows as text');
+    assert.equal(await row.locator('td.waiting').textContent(), '2');
+    assert.equal(await row.locator('td.status').textContent(), 'failed');
+    assert.ok((await row.locator('td.err').textContent()).includes('stock service said <script>'));
+    await page.screenshot({ path: path.join(SHOTS, 'blocked.png'), fullPage: true });
+    await row.locator('a.next').click();
+    assert.match(page.url(), new RegExp(`/inbox/billing/${IDS.blockedNext}$`));
+    assert.equal(await page.locator('dt:text-is("Sequence") + dd').textContent(), '2');
+    assert.deepEqual(await page.locator('#behind tr[data-id]').evaluateAll((rs) => rs.map((r) => Number(r.dataset.id))), IDS.blockedHeld);
+    await page.click('#skip');
+    assert.match(await page.locator('#confirm-count').textContent(), /Skip will mark event #2 of key .* as skipped/);
+    assert.equal(await page.locator('main script').count(), 0);
+    await page.click('#confirm');
+    assert.match(page.url(), /\/inbox\/billing\/blocked\?done=skip-next/);
+    assert.ok((await page.locator('#flash').textContent()).startsWith('Skipped event 2 of key'));
+    // No consumer runs here: event 3, woken, is due and waits for a retrier.
+    assert.equal(await page.locator('#blocked tr[data-key] td.status').textContent(), 'pending');
+    assert.equal(await page.locator('#blocked tr[data-key] a.next').textContent(), '#3');
+    await go(`${BASE}/inbox/billing/${IDS.blockedHeld[0]}`);
+    assert.equal(await page.locator('dt:text-is("Status") + dd').textContent(), 'pending');
+    assert.deepEqual(dialogs, [], 'no dialog opened');
   }
 
   step('a POST without the CSRF token, or from another origin, is refused');

@@ -46,6 +46,9 @@ type BrowseRow struct {
 	Topic     string
 	Key       string
 	Source    string
+	// Seq is the row's position in its stream (source, topic, key), 0 if
+	// it has none.
+	Seq int64
 	// EventTime is the producer's time of an inbox row; 0 in the outbox.
 	EventTime   int64
 	Status      string
@@ -62,7 +65,7 @@ type BrowseRow struct {
 	Headers string
 }
 
-const browseCommon = "id, message_id, name, version, topic, msg_key, source, %s, status, attempts, created_at, next_attempt_at, %s, expires_at, lease_until, lock_owner, last_error"
+const browseCommon = "id, message_id, name, version, topic, msg_key, source, seq, %s, status, attempts, created_at, next_attempt_at, %s, expires_at, lease_until, lock_owner, last_error"
 
 // NewOutboxBrowser returns the browser of the outbox table named table
 // (validated).
@@ -162,7 +165,7 @@ func (b *Browser) query(ctx context.Context, db bun.IDB, q string, detail bool, 
 		var r BrowseRow
 		var next, done, expires, lease sql.NullInt64
 		var owner, lastErr, headers sql.NullString
-		dest := []any{&r.ID, &r.MessageID, &r.Name, &r.Version, &r.Topic, &r.Key, &r.Source, &r.EventTime,
+		dest := []any{&r.ID, &r.MessageID, &r.Name, &r.Version, &r.Topic, &r.Key, &r.Source, &r.Seq, &r.EventTime,
 			&r.Status, &r.Attempts, &r.CreatedAt, &next, &done, &expires, &lease, &owner, &lastErr}
 		if detail {
 			dest = append(dest, &r.Payload, &headers)
@@ -173,6 +176,82 @@ func (b *Browser) query(ctx context.Context, db bun.IDB, q string, detail bool, 
 		r.NextAttempt, r.DoneAt, r.ExpiresAt, r.LeaseUntil = next.Int64, done.Int64, expires.Int64, lease.Int64
 		r.LockOwner, r.LastError, r.Headers = owner.String, lastErr.String, headers.String
 		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Held returns up to limit of the group's held rows of stream s after
+// sequence after, in sequence order: the events that wait behind it. It
+// reads the index of held rows. Inbox browsers only.
+func (b *Browser) Held(ctx context.Context, db bun.IDB, s Stream, after int64, limit int) ([]BrowseRow, error) {
+	q := fmt.Sprintf("SELECT %s FROM %s WHERE %smsg_key = ? AND seq > ? AND topic = ? AND source = ? AND status = '%s' ORDER BY seq LIMIT ?",
+		b.list, b.table, b.scoped, StatusHeld)
+	return b.query(ctx, db, q, false, append(slices.Clone(b.scope), s.Key, after, s.Topic, s.Source, max(1, limit))...)
+}
+
+// CountHeld counts the group's held rows, on the index of held rows.
+// Inbox browsers only.
+func (b *Browser) CountHeld(ctx context.Context, db bun.IDB) (int64, error) {
+	var n int64
+	q := fmt.Sprintf("SELECT COUNT(*) FROM %s WHERE %sstatus = '%s' AND seq > 0", b.table, b.scoped, StatusHeld)
+	err := db.QueryRowContext(leased.QueryContext(ctx, b.d), q, b.scope...).Scan(&n)
+	return n, err
+}
+
+// KeyState is where one stream of a group stands.
+type KeyState struct {
+	// Seen reports that the group has applied or skipped an event of the
+	// stream; Applied is the last such sequence.
+	Seen    bool
+	Applied int64
+	// Held counts the stream's held rows, the oldest written at Since (µs).
+	Held  int
+	Since int64
+}
+
+// KeyState reads where stream s of the group stands: its key table row and
+// its held rows. Inbox browsers only.
+func (b *Browser) KeyState(ctx context.Context, db bun.IDB, s Stream) (KeyState, error) {
+	ctx = leased.QueryContext(ctx, b.d)
+	var k KeyState
+	err := db.QueryRowContext(ctx, fmt.Sprintf("SELECT seq FROM %s WHERE %sstream = ?", KeysTable(b.table), b.scoped),
+		append(slices.Clone(b.scope), s.ID())...).Scan(&k.Applied)
+	switch {
+	case err == sql.ErrNoRows:
+	case err != nil:
+		return k, err
+	default:
+		k.Seen = true
+	}
+	var since sql.NullInt64
+	q := fmt.Sprintf("SELECT COUNT(*), MIN(created_at) FROM %s WHERE %smsg_key = ? AND seq > 0 AND topic = ? AND source = ? AND status = '%s'",
+		b.table, b.scoped, StatusHeld)
+	if err := db.QueryRowContext(ctx, q, append(slices.Clone(b.scope), s.Key, s.Topic, s.Source)...).Scan(&k.Held, &since); err != nil {
+		return k, err
+	}
+	k.Since = since.Int64
+	return k, nil
+}
+
+// RowIDs returns the ids of the rows of messageIDs, by message id.
+func (b *Browser) RowIDs(ctx context.Context, db bun.IDB, messageIDs []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(messageIDs))
+	if len(messageIDs) == 0 {
+		return out, nil
+	}
+	q := fmt.Sprintf("SELECT message_id, id FROM %s WHERE %smessage_id IN (?)", b.table, b.scoped)
+	rows, err := db.QueryContext(leased.QueryContext(ctx, b.d), q, append(slices.Clone(b.scope), bun.In(messageIDs))...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var m string
+		var id int64
+		if err := rows.Scan(&m, &id); err != nil {
+			return nil, err
+		}
+		out[m] = id
 	}
 	return out, rows.Err()
 }
