@@ -191,6 +191,12 @@ func (r *runner) usage(w io.Writer) {
 		synopsis = "[command]"
 	}
 	fmt.Fprintf(w, "%s\n\nUsage:\n\n\t%s %s [flags]\n\nCommands:\n\n", r.p.Intro, r.p.Name, synopsis)
+	width := len("help")
+	for _, c := range r.p.Commands {
+		if c.MovedTo == "" {
+			width = max(width, len(c.Name))
+		}
+	}
 	for i, c := range r.p.Commands {
 		if c.MovedTo != "" {
 			continue
@@ -199,9 +205,9 @@ func (r *runner) usage(w io.Writer) {
 		if i == 0 && r.p.DefaultFirst {
 			def = " (the default)"
 		}
-		fmt.Fprintf(w, "\t%-9s %s%s\n", c.Name, c.Summary, def)
+		fmt.Fprintf(w, "\t%-*s %s%s\n", width, c.Name, c.Summary, def)
 	}
-	fmt.Fprintf(w, "\thelp      show help for a command\n\nRun \"%s help <command>\" for its flags.\n%s\n", r.p.Name, r.p.ExitStatus)
+	fmt.Fprintf(w, "\t%-*s %s\n\nRun \"%s help <command>\" for its flags.\n%s\n", width, "help", "show help for a command", r.p.Name, r.p.ExitStatus)
 }
 
 func (r *runner) commandUsage(w io.Writer, c *Command, fs *flag.FlagSet) {

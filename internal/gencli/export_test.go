@@ -111,3 +111,31 @@ func listDir(t *testing.T, dir string) []string {
 	}
 	return paths
 }
+
+// TestExportShortSpellings: eventgen asyncapi and eventgen jsonschema are
+// export's commands under their own names.
+func TestExportShortSpellings(t *testing.T) {
+	dir := specDir(t, spec)
+	_, long, _ := run(t, dir, "export", "asyncapi")
+	code, short, stderr := run(t, dir, "asyncapi", "-f", "events.yaml")
+	if code != cli.ExitOK || short != long || short == "" {
+		t.Fatalf("eventgen asyncapi = %d, %q; want export asyncapi's document", code, stderr)
+	}
+	for _, args := range [][]string{{"export", "jsonschema", "-o", "long"}, {"jsonschema", "-o", "short"}} {
+		if code, _, stderr := run(t, dir, args...); code != cli.ExitOK {
+			t.Fatalf("eventgen %v = %d, %q", args, code, stderr)
+		}
+	}
+	longFiles, _ := os.ReadDir(filepath.Join(dir, "long"))
+	shortFiles, _ := os.ReadDir(filepath.Join(dir, "short"))
+	if len(longFiles) == 0 || len(longFiles) != len(shortFiles) {
+		t.Fatalf("export jsonschema wrote %d files, jsonschema %d", len(longFiles), len(shortFiles))
+	}
+	for _, f := range longFiles {
+		a, _ := os.ReadFile(filepath.Join(dir, "long", f.Name()))
+		b, err := os.ReadFile(filepath.Join(dir, "short", f.Name()))
+		if err != nil || string(a) != string(b) {
+			t.Errorf("%s differs between the two spellings (%v)", f.Name(), err)
+		}
+	}
+}
