@@ -159,3 +159,50 @@ events:
 	b.WriteString("]\n")
 	return []byte(b.String())
 }
+
+// FuzzCompare checks that comparing any two specs never panics, that every
+// change it reports names its rule and a position in the new spec or the
+// old one, and that a spec has no changes against itself. Its seeds are
+// pairs of the specs in testdata/ and the example.
+func FuzzCompare(f *testing.F) {
+	seeds, err := filepath.Glob(filepath.Join("testdata", "*", "events.yaml"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	seeds = append(seeds, filepath.Join("..", "examples", "events.yaml"))
+	var specs [][]byte
+	for _, path := range seeds {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			f.Fatal(err)
+		}
+		specs = append(specs, data)
+	}
+	for i := range specs {
+		f.Add(specs[i], specs[(i+1)%len(specs)])
+	}
+	f.Fuzz(func(t *testing.T, oldData, newData []byte) {
+		old, err := generator.Parse("old.yaml", oldData)
+		if err != nil {
+			return
+		}
+		s, err := generator.Parse("new.yaml", newData)
+		if err != nil {
+			return
+		}
+		for _, c := range generator.Compare(old, s) {
+			if c.Rule == "" || c.Subject == "" || c.String() == "" {
+				t.Fatalf("change without a rule, subject or text: %#v", c)
+			}
+			if err := generator.ParseChangeID(c.ID()); err != nil {
+				t.Fatalf("change id %q does not parse: %v", c.ID(), err)
+			}
+			if c.At.Pos.Line == 0 && c.Old.Pos.Line == 0 {
+				t.Fatalf("change %s has a place in neither spec", c.ID())
+			}
+		}
+		if changes := generator.Compare(s, s); len(changes) > 0 {
+			t.Fatalf("Compare(s, s) = %v", changes)
+		}
+	})
+}
