@@ -6,9 +6,20 @@
 // effects applied and the raw deliveries logged. Each scenario logs one
 // line:
 //
-//	chaos scenario=<name> backend=<db>+<broker> committed=N effects=g:N,... lost=0 ghost=0 dup=0 raw_dup=N delivered=N ...
+//	chaos scenario=<name> backend=<db>+<broker> committed=N effects=g:N,... lost=0 ghost=0 dup=0 out_of_order=0 misnumbered=0 raw_dup=N delivered=N keys=N max_per_key=N ...
 //
-// and passes only with lost = ghost = dup = 0.
+// and passes only with lost = ghost = dup = out_of_order = misnumbered = 0
+// (see chaos.CheckOrder).
+//
+// Keys: the producers of most scenarios publish under hot keys (8 keys,
+// many events each, transactions started in bursts of 8 so that several
+// on one key are open at once) or cold ones (a key per 4 transactions);
+// key_mode= says which, contended= how many transactions began while
+// another on their key was open, and held_seen= how many events a 4/s
+// sample of the inbox saw held behind an earlier event of their key. The
+// zombie and restart scenarios, whose pauses and outages would leave a
+// hot key waiting for a paused process's open transaction, keep a key per
+// event.
 //
 // Backends: SQLite with the in-process broker always (its relay and
 // consumers share one child process, the only way to share a GoChannel;
@@ -35,6 +46,7 @@ package chaos_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"sort"
@@ -149,18 +161,18 @@ func TestChaos(t *testing.T) {
 	t.Cleanup(func() { res.save(t) })
 	scenarios := []scenario{
 		{"relay-kill-loop", func(t *testing.T, e *env, sz sizes) string {
-			return killLoop(t, e, "relay", sz.killEvents, sz.killRate, sz.killCycles, sz.relayKillEvery, sz)
+			return killLoop(t, e, "relay", chaos.KeysHot, sz.killEvents, sz.killRate, sz.killCycles, sz.relayKillEvery, sz)
 		}},
 		{"consumer-kill-loop", func(t *testing.T, e *env, sz sizes) string {
-			return killLoop(t, e, "consumer", sz.killEvents, sz.killRate, sz.killCycles, sz.consumerKillEvery, sz)
+			return killLoop(t, e, "consumer", chaos.KeysHot, sz.killEvents, sz.killRate, sz.killCycles, sz.consumerKillEvery, sz)
 		}},
 		{"relay-and-consumer-kill-loop", func(t *testing.T, e *env, sz sizes) string {
-			return killLoop(t, e, "both", sz.killEvents, sz.killRate, sz.bothKillCycles, sz.relayKillEvery, sz)
+			return killLoop(t, e, "both", chaos.KeysCold, sz.killEvents, sz.killRate, sz.bothKillCycles, sz.relayKillEvery, sz)
 		}},
-		{"failpoint-relay-before-publish", failpoint("relay-before-publish", false)},
-		{"failpoint-relay-after-ack-before-mark", failpoint("relay-after-ack-before-mark", true)},
-		{"failpoint-consumer-after-commit-before-ack", failpoint("consumer-after-commit-before-ack", true)},
-		{"failpoint-consumer-mid-handler", failpoint("consumer-mid-handler", true)},
+		{"failpoint-relay-before-publish", failpoint("relay-before-publish", chaos.KeysHot, false)},
+		{"failpoint-relay-after-ack-before-mark", failpoint("relay-after-ack-before-mark", chaos.KeysCold, true)},
+		{"failpoint-consumer-after-commit-before-ack", failpoint("consumer-after-commit-before-ack", chaos.KeysHot, true)},
+		{"failpoint-consumer-mid-handler", failpoint("consumer-mid-handler", chaos.KeysCold, true)},
 		{"rollbacks", rollbacks},
 		{"three-relays", threeRelays},
 		{"three-relays-kill", threeRelaysKill},
@@ -249,7 +261,10 @@ func (e *env) finish(t *testing.T, sz sizes, kinds ...string) chaos.Report {
 		t.Fatal(err)
 	}
 	if !r.OK() {
-		t.Errorf("lost=%d ghost=%d dup=%d; examples: %v", r.Lost, r.Ghost, r.Dup, r.Examples)
+		t.Errorf("%s", r.Problem())
+		if r.Order.First != "" {
+			e.logKey(t, r.Order.FirstGroup, r.Order.FirstKey)
+		}
 	}
 	if r.Committed == 0 {
 		t.Errorf("nothing was committed")
@@ -257,17 +272,144 @@ func (e *env) finish(t *testing.T, sz sizes, kinds ...string) chaos.Report {
 	return r
 }
 
-func producerArgs(events int, rate float64) []string {
-	return []string{"-events", fmt.Sprint(events), "-rate", fmt.Sprint(rate), "-workers", "8", "-rollback-every", "3", "-flaky-every", "10", "-hostile-every", "7"}
+// producerArgs are a chaosnode producer's: events transactions at rate
+// from 8 workers (a third rolled back, a tenth of them flaky, a seventh
+// hostile), keyed by keys; keyed ones start in bursts of 8.
+func producerArgs(events int, rate float64, keys string) []string {
+	args := []string{"-events", fmt.Sprint(events), "-rate", fmt.Sprint(rate), "-workers", "8", "-rollback-every", "3", "-flaky-every", "10", "-hostile-every", "7", "-keys", keys}
+	if keys != chaos.KeysUnique {
+		args = append(args, "-burst", "8")
+	}
+	return args
 }
 
-// killLoop produces events while the process running role (relay,
-// consumer, or both: the relay and a consumer replica in turn) is killed
-// with SIGKILL every interval (uniform in every), cycles times.
-func killLoop(t *testing.T, e *env, role string, events int, rate float64, cycles int, every [2]time.Duration, sz sizes) string {
+// producerStats returns the statistics that producer p printed when it
+// finished.
+func producerStats(t *testing.T, p *proc) chaos.ProducerStats {
+	t.Helper()
+	var st chaos.ProducerStats
+	select {
+	case l := <-p.lines:
+		if err := json.Unmarshal([]byte(l), &st); err != nil {
+			t.Errorf("producer stats %q: %v", l, err)
+		}
+	default:
+		t.Errorf("the producer printed no statistics")
+	}
+	return st
+}
+
+// keyed returns the result fields of a scenario with keys: its key mode,
+// the producer's contended transactions and the held events sampled.
+func keyed(keys string, st chaos.ProducerStats, held *heldWatch) string {
+	return fmt.Sprintf("key_mode=%s contended=%d %s", keys, st.Contended, held.stop())
+}
+
+// heldWatch samples the inbox's held rows while a scenario runs.
+type heldWatch struct {
+	quit, done chan struct{}
+	once       sync.Once
+	seen       map[string]bool // group and message id
+	peak       int
+}
+
+// watchHeld samples the held rows of the scenario's inbox 4 times a
+// second until stop: the events seen held, and the most held at once. A
+// sample misses the events held for less than its period, so both are
+// lower bounds.
+func (e *env) watchHeld() *heldWatch {
+	h := &heldWatch{quit: make(chan struct{}), done: make(chan struct{}), seen: map[string]bool{}}
+	go func() {
+		defer close(h.done)
+		tk := time.NewTicker(250 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-h.quit:
+				return
+			case <-tk.C:
+			}
+			rows, err := e.db.QueryContext(context.Background(), "SELECT consumer_group, message_id FROM "+e.tables.Inbox+" WHERE status = 'held'")
+			if err != nil {
+				continue // a busy SQLite file: the next sample will do
+			}
+			n := 0
+			for rows.Next() {
+				var g, id string
+				if rows.Scan(&g, &id) == nil {
+					h.seen[g+" "+id] = true
+					n++
+				}
+			}
+			rows.Close()
+			h.peak = max(h.peak, n)
+		}
+	}()
+	e.t.Cleanup(func() { h.stop() })
+	return h
+}
+
+// stop ends the sampling and returns its result fields.
+func (h *heldWatch) stop() string {
+	h.once.Do(func() {
+		close(h.quit)
+		<-h.done
+	})
+	return fmt.Sprintf("held_seen=%d held_peak=%d", len(h.seen), h.peak)
+}
+
+// logKey logs, for a key applied out of order in group, the group's inbox
+// rows and effect rows of that key.
+func (e *env) logKey(t *testing.T, group, key string) {
+	t.Helper()
+	ctx := context.Background()
+	var b strings.Builder
+	fmt.Fprintf(&b, "inbox rows of group %s, key %q (id status seq attempts last_error):\n", group, key)
+	rows, err := e.db.QueryContext(ctx, "SELECT id, status, seq, attempts, COALESCE(last_error, '') FROM "+e.tables.Inbox+
+		" WHERE consumer_group = ? AND msg_key = ? ORDER BY seq, id", group, key)
+	if err != nil {
+		t.Logf("read inbox rows: %v", err)
+		return
+	}
+	for rows.Next() {
+		var id, seq int64
+		var status, lastErr string
+		var attempts int
+		if err := rows.Scan(&id, &status, &seq, &attempts, &lastErr); err != nil {
+			t.Logf("read inbox rows: %v", err)
+			break
+		}
+		fmt.Fprintf(&b, "  %d %s %d %d %q\n", id, status, seq, attempts, lastErr)
+	}
+	rows.Close()
+	fmt.Fprintf(&b, "effect rows (id seq event_id message_id applied_us):\n")
+	rows, err = e.db.QueryContext(ctx, "SELECT id, seq, event_id, message_id, applied_us FROM "+e.tables.Effects+
+		" WHERE grp = ? AND msg_key = ? ORDER BY id", group, key)
+	if err != nil {
+		t.Logf("read effect rows: %v", err)
+		return
+	}
+	for rows.Next() {
+		var id, seq, at int64
+		var ev, msg string
+		if err := rows.Scan(&id, &seq, &ev, &msg, &at); err != nil {
+			t.Logf("read effect rows: %v", err)
+			break
+		}
+		fmt.Fprintf(&b, "  %d %d %s %s %d\n", id, seq, ev, msg, at)
+	}
+	rows.Close()
+	t.Log(b.String())
+}
+
+// killLoop produces events under keys while the process running role
+// (relay, consumer, or both: the relay and a consumer replica in turn) is
+// killed with SIGKILL every interval (uniform in every), cycles times.
+func killLoop(t *testing.T, e *env, role, keys string, events int, rate float64, cycles int, every [2]time.Duration, sz sizes) string {
 	start := time.Now()
 	ps := e.startPipeline(role, nil)
-	prod := e.start("producer", nil, producerArgs(events, rate)...)
+	held := e.watchHeld()
+	prod := e.start("producer", nil, producerArgs(events, rate, keys)...)
 	var victims []string
 	switch {
 	case e.b.inProcess():
@@ -293,6 +435,7 @@ func killLoop(t *testing.T, e *env, role string, events int, rate float64, cycle
 	if !prod.wait(sz.converge) || !prod.exitedOK() {
 		t.Fatalf("producer did not finish: %v", prod.cmd.ProcessState)
 	}
+	st := producerStats(t, prod)
 	r := e.finish(t, sz)
 	var counts []string
 	for _, name := range []string{"node", "relay", "consumer"} {
@@ -301,14 +444,14 @@ func killLoop(t *testing.T, e *env, role string, events int, rate float64, cycle
 		}
 	}
 	return r.Line(t.Name()[strings.LastIndex(t.Name(), "/")+1:], e.b.name,
-		fmt.Sprintf("kills=%s elapsed=%s", strings.Join(counts, ","), time.Since(start).Round(100*time.Millisecond)))
+		fmt.Sprintf("kills=%s %s elapsed=%s", strings.Join(counts, ","), keyed(keys, st, held), time.Since(start).Round(100*time.Millisecond)))
 }
 
 // failpoint returns a scenario in which the relay or consumer SIGKILLs
 // itself at the window name, failpointCycles times, while events are
 // produced. With wantRaw, the redelivery that the window causes must show
 // as a raw duplicate.
-func failpoint(name string, wantRaw bool) func(t *testing.T, e *env, sz sizes) string {
+func failpoint(name, keys string, wantRaw bool) func(t *testing.T, e *env, sz sizes) string {
 	return func(t *testing.T, e *env, sz sizes) string {
 		start, want := time.Now(), wantRaw
 		role := strings.SplitN(name, "-", 2)[0]
@@ -325,7 +468,8 @@ func failpoint(name string, wantRaw bool) func(t *testing.T, e *env, sz sizes) s
 			return []string{"EVENTGEN_FAILPOINT=" + name, fmt.Sprintf("EVENTGEN_FAILPOINT_AFTER=%d", 5+int(jitter(0, 25)))}
 		}
 		ps := e.startPipeline(role, fp())
-		prod := e.start("producer", nil, producerArgs(100000, 100)...)
+		held := e.watchHeld()
+		prod := e.start("producer", nil, producerArgs(100000, 100, keys)...)
 		hits := 0
 		for range sz.failpointCycles {
 			if !ps[v].wait(60 * time.Second) {
@@ -339,6 +483,8 @@ func failpoint(name string, wantRaw bool) func(t *testing.T, e *env, sz sizes) s
 		}
 		// Stop producing, then run without the failpoint.
 		prod.stop(t)
+		<-prod.done
+		st := producerStats(t, prod)
 		ps[v].kill()
 		ps[v] = e.start(v, nil)
 		if want {
@@ -360,7 +506,8 @@ func failpoint(name string, wantRaw bool) func(t *testing.T, e *env, sz sizes) s
 		if want && r.RawDup == 0 {
 			t.Errorf("no raw duplicate: the window %s was not hit", name)
 		}
-		return r.Line("failpoint:"+name, e.b.name, append(extra, fmt.Sprintf("kills=%d elapsed=%s", hits, time.Since(start).Round(100*time.Millisecond)))...)
+		return r.Line("failpoint:"+name, e.b.name, append(extra, fmt.Sprintf("kills=%d %s elapsed=%s",
+			hits, keyed(keys, st, held), time.Since(start).Round(100*time.Millisecond)))...)
 	}
 }
 
@@ -368,7 +515,8 @@ func failpoint(name string, wantRaw bool) func(t *testing.T, e *env, sz sizes) s
 // after their publish: none of those may be delivered.
 func rollbacks(t *testing.T, e *env, sz sizes) string {
 	e.startPipeline("relay", nil)
-	prod := e.start("producer", nil, producerArgs(sz.rollbackEvents, 0)...)
+	held := e.watchHeld()
+	prod := e.start("producer", nil, producerArgs(sz.rollbackEvents, 0, chaos.KeysHot)...)
 	if !prod.wait(sz.converge) || !prod.exitedOK() {
 		t.Fatalf("producer did not finish: %v", prod.cmd.ProcessState)
 	}
@@ -377,7 +525,9 @@ func rollbacks(t *testing.T, e *env, sz sizes) string {
 	if !strings.Contains(stats, `"rolled_back":`) || strings.Contains(stats, `"rolled_back":0`) {
 		t.Errorf("producer rolled nothing back: %s", stats)
 	}
-	return r.Line("rollbacks", e.b.name, "producer="+strings.ReplaceAll(stats, " ", ""))
+	var st chaos.ProducerStats
+	_ = json.Unmarshal([]byte(stats), &st)
+	return r.Line("rollbacks", e.b.name, "producer="+strings.ReplaceAll(stats, " ", ""), keyed(chaos.KeysHot, st, held))
 }
 
 // threeRelays drains a backlog with three relays on one database: every
@@ -387,7 +537,8 @@ func rollbacks(t *testing.T, e *env, sz sizes) string {
 // at-least-once behaviour of an expired lease, not a duplicate claim.
 func threeRelays(t *testing.T, e *env, sz sizes) string {
 	start := time.Now()
-	prod := e.start("producer", nil, producerArgs(sz.threeRelayEvents, 0)...)
+	held := e.watchHeld()
+	prod := e.start("producer", nil, producerArgs(sz.threeRelayEvents, 0, chaos.KeysCold)...)
 	var relays []*proc
 	lease := []string{"-lease", eventgen.DefaultLeaseDuration.String()}
 	if e.b.inProcess() {
@@ -401,18 +552,21 @@ func threeRelays(t *testing.T, e *env, sz sizes) string {
 	if !prod.wait(sz.converge) || !prod.exitedOK() {
 		t.Fatalf("producer did not finish: %v", prod.cmd.ProcessState)
 	}
+	st := producerStats(t, prod)
 	r := e.finish(t, sz)
 	if r.RawDup != 0 {
 		t.Errorf("raw duplicates without kills: %d", r.RawDup)
 	}
-	return r.Line("three-relays", e.b.name, fmt.Sprintf("published=%d elapsed=%s", r.Outbox["published"], time.Since(start).Round(100*time.Millisecond)))
+	return r.Line("three-relays", e.b.name, fmt.Sprintf("published=%d %s elapsed=%s",
+		r.Outbox["published"], keyed(chaos.KeysCold, st, held), time.Since(start).Round(100*time.Millisecond)))
 }
 
 // threeRelaysKill is threeRelays while one of the relays is killed now and
 // then: raw duplicates are expected and reported.
 func threeRelaysKill(t *testing.T, e *env, sz sizes) string {
 	start := time.Now()
-	prod := e.start("producer", nil, producerArgs(sz.threeRelayEvents, sz.threeRelayKillRate)...)
+	held := e.watchHeld()
+	prod := e.start("producer", nil, producerArgs(sz.threeRelayEvents, sz.threeRelayKillRate, chaos.KeysHot)...)
 	var relays []*proc
 	role, args := "relay", []string(nil)
 	if e.b.inProcess() {
@@ -435,9 +589,10 @@ func threeRelaysKill(t *testing.T, e *env, sz sizes) string {
 	if !prod.wait(sz.converge) || !prod.exitedOK() {
 		t.Fatalf("producer did not finish: %v", prod.cmd.ProcessState)
 	}
+	st := producerStats(t, prod)
 	r := e.finish(t, sz)
-	return r.Line("three-relays-kill", e.b.name, fmt.Sprintf("kills=%d published=%d elapsed=%s",
-		kills, r.Outbox["published"], time.Since(start).Round(100*time.Millisecond)))
+	return r.Line("three-relays-kill", e.b.name, fmt.Sprintf("kills=%d published=%d %s elapsed=%s",
+		kills, r.Outbox["published"], keyed(chaos.KeysHot, st, held), time.Since(start).Round(100*time.Millisecond)))
 }
 
 // inProcessNode starts relays and consumers in the test process.
@@ -537,7 +692,7 @@ func commitOrder(t *testing.T, e *env, sz sizes) string {
 		t.Fatal(err)
 	}
 	if !r.OK() {
-		t.Errorf("lost=%d ghost=%d dup=%d; examples: %v", r.Lost, r.Ghost, r.Dup, r.Examples)
+		t.Errorf("%s", r.Problem())
 	}
 	return r.Line("commit-order", e.b.name, fmt.Sprintf("runs=%d late_commit_lost=%d", sz.commitOrderRuns, late))
 }
@@ -682,7 +837,7 @@ func poison(t *testing.T, e *env, sz sizes) string {
 		t.Fatal(err)
 	}
 	if !r.OK() {
-		t.Errorf("lost=%d ghost=%d dup=%d; examples: %v", r.Lost, r.Ghost, r.Dup, r.Examples)
+		t.Errorf("%s", r.Problem())
 	}
 	if want := len(e.groups) * (nPoison + nUndecodable); reexecuted != want {
 		t.Errorf("re-executed %d messages, want %d", reexecuted, want)
@@ -797,7 +952,8 @@ func dbConnectionKill(t *testing.T, e *env, sz sizes) string {
 	e.appName = "chaos_" + e.suffix
 	e.startPipeline("relay", nil)
 	e.appName = ""
-	prod := e.start("producer", nil, producerArgs(sz.killEvents, sz.killRate)...)
+	held := e.watchHeld()
+	prod := e.start("producer", nil, producerArgs(sz.killEvents, sz.killRate, chaos.KeysHot)...)
 	cuts, terminated := 0, 0
 	for range sz.killCycles {
 		time.Sleep(jitter(sz.relayKillEvery[0], sz.relayKillEvery[1]))
@@ -812,10 +968,11 @@ func dbConnectionKill(t *testing.T, e *env, sz sizes) string {
 	if !prod.wait(sz.converge) || !prod.exitedOK() {
 		t.Fatalf("producer did not finish: %v", prod.cmd.ProcessState)
 	}
+	st := producerStats(t, prod)
 	r := e.finish(t, sz)
 	if terminated == 0 {
 		t.Errorf("no connection was terminated")
 	}
-	return r.Line("db-connection-kill", e.b.name, fmt.Sprintf("cuts=%d connections_terminated=%d elapsed=%s",
-		cuts, terminated, time.Since(start).Round(100*time.Millisecond)))
+	return r.Line("db-connection-kill", e.b.name, fmt.Sprintf("cuts=%d connections_terminated=%d %s elapsed=%s",
+		cuts, terminated, keyed(chaos.KeysHot, st, held), time.Since(start).Round(100*time.Millisecond)))
 }

@@ -4,7 +4,6 @@ package chaos_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -78,7 +77,7 @@ func restart(t *testing.T, e *env, sz sizes, what string, stop, start func()) st
 	begin := time.Now()
 	ps := e.startPipeline("relay", nil)
 	events := int(sz.outageRate * (sz.outage + 4*time.Second).Seconds())
-	prod := e.start("producer", nil, producerArgs(events, sz.outageRate)...)
+	prod := e.start("producer", nil, producerArgs(events, sz.outageRate, chaos.KeysUnique)...)
 	time.Sleep(1500 * time.Millisecond)
 	relayPid := ps["relay"].cmd.Process.Pid
 	before := rssKiB(relayPid)
@@ -88,10 +87,7 @@ func restart(t *testing.T, e *env, sz sizes, what string, stop, start func()) st
 	if !prod.wait(sz.converge) || !prod.exitedOK() {
 		t.Fatalf("producer did not finish: %v", prod.cmd.ProcessState)
 	}
-	var st chaos.ProducerStats
-	if err := json.Unmarshal([]byte(<-prod.lines), &st); err != nil {
-		t.Fatalf("producer stats: %v", err)
-	}
+	st := producerStats(t, prod)
 	if what == "broker" && st.Errors != 0 {
 		t.Errorf("%d business transactions failed while the broker was down, want 0", st.Errors)
 	}

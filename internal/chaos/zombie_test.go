@@ -4,7 +4,6 @@ package chaos_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
@@ -89,7 +88,7 @@ func zombie(relays int) func(t *testing.T, e *env, sz sizes) string {
 				startAs("relay2", "relay")
 			}
 		}
-		prod := e.start("producer", nil, producerArgs(1_000_000, zombieRate)...)
+		prod := e.start("producer", nil, producerArgs(1_000_000, zombieRate, chaos.KeysUnique)...)
 		time.Sleep(1500 * time.Millisecond)
 
 		// The relay, then a consumer replica: paused, resumed, and watched
@@ -116,15 +115,7 @@ func zombie(relays int) func(t *testing.T, e *env, sz sizes) string {
 		// Everything committed is applied, with the resumed relay the only
 		// one in the one-relay shape, before anything is stopped.
 		prod.stop(t)
-		var st chaos.ProducerStats
-		select {
-		case l := <-prod.lines:
-			if err := json.Unmarshal([]byte(l), &st); err != nil {
-				t.Fatalf("producer stats %q: %v", l, err)
-			}
-		default:
-			t.Fatal("the producer printed no stats")
-		}
+		st := producerStats(t, prod)
 		stats = append(stats, fmt.Sprintf("producer_errors=%d", st.Errors))
 		if r, ok, err := chaos.WaitConverged(context.Background(), e.db, e.tables, e.groups, e.rawDir, sz.converge); err != nil {
 			t.Fatal(err)

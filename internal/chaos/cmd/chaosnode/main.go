@@ -62,6 +62,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		rate       = fs.Float64("rate", 0, "producer: transactions per second (0: unlimited)")
 		flaky      = fs.Int("flaky-every", 0, "producer: every n-th transaction writes an event whose first handler run fails (0: never)")
 		hostile    = fs.Int("hostile-every", 0, "producer: every n-th transaction writes an event with a hostile key and header (0: never)")
+		keys       = fs.String("keys", chaos.KeysUnique, "producer: event keys: unique (each its own), hot (a few keys, many events each) or cold (many keys, a few events each)")
+		burst      = fs.Int("burst", 1, "producer: with -rate, transactions started together at each tick")
 		lease      = fs.Duration("lease", 0, "relay LeaseDuration (0: the harness's short lease)")
 		progress   = fs.String("progress", "", "file that receives the relays' and consumers' progress log")
 		maxRun     = fs.Duration("max-runtime", 5*time.Minute, "exit after this long whatever happens")
@@ -106,6 +108,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		st, err := chaos.RunProducer(ctx, db, ob, tables, chaos.ProducerOptions{
 			Events: *events, Workers: *workers, RollbackEvery: *rollback, Rate: *rate, FlakyEvery: *flaky, HostileEvery: *hostile,
+			Keys: *keys, Burst: *burst,
 		})
 		_ = json.NewEncoder(stdout).Encode(st)
 		if err != nil {
