@@ -1682,3 +1682,63 @@ func TestOutboxPublishBeforeMigrate(t *testing.T) {
 		})
 	}
 }
+
+// TestOutboxPublishesAKeyInSequence: the events of one key, committed one
+// after another, carry sequences 1..n, and a relay that publishes one at a
+// time calls its publisher in that order, even for rows claimed together.
+func TestOutboxPublishesAKeyInSequence(t *testing.T) {
+	for _, d := range testenv.Databases(t) {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			pub := &sequenceRecorder{}
+			ob := newOutbox(t, db, pub, OutboxOptions{MaxInFlight: 1})
+			const n = 40
+			for range n {
+				// testEvent{N: 7} and its multiples share key k0.
+				publish(t, ob, db, 7, 1)
+			}
+			run(t, ob)
+			deadline := time.Now().Add(testTimeout)
+			for len(pub.sequences()) < n {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d of %d events published", len(pub.sequences()), n)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			got := pub.sequences()
+			for i, seq := range got {
+				if seq != int64(i+1) {
+					t.Fatalf("sequences published %v, want 1..%d in order", got, n)
+				}
+			}
+		})
+	}
+}
+
+// sequenceRecorder is a publisher that records the sequence of each
+// message in the order of the calls.
+type sequenceRecorder struct {
+	mu  sync.Mutex
+	got []int64
+}
+
+func (p *sequenceRecorder) Publish(_ string, msgs ...*message.Message) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range msgs {
+		env, err := wire.Decode(m, math.MaxInt)
+		if err != nil {
+			return err
+		}
+		p.got = append(p.got, env.Sequence)
+	}
+	return nil
+}
+
+func (p *sequenceRecorder) Close() error { return nil }
+
+func (p *sequenceRecorder) sequences() []int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.got)
+}
