@@ -18,7 +18,8 @@
 //     credit limit) and shipping ship each paid order: their handlers
 //     write their rows and publish the next event in the inbox transaction,
 //   - and prints a summary once every event is handled, checking that each
-//     group applied each event exactly once. It exits 0 if so, 1 if not.
+//     group applied each event exactly once, and the events of each key in
+//     the order in which they were committed. It exits 0 if so, 1 if not.
 //
 // Flags choose other databases and brokers:
 //
@@ -262,6 +263,9 @@ func (c config) run(ctx context.Context, stdout, stderr io.Writer) (bool, error)
 	if err != nil {
 		return false, err
 	}
+	if err := got.checkOrder(ctx, db, trace, orders); err != nil {
+		return false, err
+	}
 	ok := printSummary(stdout, c.orders, rolledBack, want, got, leaked, took)
 	if tel != nil {
 		if tree := tel.orderTrace(1); tree != nil {
@@ -334,6 +338,8 @@ type counts struct {
 	published int            // distinct messages the broker took
 	byName    map[string]int // published, by event name
 	dups      int            // messages published more than once (any order)
+	keyed     int            // distinct messages with a key
+	early     int            // of those, taken by the broker before an earlier one of their stream
 	billing   effects
 	shipping  effects
 }
@@ -342,6 +348,16 @@ type counts struct {
 type effects struct {
 	rows     int // effect rows written
 	messages int // distinct messages they came from
+	order    ordering
+}
+
+// ordering is how a group applied the streams (topic and key) of a set of
+// orders, from its effect rows.
+type ordering struct {
+	streams     int // streams with an effect row
+	inOrder     int // streams whose sequences rise in effect-id order
+	outOfOrder  int // adjacent rows of a stream whose sequence does not rise
+	unsequenced int // rows without a sequence
 }
 
 func (c counts) atLeast(want counts) bool {
@@ -388,9 +404,59 @@ func count(ctx context.Context, db *bun.DB, trace *relayTrace, orders []string) 
 	return c, nil
 }
 
+// checkOrder sets c.early and c.keyed from what the relay published for
+// orders, and each group's ordering from its effect rows.
+func (c *counts) checkOrder(ctx context.Context, db *bun.DB, trace *relayTrace, orders []string) error {
+	c.early, c.keyed = trace.early(orders)
+	for _, t := range []struct {
+		model any
+		into  *ordering
+	}{{(*ledgerEntry)(nil), &c.billing.order}, {(*shipment)(nil), &c.shipping.order}} {
+		var rows []effect
+		err := db.NewSelect().Model(t.model).
+			Column("topic", "event_key", "seq").
+			Where("order_id IN (?)", bun.In(orders)).
+			Order("id").
+			Scan(ctx, &rows)
+		if err != nil {
+			return fmt.Errorf("check the order of effects: %w", err)
+		}
+		*t.into = ordered(rows)
+	}
+	return nil
+}
+
+// ordered checks rows, a group's effects in the order it applied them:
+// the sequences of each stream must rise. Only the events of the run's
+// orders are there, so a stream of a SKU, which earlier runs and the
+// rolled-back order took numbers of too, may skip some: they must still
+// rise.
+func ordered(rows []effect) ordering {
+	type stream struct{ topic, key string }
+	last := make(map[stream]int64)
+	bad := make(map[stream]bool)
+	var o ordering
+	for _, r := range rows {
+		s := stream{r.Topic, r.EventKey}
+		prev, seen := last[s]
+		switch {
+		case r.Seq <= 0:
+			o.unsequenced++
+			bad[s] = true
+		case seen && r.Seq <= prev:
+			o.outOfOrder++
+			bad[s] = true
+		}
+		last[s] = r.Seq
+	}
+	o.streams = len(last)
+	o.inOrder = o.streams - len(bad)
+	return o
+}
+
 // printSummary prints the outcome and reports whether every expectation
-// held: every event published and handled once per group, nothing of the
-// rolled-back order anywhere.
+// held: every event published and handled once per group, each stream
+// applied in commit order, nothing of the rolled-back order anywhere.
 func printSummary(w io.Writer, orders int, rolledBack uuid.UUID, want, got, leaked counts, took time.Duration) bool {
 	ok := true
 	check := func(cond bool) string {
@@ -413,12 +479,27 @@ func printSummary(w io.Writer, orders int, rolledBack uuid.UUID, want, got, leak
 	fmt.Fprintf(w, "  orders       %d committed, 1 rolled back\n", orders)
 	fmt.Fprintf(w, "  published    %d of %d events (%s); %d published twice%s\n",
 		got.published, want.published, strings.Join(byName, ", "), got.dups, check(got.published == want.published))
-	for _, g := range []struct {
+	// Not a mismatch: the relay publishes concurrently, and a group holds
+	// an event that arrives before an earlier one of its stream.
+	fmt.Fprintf(w, "  sent early   %d of %d events reached the broker before an earlier event of their stream; the groups apply them after it\n",
+		got.early, got.keyed)
+	groups := []struct {
 		name      string
 		got, want effects
-	}{{"billing", got.billing, want.billing}, {"shipping", got.shipping, want.shipping}} {
+	}{{"billing", got.billing, want.billing}, {"shipping", got.shipping, want.shipping}}
+	for _, g := range groups {
 		fmt.Fprintf(w, "  %-12s %d of %d events handled, %d effect rows: each applied once%s\n",
-			g.name, g.got.messages, g.want.messages, g.got.rows, check(g.got == g.want))
+			g.name, g.got.messages, g.want.messages, g.got.rows,
+			check(g.got.messages == g.want.messages && g.got.rows == g.want.rows))
+	}
+	for _, g := range groups {
+		o := g.got.order
+		var unsequenced string
+		if o.unsequenced > 0 {
+			unsequenced = fmt.Sprintf(", %d events without a sequence", o.unsequenced)
+		}
+		fmt.Fprintf(w, "  in order     %s: %d of %d streams applied in commit order (%d out of order%s)%s\n",
+			g.name, o.inOrder, o.streams, o.outOfOrder, unsequenced, check(o.inOrder == o.streams))
 	}
 	none := leaked.published == 0 && leaked.billing.rows == 0 && leaked.shipping.rows == 0
 	fmt.Fprintf(w, "  rolled back  order %s: %d events published, %d handled%s\n",

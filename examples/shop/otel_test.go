@@ -225,14 +225,14 @@ func TestTrace(t *testing.T) {
 	}
 
 	// The metrics snapshot counts what the summary counts.
-	published, billing, shipping := want(3)
+	w := want(3)
 	for _, c := range []struct {
 		metric, attr string
 		want         int
 	}{
-		{"messaging.client.sent.messages", "", published},
-		{"eventgen.consumer.handled.messages", "messaging.consumer.group.name=billing", billing},
-		{"eventgen.consumer.handled.messages", "messaging.consumer.group.name=shipping", shipping},
+		{"messaging.client.sent.messages", "", w.published},
+		{"eventgen.consumer.handled.messages", "messaging.consumer.group.name=billing", w.billing},
+		{"eventgen.consumer.handled.messages", "messaging.consumer.group.name=shipping", w.shipping},
 		{"eventgen.consumer.failed.messages", "", 0},
 	} {
 		if got := sumMetric(out, c.metric, c.attr); got != c.want {

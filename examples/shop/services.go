@@ -87,7 +87,7 @@ func (b *billing) HandleOrderCancelled(ctx context.Context, e shopevents.OrderCa
 }
 
 func (b *billing) write(ctx context.Context, orderID string, m eventgen.Metadata, entry string, amount int64) error {
-	row := &ledgerEntry{OrderID: orderID, MessageID: m.ID, Entry: entry, Amount: amount}
+	row := &ledgerEntry{OrderID: orderID, effect: effectOf(m), Entry: entry, Amount: amount}
 	if _, err := eventgen.Tx(ctx).NewInsert().Model(row).Exec(ctx); err != nil {
 		return fmt.Errorf("billing: write %s entry: %w", entry, err)
 	}
@@ -131,7 +131,7 @@ func (s *shipping) HandleOrderCancelled(ctx context.Context, e shopevents.OrderC
 }
 
 func (s *shipping) write(ctx context.Context, orderID string, m eventgen.Metadata, entry string) error {
-	row := &shipment{OrderID: orderID, MessageID: m.ID, Entry: entry}
+	row := &shipment{OrderID: orderID, effect: effectOf(m), Entry: entry}
 	if _, err := eventgen.Tx(ctx).NewInsert().Model(row).Exec(ctx); err != nil {
 		return fmt.Errorf("shipping: write %q: %w", entry, err)
 	}

@@ -30,23 +30,50 @@ type order struct {
 
 // ledgerEntry is what billing writes for each event it handles.
 type ledgerEntry struct {
-	bun.BaseModel `bun:"table:billing_ledger"`
+	bun.BaseModel `bun:"table:billing_effects"`
 
-	ID        int64  `bun:",pk,autoincrement"`
-	OrderID   string `bun:",type:varchar(36),notnull"`
-	MessageID string `bun:",type:varchar(64),notnull"`
-	Entry     string `bun:",type:varchar(32),notnull"` // invoiced, paid or cancelled
-	Amount    int64  `bun:",notnull"`
+	ID      int64  `bun:",pk,autoincrement"` // the order in which billing applied its events
+	OrderID string `bun:",type:varchar(36),notnull"`
+	effect
+	Entry  string `bun:",type:varchar(32),notnull"` // invoiced, paid or cancelled
+	Amount int64  `bun:",notnull"`
 }
 
 // shipment is what shipping writes for each event it handles.
 type shipment struct {
-	bun.BaseModel `bun:"table:shipping_log"`
+	bun.BaseModel `bun:"table:shipping_effects"`
 
-	ID        int64  `bun:",pk,autoincrement"`
-	OrderID   string `bun:",type:varchar(36),notnull"`
+	ID      int64  `bun:",pk,autoincrement"` // the order in which shipping applied its events
+	OrderID string `bun:",type:varchar(36),notnull"`
+	effect
+	Entry string `bun:",type:varchar(64),notnull"` // reserved SKU, shipped or released
+}
+
+// effect is what an effect row records of the event it applies: the
+// message, and its stream (topic and key) and sequence, from which the
+// summary checks that the group applied each stream in commit order.
+//
+// The row's id is the order in which the group applied its events: a
+// group runs a stream's next event only once the previous one has
+// committed, so the next one's row gets a larger id. A handler run that
+// failed rolled its row back with it, so only applied events have rows.
+//
+// These columns came after the tables' first version, whose names were
+// billing_ledger and shipping_log. The tables were renamed rather than
+// altered: the program may run again on a database of an earlier run,
+// where CREATE TABLE IF NOT EXISTS would keep the old tables without the
+// columns, and adding columns if missing takes a query of the schema in
+// each database's own way. The old tables, if any, are left unused.
+type effect struct {
 	MessageID string `bun:",type:varchar(64),notnull"`
-	Entry     string `bun:",type:varchar(64),notnull"` // reserved SKU, shipped or released
+	Topic     string `bun:",type:varchar(255),notnull"`
+	EventKey  string `bun:",type:varchar(255),notnull"` // key is a reserved word in MySQL
+	Seq       int64  `bun:",notnull"`                   // 0 for an event without a key
+}
+
+// effectOf returns what a row records of the event that m describes.
+func effectOf(m eventgen.Metadata) effect {
+	return effect{MessageID: m.ID, Topic: m.Topic, EventKey: m.Key, Seq: m.Sequence}
 }
 
 // createTables creates the business tables if they do not exist.

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
+	"strconv"
 	"sync"
 	"time"
 
@@ -57,10 +59,28 @@ type relayTrace struct {
 	ids     map[string]bool           // message ids published
 	byOrder map[string]map[string]int // correlation id -> event name -> count
 	dups    int                       // messages published more than once
+	streams map[stream][]sent         // the keyed messages of each stream, first publish only, as the broker took them
+}
+
+// stream names the events that are ordered together: one source, topic
+// and key (docs/ordering.md).
+//
+// An order's OrderPlaced (topic orders, keyed by the order's id) and its
+// inventory.stock-reserved (topic inventory, keyed by SKU) are in
+// different streams, so the broker may take a reservation before its
+// OrderPlaced: nothing orders them, and that counts nowhere here. A
+// consumer that needed them in order would need them on one topic with
+// one key.
+type stream struct{ source, topic, key string }
+
+// sent is a keyed message as the broker took it.
+type sent struct {
+	seq   int64
+	order string // correlation id
 }
 
 func newRelayTrace(next message.Publisher, log *eventLog) *relayTrace {
-	return &relayTrace{next: next, log: log, ids: make(map[string]bool), byOrder: make(map[string]map[string]int)}
+	return &relayTrace{next: next, log: log, ids: make(map[string]bool), byOrder: make(map[string]map[string]int), streams: make(map[stream][]sent)}
 }
 
 // Publish implements message.Publisher.
@@ -80,6 +100,13 @@ func (t *relayTrace) Publish(topic string, msgs ...*message.Message) error {
 				t.byOrder[corr] = make(map[string]int)
 			}
 			t.byOrder[corr][name]++
+			// The relay's CloudEvents attributes, before the broker's
+			// binding renames them.
+			if key := m.Metadata.Get("ce_partitionkey"); key != "" {
+				seq, _ := strconv.ParseInt(m.Metadata.Get("ce_sequence"), 10, 64)
+				s := stream{m.Metadata.Get("ce_source"), topic, key}
+				t.streams[s] = append(t.streams[s], sent{seq, corr})
+			}
 		}
 		t.mu.Unlock()
 	}
@@ -112,4 +139,37 @@ func (t *relayTrace) published(orders []string) (total int, byName map[string]in
 		}
 	}
 	return total, byName, t.dups
+}
+
+// early returns how many keyed messages of the given orders the broker
+// took before an earlier message of their stream, and how many it took.
+// The relay starts its publishes in outbox order but runs them
+// concurrently, so a stream's events mostly reach the broker in sequence,
+// not always; the consumer groups put them back in order.
+func (t *relayTrace) early(orders []string) (early, keyed int) {
+	ours := make(map[string]bool, len(orders))
+	for _, o := range orders {
+		ours[o] = true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, msgs := range t.streams {
+		var seqs []int64
+		for _, m := range msgs {
+			if ours[m.order] {
+				seqs = append(seqs, m.seq)
+			}
+		}
+		keyed += len(seqs)
+		// A message was early if one taken after it has a smaller
+		// sequence.
+		least := int64(math.MaxInt64)
+		for i := len(seqs) - 1; i >= 0; i-- {
+			if seqs[i] > least {
+				early++
+			}
+			least = min(least, seqs[i])
+		}
+	}
+	return early, keyed
 }
