@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -129,7 +130,7 @@ func relayOutbox(t *testing.T, tr *transport.Transport, cases []outboxCase) map[
 			data: data, extensions: ext, headers: c.headers}
 	}
 
-	rows, err := db.QueryContext(ctx, "SELECT message_id, created_at, payload FROM "+eventgen.DefaultOutboxTable)
+	rows, err := db.QueryContext(ctx, "SELECT message_id, created_at, payload, seq FROM "+eventgen.DefaultOutboxTable)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,14 +138,20 @@ func relayOutbox(t *testing.T, tr *transport.Transport, cases []outboxCase) map[
 	sent := make(map[string]sentEvent, len(cases))
 	for rows.Next() {
 		var id string
-		var created int64
+		var created, seq int64
 		var payload []byte
-		if err := rows.Scan(&id, &created, &payload); err != nil {
+		if err := rows.Scan(&id, &created, &payload, &seq); err != nil {
 			t.Fatal(err)
 		}
 		e, ok := byData[string(payload)]
 		if !ok {
 			t.Fatalf("outbox row %s holds a payload no case published: %s", id, payload)
+		}
+		if seq > 0 {
+			// The sequence extension: the event's place among its key's
+			// events, zero-padded so that string order is numeric order.
+			e.extensions = maps.Clone(e.extensions)
+			e.extensions["sequence"] = wire.FormatSequence(seq)
 		}
 		e.id, e.time = id, time.UnixMicro(created).UTC()
 		sent[id] = e

@@ -543,6 +543,41 @@ func TestForeignProducersAreHandled(t *testing.T) {
 	})
 }
 
+// TestForeignProducerIsOrderedBySequence sends an eventgen Consumer three
+// events of one key from sdk-go's NATS JetStream sender, with the sequence
+// extension as plain digits (another producer's spelling) and in the order
+// 3, 1, 2: the handler runs them 1, 2, 3.
+func TestForeignProducerIsOrderedBySequence(t *testing.T) {
+	url, c := consumeForeign(t, "nats")
+	nc, err := nats.Connect(url)
+	if err != nil {
+		testenv.Unavailable(t, "nats", err)
+	}
+	defer nc.Close()
+	s, err := cenats.NewSenderFromConn(nc, natsjs.StreamName(ceOrdersTopic), ceOrdersTopic, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "order-" + randomHex(4)
+	ids := map[int]string{}
+	for _, seq := range []int{3, 1, 2} {
+		f := foreignEvent{producer: "sdk-go", id: uuid.NewString(), key: key, source: "urn:foreign:sdk-go",
+			time: time.Now().UTC().Truncate(time.Millisecond), version: 1, order: ceOrder{OrderID: key, Note: fmt.Sprint("event ", seq)}}
+		ids[seq] = f.id
+		if err := s.Send(context.Background(), binding.ToMessage(f.sdkEvent(t, map[string]any{"sequence": fmt.Sprint(seq)}))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.waitHandled(t, ids[3], ceOrdersTopic)
+	var order []int64
+	for _, r := range c.allRuns() {
+		order = append(order, r.meta.Sequence)
+	}
+	if !slices.Equal(order, []int64{1, 2, 3}) {
+		t.Errorf("the handler ran sequences %v, want 1, 2, 3", order)
+	}
+}
+
 // TestForgedTopicCollidingIDAndOversize checks, on every transport, what a
 // broker user who may write to one topic a consumer group reads can do to
 // the group's handlers of another topic's events: nothing. A message whose
