@@ -13,10 +13,12 @@ import (
 func inboxCommand() *cli.Command {
 	return &cli.Command{
 		Name:    "inbox",
-		Summary: "count, list, show, re-execute and delete a group's messages",
+		Summary: "count, list, re-execute, skip, delete a group's messages",
 		Help: `Inbox works on the inbox table of a consumer group: it counts the
 group's messages by status, and lists the messages whose handler failed
-for good, or that could not be decoded, and makes them due again.`,
+for good, or that could not be decoded, and makes them due again. For
+per-key ordering, it lists the keys blocked behind an event and skips a
+key's next event.`,
 		Subcommands: []*cli.Command{
 			inboxStatsCommand(),
 			{
@@ -74,6 +76,8 @@ gone is handled as a new one.`, actionText{
 			}),
 			listCommand(true),
 			showCommand(true),
+			inboxBlockedCommand(),
+			inboxSkipCommand(),
 		},
 	}
 }

@@ -177,11 +177,16 @@ func printFailed(e *cli.Env, t *table, what, tableName string, limit int, verbos
 		fmt.Fprintf(e.Stderr, "showing the oldest %d failed %s; raise -limit for more\n", limit, what)
 	}
 	if verbose {
-		for _, r := range t.rows {
-			fmt.Fprintf(e.Stdout, "\n%s %s:\n", t.header[0], r.cells[0])
-			for line := range strings.SplitSeq(r.lastError, "\n") {
-				fmt.Fprintf(e.Stdout, "\t%s\n", printable(line))
-			}
+		t.writeErrors(e.Stdout)
+	}
+}
+
+// writeErrors writes each row's whole last error, under its first cell.
+func (t *table) writeErrors(w io.Writer) {
+	for _, r := range t.rows {
+		fmt.Fprintf(w, "\n%s %s:\n", t.header[0], printable(r.cells[0]))
+		for line := range strings.SplitSeq(r.lastError, "\n") {
+			fmt.Fprintf(w, "\t%s\n", printable(line))
 		}
 	}
 }

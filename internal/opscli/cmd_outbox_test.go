@@ -401,6 +401,11 @@ func TestInboxCommandErrors(t *testing.T) {
 		{[]string{"inbox", "reexecute", "-db", dsn, "-group", "g", "-id", ""}, cli.ExitUsage, `invalid value "" for flag -id: empty id`},
 		{[]string{"inbox", "failed", "-group", "g", "-db", dsn, "-table", "x y"}, cli.ExitUsage, `invalid ConsumerOptions: Table: invalid table name "x y"`},
 		{[]string{"inbox", "failed", "-group", "g", "-db", dsn}, cli.ExitFailure, "eventgen-ops inbox failed: "},
+		{[]string{"inbox", "blocked", "-db", dsn}, cli.ExitUsage, "eventgen-ops inbox blocked: -group is required"},
+		{[]string{"inbox", "blocked", "-db", dsn, "-group", "g", "-limit", "0"}, cli.ExitUsage, "-limit must be positive"},
+		{[]string{"inbox", "skip", "-db", dsn, "-group", "g", "-key", "k"}, cli.ExitUsage, "eventgen-ops inbox skip: -topic and -key are required"},
+		{[]string{"inbox", "skip", "-db", dsn, "-topic", "t", "-key", "k"}, cli.ExitUsage, "-group is required"},
+		{[]string{"inbox", "blocked", "-db", dsn, "-group", "g"}, cli.ExitFailure, "eventgen-ops inbox blocked: "},
 	} {
 		code, _, stderr := run(t, dir, tt.args...)
 		if code != tt.code || !strings.Contains(stderr, tt.stderr) {
@@ -417,7 +422,7 @@ func TestGroupHelp(t *testing.T) {
 		stdout string
 		stderr string
 	}{
-		{[]string{"help"}, cli.ExitOK, "\toutbox    count, list, show, requeue and delete outbox events\n", ""},
+		{[]string{"help"}, cli.ExitOK, "\toutbox  count, list, show, requeue and delete outbox events\n", ""},
 		{[]string{"help", "outbox"}, cli.ExitOK, "Usage: eventgen-ops outbox <command> [flags]", ""},
 		{[]string{"outbox", "-h"}, cli.ExitOK, "\trequeue    return failed events to the relay\n", ""},
 		{[]string{"inbox", "help", "reexecute"}, cli.ExitOK, "Usage: eventgen-ops inbox reexecute -group G (-id MESSAGE_ID ... | -row ID ... | -all) [-dry-run] [-yes]", ""},

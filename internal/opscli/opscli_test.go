@@ -21,7 +21,7 @@ func TestUsage(t *testing.T) {
 		stdout string // substring
 		stderr string // substring
 	}{
-		{[]string{"help"}, cli.ExitOK, "\tsql       print the DDL of the outbox and inbox tables\n", ""},
+		{[]string{"help"}, cli.ExitOK, "\tsql     print the DDL of the outbox and inbox tables\n", ""},
 		{[]string{"-h"}, cli.ExitOK, "eventgen-ops <command> [flags]", ""},
 		{[]string{}, cli.ExitUsage, "", "eventgen-ops: name a command"},
 		{[]string{"-db", "x"}, cli.ExitUsage, "", `eventgen-ops: unknown flag "-db" before the command`},

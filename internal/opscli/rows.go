@@ -551,18 +551,23 @@ func confirm(e *cli.Env, question string) bool {
 // audit prints the audit line of an action on stderr: who, what, which
 // ids (none for -all) and how many rows changed.
 func audit(e *cli.Env, cmd string, sd *side, action eventgen.RowAction, ids []int64, n int, err error) {
-	log := slog.New(slog.NewTextHandler(e.Stderr, nil))
-	attrs := []any{"user", operator(), "action", string(action), "table", sd.table}
-	if sd.group != "" {
-		attrs = append(attrs, "group", sd.group)
-	}
+	var what any = ids
 	if ids == nil {
-		attrs = append(attrs, "ids", "all failed")
-	} else {
-		attrs = append(attrs, "ids", ids)
+		what = "all failed"
 	}
-	attrs = append(attrs, "count", n, "ok", err == nil)
-	log.Info(e.Program+" "+cmd+": audit", attrs...)
+	auditLine(e, cmd, string(action), sd.table, sd.group, n, err, "ids", what)
+}
+
+// auditLine prints the audit line of an action on stderr: who, what, on
+// which table (and group), what it named (attrs), how many rows changed.
+func auditLine(e *cli.Env, cmd, action, table, group string, n int, err error, attrs ...any) {
+	log := slog.New(slog.NewTextHandler(e.Stderr, nil))
+	all := []any{"user", operator(), "action", action, "table", table}
+	if group != "" {
+		all = append(all, "group", group)
+	}
+	all = append(append(all, attrs...), "count", n, "ok", err == nil)
+	log.Info(e.Program+" "+cmd+": audit", all...)
 }
 
 // operator names who runs the command: the login name.

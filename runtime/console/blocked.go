@@ -28,6 +28,8 @@ type blockedView struct {
 	NextStatus, NextID, NextLink, Error string
 	Waiting                             int
 	Since                               string
+	// Stuck offers the skip: the key waits for more than its turn.
+	Stuck bool
 }
 
 type blockedPage struct {
@@ -43,7 +45,10 @@ func newBlockedView(t *target, b eventgen.BlockedKey, ids map[string]int64) bloc
 	v := blockedView{
 		Source: b.Source, Topic: b.Topic, Key: b.Key, Applied: b.Applied,
 		Next: b.Next.Sequence, NextStatus: b.NextStatus, NextID: b.Next.ID,
-		Error: clip(firstLine(b.Next.Error), 120), Waiting: b.Waiting, Since: formatTime(b.Since),
+		Error: clip(firstLine(b.Next.Error), 120), Waiting: b.Waiting, Since: formatTime(b.Since), Stuck: b.Stuck(),
+	}
+	if b.NextStatus == "pending" && !v.Stuck {
+		v.NextStatus = "due"
 	}
 	if id, ok := ids[b.Next.ID]; ok && b.Next.ID != "" {
 		v.NextLink = t.Link + "/" + strconv.FormatInt(id, 10)

@@ -156,17 +156,17 @@ func (f *fixture) addBlockedKey(t testing.TB, key string) blockedKey {
 	for i, status := range []string{"succeeded", "failed", "held", "held"} {
 		seq := int64(i + 1)
 		var expires, handled any
-		lastErr := ""
+		lastErr, attempts := "", 0 // a held row has not run
 		switch status {
 		case "succeeded":
-			expires, handled = int64(9000000000000000), int64(1)
+			expires, handled, attempts = int64(9000000000000000), int64(1), 1
 		case "failed":
-			handled, lastErr = int64(1), "handler: stock service said "+xss
+			handled, lastErr, attempts = int64(1), "handler: stock service said "+xss, 3
 		}
 		exec(fmt.Sprintf(`INSERT INTO %s (consumer_group, message_id, name, version, topic, msg_key, seq, source, event_time, payload, headers,
 			status, attempts, last_error, created_at, next_attempt_at, handled_at, expires_at)
 			VALUES (?, ?, 'OrderPlaced', 1, 'shop.orders', ?, ?, 'test', 0, ?, '{}', ?, ?, ?, ?, NULL, ?, ?)`, table),
-			f.group, fmt.Sprintf("%s-%d", key, seq), key, seq, []byte(`{"order_id":"x"}`), status, min(seq, 2)-1, lastErr, time.Now().UnixMicro()+seq, handled, expires)
+			f.group, fmt.Sprintf("%s-%d", key, seq), key, seq, []byte(`{"order_id":"x"}`), status, attempts, lastErr, time.Now().UnixMicro()+seq, handled, expires)
 		var id int64
 		if err := f.db.QueryRowContext(ctx, "SELECT id FROM "+table+" WHERE message_id = ?", fmt.Sprintf("%s-%d", key, seq)).Scan(&id); err != nil {
 			t.Fatal(err)

@@ -368,11 +368,9 @@ func (c *Consumer) Behind(ctx context.Context, source, topic, key string, seq in
 }
 
 // BlockedKey returns the key of source, topic and key as
-// [Consumer.BlockedKeys] would list it, and whether it is blocked: its
-// next event failed, waits for a retry, is running, or never arrived
-// while later ones are held. A key whose next event is merely due, or
-// with nothing after its last applied event, is not blocked. It is what an
-// operator's tool checks before [Consumer.SkipNext].
+// [Consumer.BlockedKeys] would list it, and whether it is stuck (see
+// [BlockedKey.Stuck]). It is what an operator's tool checks before
+// [Consumer.SkipNext].
 func (c *Consumer) BlockedKey(ctx context.Context, source, topic, key string) (BlockedKey, bool, error) {
 	s := tables.Stream{Source: source, Topic: topic, Key: key}
 	st, err := c.browser().KeyState(ctx, c.db, s)
@@ -391,13 +389,24 @@ func (c *Consumer) BlockedKey(ctx context.Context, source, topic, key string) (B
 	if ok {
 		b.Next, b.NextStatus = c.failedMessage(r), r.Status
 	}
+	return b, b.Stuck(), nil
+}
+
+// Stuck reports whether the key waits for more than its turn: its next
+// event failed, is being retried after failing, runs, or never arrived
+// while later events are held. A key whose next event is merely due (woken
+// once the event before it was applied or skipped, and not yet tried)
+// is not stuck: a running consumer of the group runs it next.
+func (b BlockedKey) Stuck() bool {
 	switch b.NextStatus {
-	case tables.StatusFailed, tables.StatusPending, tables.StatusProcessing:
-		return b, true, nil
+	case tables.StatusFailed, tables.StatusProcessing:
+		return true
+	case tables.StatusPending:
+		return b.Next.Attempt > 0
 	case StatusMissing:
-		return b, st.Held > 0, nil
+		return b.Waiting > 0
 	}
-	return b, false, nil
+	return false
 }
 
 // RowIDs returns the row ids of the group's messages among messageIDs, by

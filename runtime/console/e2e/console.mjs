@@ -208,7 +208,8 @@ try {
     assert.match(page.url(), /\/inbox\/billing\/blocked\?done=skip-next/);
     assert.ok((await page.locator('#flash').textContent()).startsWith('Skipped event 2 of key'));
     // No consumer runs here: event 3, woken, is due and waits for a retrier.
-    assert.equal(await page.locator('#blocked tr[data-key] td.status').textContent(), 'pending');
+    assert.equal(await page.locator('#blocked tr[data-key] td.status').textContent(), 'due');
+    assert.equal(await page.locator('button.skip').count(), 0, 'a due event is not offered for a skip');
     assert.equal(await page.locator('#blocked tr[data-key] a.next').textContent(), '#3');
     await go(`${BASE}/inbox/billing/${IDS.blockedHeld[0]}`);
     assert.equal(await page.locator('dt:text-is("Status") + dd').textContent(), 'pending');
