@@ -70,11 +70,13 @@ func testPinnedConnStatements(t *testing.T, d testenv.Database, prepare bool) {
 		return
 	}
 	// Statements with placeholders: pgx also prepares queries that Bun
-	// sends with their values inlined.
+	// sends with their values inlined. Not the inserts: Publish prepares
+	// its statements in the background on a connection of the pool, which
+	// may be the one the relay pins next.
 	var statements, executions int
 	err := p.Do(ctx, func(db bun.IDB) error {
 		return db.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(generic_plans + custom_plans), 0) FROM pg_prepared_statements
-WHERE strpos(statement, ?) > 0 AND strpos(statement, ?) = 0 AND strpos(statement, '$' || '1') > 0`, ob.opts.Table, tables.KeysTable(ob.opts.Table)).Scan(&statements, &executions)
+WHERE strpos(statement, ?) > 0 AND strpos(statement, '$' || '1') > 0 AND statement NOT LIKE 'INSERT%'`, ob.opts.Table).Scan(&statements, &executions)
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -139,12 +139,8 @@ func consumerStats(ctx context.Context, inbox *tables.Inbox, db bun.IDB) (Consum
 	if err != nil {
 		return ConsumerStats{}, fmt.Errorf("consumer: stats: %w", err)
 	}
-	held, err := inbox.Held(ctx, db)
-	if err != nil {
-		return ConsumerStats{}, fmt.Errorf("consumer: stats: count held events: %w", err)
-	}
 	return ConsumerStats{
-		Held:          held,
+		Held:          st.Rows[tables.StatusHeld],
 		Pending:       st.Rows[tables.StatusPending],
 		Processing:    st.Rows[tables.StatusProcessing],
 		Failed:        st.Rows[tables.StatusFailed],

@@ -63,6 +63,7 @@ const (
 	statsUnfinished = 1
 	statsFailed     = 2
 	statsHistory    = 3
+	statsParked     = 4
 )
 
 // statsQuery builds the statement Stats runs: three parts joined by UNION
@@ -106,7 +107,22 @@ SELECT %d, status, COUNT(*), 0, NULL, NULL FROM (
 ) h GROUP BY status`,
 		statsUnfinished, now, on("claim"), scoped, quoteList(unfinished),
 		statsFailed, StatusFailed, now, on("failed"), failed,
-		statsHistory, on("expiry"), scoped, StatusFailed)
+		statsHistory, on("expiry"), scoped, StatusFailed) + parkedPart(spec, scoped)
+}
+
+// parkedPart is the statistics statement's part that counts the rows of
+// Spec.Parked, if it is set: on their partial index on PostgreSQL and
+// SQLite, on the scoped status index on MySQL.
+func parkedPart(spec Spec, scoped string) string {
+	if spec.Parked == "" {
+		return ""
+	}
+	table := spec.Table
+	if spec.Dialect.Name == "mysql" && spec.Scope != "" {
+		table += " FORCE INDEX (" + sqlstore.IndexName(spec.Table, "failed") + ")"
+	}
+	return fmt.Sprintf("\nUNION ALL\nSELECT %d, '%s', COUNT(*), 0, NULL, NULL FROM %s WHERE %sstatus = '%s'",
+		statsParked, spec.Parked, table, scoped, spec.Parked)
 }
 
 // statsArgs returns the arguments of the statistics statement.
@@ -115,6 +131,9 @@ func (t *Table[R]) statsArgs(historyLimit int) []any {
 		return []any{historyLimit}
 	}
 	s := t.scope[0]
+	if t.parked != "" {
+		return []any{s, s, s, historyLimit, s}
+	}
 	return []any{s, s, s, historyLimit}
 }
 
@@ -128,6 +147,9 @@ func (t *Table[R]) Stats(ctx context.Context, db bun.IDB, historyLimit int) (Sta
 	}
 	defer rows.Close()
 	st := Stats{Rows: map[string]int64{StatusFailed: 0}}
+	if t.parked != "" {
+		st.Rows[t.parked] = 0
+	}
 	for _, s := range t.unfinished {
 		st.Rows[s] = 0
 	}

@@ -81,6 +81,12 @@ type Spec struct {
 	// a run that crashes its process still uses up attempts; releasing the
 	// row uncounts it. Otherwise the settle counts attempts.
 	CountOnClaim bool
+	// Parked, if set, is a status of the table's own whose rows wait
+	// outside the claim index (no next_attempt_at, no expiry) until
+	// something makes them pending; Stats counts them, on an index of
+	// theirs the table provides (partial on the status, or MySQL's
+	// scoped status index).
+	Parked string
 }
 
 // Table runs the engine's statements on one leased table, scoped to one
@@ -104,6 +110,8 @@ type Table[R any] struct {
 	stats                          stmt
 	// unfinished are the statuses of rows that wait or run.
 	unfinished []string
+	// parked is Spec.Parked.
+	parked string
 }
 
 // stmt is one statement and whether it may run prepared: a statement whose
@@ -117,7 +125,7 @@ type stmt struct {
 // whose scope column holds scope (ignored without Spec.Scope). scan reads one
 // row of Spec.Columns into r. prepared may be nil.
 func New[R any](spec Spec, scope string, scan func(rows *sql.Rows, r *R) error, prepared *sqlstore.Prepared) *Table[R] {
-	t := &Table[R]{d: spec.Dialect, scan: scan, prepared: prepared}
+	t := &Table[R]{d: spec.Dialect, scan: scan, prepared: prepared, parked: spec.Parked}
 	d, table := spec.Dialect, spec.Table
 	mysql := d.Name == "mysql"
 	now := "(SELECT " + d.Now + ")" // once per statement: an index condition on PostgreSQL

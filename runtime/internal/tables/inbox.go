@@ -141,6 +141,7 @@ func InboxSpec(d sqlstore.Dialect, table string) leased.Spec {
 		DoneAt:       "handled_at",
 		FinishedAt:   "handled_at",
 		CountOnClaim: true,
+		Parked:       StatusHeld,
 	}
 }
 

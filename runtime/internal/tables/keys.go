@@ -235,7 +235,6 @@ type orderingSQL struct {
 	lock, read, set      string
 	next, firstHeld      string
 	silent, forget       string
-	held                 string
 }
 
 func newOrderingSQL(d sqlstore.Dialect, table string) orderingSQL {
@@ -274,7 +273,6 @@ func newOrderingSQL(d sqlstore.Dialect, table string) orderingSQL {
 		"(SELECT 1 FROM %s i WHERE i.consumer_group = k.consumer_group AND i.msg_key = k.msg_key AND i.seq > 0 AND i.topic = k.topic AND i.source = k.source AND i.expires_at IS NULL) LIMIT ?",
 		keys, now, table)
 	o.forget = fmt.Sprintf("DELETE FROM %s WHERE consumer_group = ? AND stream IN (?) AND updated_at < %s - ?", keys, now)
-	o.held = fmt.Sprintf("SELECT COUNT(*) FROM %s WHERE consumer_group = ? AND status = '%s'", table, StatusHeld)
 	o.next = fmt.Sprintf("SELECT id, message_id, status, last_error FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ?", table)
 	return o
 }
@@ -610,11 +608,4 @@ func (in *Inbox) ForgetKeys(ctx context.Context, db bun.IDB, retention time.Dura
 			return total, err
 		}
 	}
-}
-
-// Held counts the group's held rows.
-func (in *Inbox) Held(ctx context.Context, db bun.IDB) (int64, error) {
-	var n int64
-	err := db.QueryRowContext(ctx, in.ordering.held, in.Group).Scan(&n)
-	return n, err
 }
