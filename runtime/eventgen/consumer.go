@@ -49,7 +49,8 @@ import (
 //
 // When the handler fails, its transaction is rolled back and the row is
 // recorded as pending in a transaction of its own, then the message is
-// acknowledged: a failing message never holds up the ones behind it. Retries
+// acknowledged: a failing message never holds up the ones behind it, but
+// for the later events of its own key (see "Per-key ordering"). Retries
 // run from the table, in two tiers measured in attempts: the first
 // LocalRetries retries wait LocalRetryInterval grown exponentially with
 // jitter, the later ones RetryInterval grown the same way and at least
@@ -69,6 +70,19 @@ import (
 // fields are ignored, and an event of a higher version than the handler's is
 // decoded all the same. A value the handler's enum does not know fails
 // validation, so the message fails.
+//
+// # Per-key ordering
+//
+// An event with a key carries its sequence among the events of its source,
+// topic and key, numbered in commit order by [Outbox.Publish]. The group
+// applies them in that order: an event runs only in the transaction that
+// moves its key from the sequence before it to its own, one that arrives
+// early is held (stored and acknowledged, taking no handler slot) until the
+// one before it is applied, and one that arrives after the key has passed
+// it is recorded as failed. An event that fails for good blocks its key
+// until it is re-executed or skipped ([Consumer.SkipNext]);
+// [Consumer.BlockedKeys] lists such keys. Events of other keys, and events
+// without a key, are not held up. See docs/ordering.md.
 //
 // Concurrency bounds the handlers running at once, across topics. Within
 // one topic, handlers run concurrently only where the subscriber lets
