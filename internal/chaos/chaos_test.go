@@ -13,7 +13,9 @@
 //
 // Keys: the producers of most scenarios publish under hot keys (8 keys,
 // many events each, transactions started in bursts of 8 so that several
-// on one key are open at once) or cold ones (a key per 4 transactions);
+// on one key are open at once) or cold ones (a key per 4 transactions;
+// the failpoints, which commit a few dozen events of an open-ended run,
+// use hot keys only);
 // key_mode= says which, contended= how many transactions began while
 // another on their key was open, and held_seen= how many events a 4/s
 // sample of the inbox saw held behind an earlier event of their key. The
@@ -170,9 +172,9 @@ func TestChaos(t *testing.T) {
 			return killLoop(t, e, "both", chaos.KeysCold, sz.killEvents, sz.killRate, sz.bothKillCycles, sz.relayKillEvery, sz)
 		}},
 		{"failpoint-relay-before-publish", failpoint("relay-before-publish", chaos.KeysHot, false)},
-		{"failpoint-relay-after-ack-before-mark", failpoint("relay-after-ack-before-mark", chaos.KeysCold, true)},
+		{"failpoint-relay-after-ack-before-mark", failpoint("relay-after-ack-before-mark", chaos.KeysHot, true)},
 		{"failpoint-consumer-after-commit-before-ack", failpoint("consumer-after-commit-before-ack", chaos.KeysHot, true)},
-		{"failpoint-consumer-mid-handler", failpoint("consumer-mid-handler", chaos.KeysCold, true)},
+		{"failpoint-consumer-mid-handler", failpoint("consumer-mid-handler", chaos.KeysHot, true)},
 		{"rollbacks", rollbacks},
 		{"three-relays", threeRelays},
 		{"three-relays-kill", threeRelaysKill},
