@@ -301,8 +301,9 @@ func producerStats(t *testing.T, p *proc) chaos.ProducerStats {
 	return st
 }
 
-// keyed returns the result fields of a scenario with keys: its key mode,
-// the producer's contended transactions and the held events sampled.
+// keyed stops the sampling of held events and returns the result fields
+// of a scenario with keys: its key mode, the producer's contended
+// transactions and the held events sampled.
 func keyed(keys string, st chaos.ProducerStats, held *heldWatch) string {
 	return fmt.Sprintf("key_mode=%s contended=%d %s", keys, st.Contended, held.stop())
 }
@@ -485,7 +486,6 @@ func failpoint(name, keys string, wantRaw bool) func(t *testing.T, e *env, sz si
 		}
 		// Stop producing, then run without the failpoint.
 		prod.stop(t)
-		<-prod.done
 		st := producerStats(t, prod)
 		ps[v].kill()
 		ps[v] = e.start(v, nil)
