@@ -82,15 +82,11 @@ func (c *Console) overview(rq *request) error {
 		if err != nil {
 			return err
 		}
-		held, err := cs.HeldCount(rq.ctx())
-		if err != nil {
-			return err
-		}
 		t, _ := c.inboxTarget(cs.Group())
 		cards = append(cards, card{
 			Title: t.Title, Link: t.Link, Oldest: age(st.OldestPending), Blocked: t.Link + "/blocked",
 			Counts: counts(t.Link, []countView{
-				{"held", count(held), ""}, {"pending", count(st.Pending), ""}, {"processing", count(st.Processing), ""},
+				{"held", count(st.Held), ""}, {"pending", count(st.Pending), ""}, {"processing", count(st.Processing), ""},
 				{"failed", count(st.Failed), ""}, {"succeeded", history(st.Succeeded, st.HistoryCapped), ""},
 				{"skipped", history(st.Skipped, st.HistoryCapped), ""},
 			}),

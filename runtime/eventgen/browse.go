@@ -339,16 +339,6 @@ func (c *Consumer) Delete(ctx context.Context, ids ...int64) (int, error) {
 	return int(n), nil
 }
 
-// HeldCount counts the group's held messages: those that wait for the
-// event before them of their key. It reads the index of held rows.
-func (c *Consumer) HeldCount(ctx context.Context) (int64, error) {
-	n, err := c.browser().CountHeld(ctx, c.db)
-	if err != nil {
-		return 0, fmt.Errorf("consumer: count held rows: %w", err)
-	}
-	return n, nil
-}
-
 // Behind returns up to limit of the group's messages held behind the
 // event of source, topic and key with sequence seq, in sequence order:
 // those that run after it, without their payloads.

@@ -189,15 +189,6 @@ func (b *Browser) Held(ctx context.Context, db bun.IDB, s Stream, after int64, l
 	return b.query(ctx, db, q, false, append(slices.Clone(b.scope), s.Key, after, s.Topic, s.Source, max(1, limit))...)
 }
 
-// CountHeld counts the group's held rows, on the index of held rows.
-// Inbox browsers only.
-func (b *Browser) CountHeld(ctx context.Context, db bun.IDB) (int64, error) {
-	var n int64
-	q := fmt.Sprintf("SELECT COUNT(*) FROM %s WHERE %sstatus = '%s' AND seq > 0", b.table, b.scoped, StatusHeld)
-	err := db.QueryRowContext(leased.QueryContext(ctx, b.d), q, b.scope...).Scan(&n)
-	return n, err
-}
-
 // KeyState is where one stream of a group stands.
 type KeyState struct {
 	// Seen reports that the group has applied or skipped an event of the
