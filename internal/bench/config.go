@@ -21,9 +21,9 @@ func Phases() []string {
 
 // optionalPhases returns the phases that run only when -phases names them,
 // after the others: the oversize phase needs a broker outside the process
-// and stores hundreds of MiB in it; the tracing phase measures one
-// feature's cost, not the outbox against its references.
-func optionalPhases() []string { return []string{"oversize", "tracing"} }
+// and stores hundreds of MiB in it; the tracing and ordering phases
+// measure one feature's cost, not the outbox against its references.
+func optionalPhases() []string { return []string{"oversize", "tracing", "ordering"} }
 
 // allPhases returns every phase's name in the order they run.
 func allPhases() []string { return append(Phases(), optionalPhases()...) }
@@ -115,7 +115,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 3*time.Minute, "bound on each drain and on each wait for stragglers")
 	fs.DurationVar(&c.MaxTime, "max-time", 30*time.Minute, "bound on the whole run")
 	phases := fs.String("phases", strings.Join(Phases(), ","), "phases to run, comma-separated: "+strings.Join(Phases(), ", ")+
-		"; and, only when named, oversize (peak memory with messages over MaxMessageBytes; needs -broker other than mem://) and tracing (PublishX and the drain with OpenTelemetry tracing and metrics off, through the no-op globals, and with an SDK)")
+		"; and, only when named, oversize (peak memory with messages over MaxMessageBytes; needs -broker other than mem://), tracing (PublishX and the drain with OpenTelemetry tracing and metrics off, through the no-op globals, and with an SDK) and ordering (per-key ordering's cost: the Consumer on 1,000 keys against events without a key, PublishX with a key against without, 16 clients on one key)")
 	fs.StringVar(&c.JSON, "json", "", "also write the report as JSON to this file")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	fs.BoolVar(&c.Quick, "quick", false, "smoke run: small counts and short measurements (CI)")

@@ -63,9 +63,29 @@ func (e *env) consumerPhase(ctx context.Context, p *Phase) error {
 	if err != nil {
 		return err
 	}
-	inboxTable := e.table("inbox")
-	rate, err := e.consume(ctx, "inbox", func(ctx context.Context, sub *subscriber, prog *progress) (func(), error) {
-		c, err := eventgen.NewConsumer(e.db.db, sub, eventgen.ConsumerOptions{Group: e.group("inbox"), Table: inboxTable, Logger: e.log})
+	rate, err := e.consume(ctx, "inbox", e.startConsumer(e.table("inbox"), orders))
+	if err != nil {
+		return err
+	}
+	inbox := p.add(&Figure{Name: "consumer.inbox", Label: fmt.Sprintf("eventgen Consumer (Concurrency %d), generated handler writing one row", eventgen.DefaultConcurrency),
+		Value: rate, Unit: "events/s"})
+	inbox.compare(handFig).atLeast(0.95)
+	p.add(&Figure{Name: "consumer.inbox-vs-raw", Label: "eventgen Consumer against the raw subscriber", Value: rate, Unit: "events/s"}).compare(raw).atLeast(0.50)
+	p.note("each variant is one replica of its group; rates run from the first message handled to the last of %d", e.cfg.Messages)
+	p.note("consumer.hand%d-inbox subscribes %d times in one replica, so that %d messages are handled at once on brokers that deliver one unacked message per subscription; the Consumer does the same", eventgen.DefaultConcurrency, eventgen.DefaultConcurrency, eventgen.DefaultConcurrency)
+	return nil
+}
+
+// startFunc starts a consumer variant on sub, counting in prog, and
+// returns its stop function.
+type startFunc func(context.Context, *subscriber, *progress) (func(), error)
+
+// startConsumer returns the start of eventgen's Consumer, on the inbox
+// table table, with the generated handler writing each order to orders.
+// The group is the subscriber's.
+func (e *env) startConsumer(table, orders string) startFunc {
+	return func(ctx context.Context, sub *subscriber, prog *progress) (func(), error) {
+		c, err := eventgen.NewConsumer(e.db.db, sub, eventgen.ConsumerOptions{Group: sub.group, Table: table, Logger: e.log})
 		if err != nil {
 			return nil, err
 		}
@@ -84,34 +104,29 @@ func (e *env) consumerPhase(ctx context.Context, p *Phase) error {
 			}
 		}()
 		return func() { cancel(); <-done }, nil
-	})
-	if err != nil {
-		return err
 	}
-	inbox := p.add(&Figure{Name: "consumer.inbox", Label: fmt.Sprintf("eventgen Consumer (Concurrency %d), generated handler writing one row", eventgen.DefaultConcurrency),
-		Value: rate, Unit: "events/s"})
-	inbox.compare(handFig).atLeast(0.95)
-	p.add(&Figure{Name: "consumer.inbox-vs-raw", Label: "eventgen Consumer against the raw subscriber", Value: rate, Unit: "events/s"}).compare(raw).atLeast(0.50)
-	p.note("each variant is one replica of its group; rates run from the first message handled to the last of %d", e.cfg.Messages)
-	p.note("consumer.hand%d-inbox subscribes %d times in one replica, so that %d messages are handled at once on brokers that deliver one unacked message per subscription; the Consumer does the same", eventgen.DefaultConcurrency, eventgen.DefaultConcurrency, eventgen.DefaultConcurrency)
-	return nil
 }
 
-// consume runs one consumer variant: it creates a group on a topic of its
-// own, publishes the backlog, starts the variant and measures until every
-// message was handled. start returns the variant's stop function.
-func (e *env) consume(ctx context.Context, name string, start func(context.Context, *subscriber, *progress) (func(), error)) (float64, error) {
-	n := e.cfg.Messages
+// consume runs one consumer variant on cfg.Messages new events.
+func (e *env) consume(ctx context.Context, name string, start startFunc) (float64, error) {
+	msgs := make([]*message.Message, e.cfg.Messages)
+	for i := range msgs {
+		msgs[i] = e.events.message(e.events.order())
+	}
+	return e.consumeMessages(ctx, name, msgs, start)
+}
+
+// consumeMessages runs one consumer variant: it creates a group on a topic
+// of its own, publishes msgs as the backlog, starts the variant and
+// measures until every message was handled.
+func (e *env) consumeMessages(ctx context.Context, name string, msgs []*message.Message, start startFunc) (float64, error) {
+	n := len(msgs)
 	prefix := e.topicPrefix("consume_" + name)
 	sub, err := e.newSubscriber(prefix, e.group(name), shopevents.TopicOrders)
 	if err != nil {
 		return 0, err
 	}
 	defer sub.Close()
-	msgs := make([]*message.Message, n)
-	for i := range msgs {
-		msgs[i] = e.events.message(e.events.order())
-	}
 	if _, err := publishAll(ctx, &publisher{inner: e.broker.Publisher(), prefix: prefix}, msgs, eventgen.DefaultMaxInFlight); err != nil {
 		return 0, err
 	}

@@ -178,8 +178,12 @@ func (e *env) cleanup() []error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, t := range e.tables {
-		if _, err := e.db.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
-			errs = append(errs, fmt.Errorf("drop table %s: %w", t, err))
+		// Migrate makes the key table of per-key ordering beside each
+		// outbox and inbox.
+		for _, t := range []string{t, t + "_keys"} {
+			if _, err := e.db.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
+				errs = append(errs, fmt.Errorf("drop table %s: %w", t, err))
+			}
 		}
 	}
 	if len(e.tables) > 0 {
@@ -281,6 +285,7 @@ func (p *publisher) Close() error { return nil }
 type subscriber struct {
 	inner  message.Subscriber
 	prefix string
+	group  string
 }
 
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -309,7 +314,7 @@ func (e *env) newSubscriber(prefix, group, topic string) (*subscriber, error) {
 		sub.Close()
 		return nil, fmt.Errorf("create group %s on %s: %w", group, prefix+topic, err)
 	}
-	return &subscriber{inner: sub, prefix: prefix}, nil
+	return &subscriber{inner: sub, prefix: prefix, group: group}, nil
 }
 
 // sink makes the broker keep what is published to topic, as it would for a

@@ -130,6 +130,7 @@ func Execute(ctx context.Context, cfg *Config, logw io.Writer) (*Report, error) 
 		"generator": e.generatorPhase,
 		"oversize":  e.oversizePhase,
 		"tracing":   e.tracingPhase,
+		"ordering":  e.orderingPhase,
 	}
 	var errs []error
 	for _, name := range cfg.Phases {

@@ -3,19 +3,17 @@ package bench
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 )
 
-// TestTracingPhase runs the tracing phase, which runs only when named,
-// quickly on SQLite and the in-process broker, and checks that it reports
-// every mode of both measurements, each of the others against tracing off.
-func TestTracingPhase(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the tracing phase for a few seconds")
-	}
+// quickPhase runs phase with -quick on the SQLite file path and the
+// in-process broker, and returns the report and its table.
+func quickPhase(t *testing.T, phase, path string) (*Report, *bytes.Buffer) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
-	cfg, err := parseConfig([]string{"-quick", "-phases", "tracing", "-db", filepath.Join(t.TempDir(), "bench.db")}, func(string) string { return "" }, &stderr)
+	cfg, err := parseConfig([]string{"-quick", "-phases", phase, "-db", path}, func(string) string { return "" }, &stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,18 +24,43 @@ func TestTracingPhase(t *testing.T) {
 	if err := rep.WriteTable(&stdout); err != nil {
 		t.Fatal(err)
 	}
+	return rep, &stdout
+}
+
+// TestTracingPhase runs the tracing phase, which runs only when named,
+// quickly on SQLite and the in-process broker, and checks that it reports
+// every mode of both measurements, each of the others against tracing off.
+func TestTracingPhase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the tracing phase for a few seconds")
+	}
+	rep, stdout := quickPhase(t, "tracing", filepath.Join(t.TempDir(), "bench.db"))
 	for _, m := range []string{"publish", "drain"} {
 		for _, mode := range []string{"off", "noop", "sdk"} {
-			name := "tracing." + m + "." + mode
-			f := rep.Find(name)
-			switch {
-			case f == nil:
-				t.Errorf("no figure %s in\n%s", name, &stdout)
-			case !(f.Value > 0):
-				t.Errorf("%s = %v", name, f.Value)
-			case mode != "off" && (f.Reference != "tracing."+m+".off" || !(f.Ratio > 0) || f.Target == ""):
-				t.Errorf("%s: reference %q, ratio %v, target %q; want a ratio to tracing off and a target", name, f.Reference, f.Ratio, f.Target)
+			ref := "tracing." + m + ".off"
+			if mode == "off" {
+				ref = ""
+			}
+			if f := checkFigure(t, rep, stdout, "tracing."+m+"."+mode, ref); f != nil && ref != "" && f.Target == "" {
+				t.Errorf("%s has no target", f.Name)
 			}
 		}
 	}
+}
+
+// checkFigure checks that the report has a positive figure name, compared
+// with ref (or with nothing if ref is empty) by a positive ratio, and
+// returns it (nil if it is missing).
+func checkFigure(t *testing.T, rep *Report, table fmt.Stringer, name, ref string) *Figure {
+	t.Helper()
+	f := rep.Find(name)
+	switch {
+	case f == nil:
+		t.Errorf("no figure %s in\n%s", name, table)
+	case !(f.Value > 0):
+		t.Errorf("%s = %v", name, f.Value)
+	case f.Reference != ref || ref != "" && !(f.Ratio > 0):
+		t.Errorf("%s: reference %q, ratio %v; want a ratio to %q", name, f.Reference, f.Ratio, ref)
+	}
+	return f
 }
