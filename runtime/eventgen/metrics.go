@@ -435,10 +435,10 @@ func newConsumerMetrics(c *Consumer, mp metric.MeterProvider) *consumerMetrics {
 	}
 	inbox, db := c.inbox, c.db
 	m.gauges = newGauges(in, c, "eventgen.inbox", "The group's messages in the inbox table", m.attrs.base,
-		[]string{tables.StatusPending, tables.StatusProcessing, tables.StatusFailed},
+		[]string{tables.StatusHeld, tables.StatusPending, tables.StatusProcessing, tables.StatusFailed},
 		func(ctx context.Context) (backlog, error) {
 			st, err := consumerStats(ctx, inbox, db)
-			return backlog{rows: []int64{st.Pending, st.Processing, st.Failed}, lag: st.OldestPending}, err
+			return backlog{rows: []int64{st.Held, st.Pending, st.Processing, st.Failed}, lag: st.OldestPending}, err
 		}, c.log)
 	in.logErrors(c.log)
 	return m

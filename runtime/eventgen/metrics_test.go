@@ -209,6 +209,31 @@ func TestMetricsRetriesAndFailures(t *testing.T) {
 	})
 }
 
+// TestMetricsHeld checks the inbox gauge of held events: events of a key
+// that wait for the event before it count until it arrives.
+func TestMetricsHeld(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, h *harness) {
+		m := newMeterReader(t)
+		opts := fastOptions()
+		opts.MeterProvider = m.mp
+		c, tr := h.orders("billing", opts, func(context.Context, orderPlaced, Metadata) error { return nil })
+		c.metrics.gauges.ttl = 0 // every collection reads
+		h.run(c)
+		held := attribute.String("eventgen.status", tables.StatusHeld)
+		h.publish(topicOrders, orderedMessage(t, "k", 2), orderedMessage(t, "k", 3))
+		tr.waitOutcome(t, messageID("k", 2), tables.StatusHeld)
+		tr.waitOutcome(t, messageID("k", 3), tables.StatusHeld)
+		if got, _ := m.sum(t, "eventgen.inbox.messages", held); got != 2 {
+			t.Errorf("the held gauge is %v, want 2", got)
+		}
+		h.publish(topicOrders, orderedMessage(t, "k", 1))
+		tr.waitOutcome(t, messageID("k", 3), tables.StatusSucceeded)
+		if got, _ := m.sum(t, "eventgen.inbox.messages", held); got != 0 {
+			t.Errorf("the held gauge is %v once the key's first event arrived, want 0", got)
+		}
+	})
+}
+
 // TestMetricsLag checks the outbox's gauges: the lag grows while no
 // relay runs and is 0 once the relay drained the table.
 func TestMetricsLag(t *testing.T) {
