@@ -76,8 +76,8 @@ func (OrderPlaced) Topic() string {
 	return TopicOrders
 }
 
-// Key returns the order_id field as a string. Brokers that support it
-// deliver events with the same key in order.
+// Key returns the order_id field as a string: the ordering key. Every
+// consumer group applies the events of one key in commit order.
 func (e OrderPlaced) Key() string {
 	return e.OrderID.String()
 }
@@ -136,8 +136,8 @@ func (OrderCancelled) Topic() string {
 	return TopicOrders
 }
 
-// Key returns the order_id field as a string. Brokers that support it
-// deliver events with the same key in order.
+// Key returns the order_id field as a string: the ordering key. Every
+// consumer group applies the events of one key in commit order.
 func (e OrderCancelled) Key() string {
 	return e.OrderID.String()
 }
@@ -191,8 +191,8 @@ func (PaymentCaptured) Topic() string {
 	return TopicPayments
 }
 
-// Key returns the order_id field as a string. Brokers that support it
-// deliver events with the same key in order.
+// Key returns the order_id field as a string: the ordering key. Every
+// consumer group applies the events of one key in commit order.
 func (e PaymentCaptured) Key() string {
 	return e.OrderID.String()
 }
@@ -247,8 +247,8 @@ func (InventoryStockReserved) Topic() string {
 	return TopicInventory
 }
 
-// Key returns the sku field as a string. Brokers that support it
-// deliver events with the same key in order.
+// Key returns the sku field as a string: the ordering key. Every
+// consumer group applies the events of one key in commit order.
 func (e InventoryStockReserved) Key() string {
 	return e.Sku
 }
@@ -292,8 +292,8 @@ func (OrderShipped) Topic() string {
 	return TopicOrders
 }
 
-// Key returns the order_id field as a string. Brokers that support it
-// deliver events with the same key in order.
+// Key returns the order_id field as a string: the ordering key. Every
+// consumer group applies the events of one key in commit order.
 func (e OrderShipped) Key() string {
 	return e.OrderID.String()
 }

@@ -77,8 +77,8 @@ func eventDecl(f *jen.File, e *model.Event) {
 	}
 	if e.Key != nil {
 		f.Add(comment(
-			"Key returns the "+e.Key.JSON+" field as a string. Brokers that support it",
-			"deliver events with the same key in order.",
+			"Key returns the "+e.Key.JSON+" field as a string: the ordering key. Every",
+			"consumer group applies the events of one key in commit order.",
 		)).Func().Params(jen.Id("e").Id(e.GoName)).Id("Key").Params().String().Block(
 			jen.Return(keyString(jen.Id("e").Dot(e.Key.GoName), e.Key.Type)),
 		)

@@ -173,7 +173,7 @@ func headers(p *model.Package, e *model.Event) *obj {
 	props.set("ce_eventversion", str("The event's version from the spec (extension attribute eventversion; absent means 1).").set("const", strconv.Itoa(e.Version)))
 	required := []string{"ce_id", "ce_type", "ce_source", "ce_specversion", "ce_time", "ce_eventversion"}
 	if e.Key != nil {
-		props.set("ce_partitionkey", str("The event's key, its "+e.Key.JSON+" field as a string (partitioning extension): events of one key are delivered in order where the broker supports it."))
+		props.set("ce_partitionkey", str("The event's key, its "+e.Key.JSON+" field as a string (partitioning extension): every eventgen consumer group applies the events of one source, topic and key in the order of their sequence."))
 		props.set("ce_sequence", str("The event's position among the events of its source, topic and partitionkey, from 1 in commit order with no gaps (sequence extension): decimal, zero-padded to 19 digits so that string order is numeric order. Sent with every partitionkey; absent from messages published before the runtime numbered them.").
 			set("pattern", "^0*[1-9][0-9]*$").set("maxLength", 38))
 		required = append(required, "ce_partitionkey")

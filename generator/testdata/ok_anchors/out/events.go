@@ -90,8 +90,8 @@ func (OrderClosed) Topic() string {
 	return TopicOrders
 }
 
-// Key returns the order_id field as a string. Brokers that support it
-// deliver events with the same key in order.
+// Key returns the order_id field as a string: the ordering key. Every
+// consumer group applies the events of one key in commit order.
 func (e OrderClosed) Key() string {
 	return e.OrderID.String()
 }

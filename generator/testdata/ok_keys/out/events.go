@@ -54,8 +54,8 @@ func (ByString) Topic() string {
 	return TopicT
 }
 
-// Key returns the k field as a string. Brokers that support it
-// deliver events with the same key in order.
+// Key returns the k field as a string: the ordering key. Every
+// consumer group applies the events of one key in commit order.
 func (e ByString) Key() string {
 	return e.K
 }
@@ -91,8 +91,8 @@ func (ByInt) Topic() string {
 	return TopicT
 }
 
-// Key returns the k field as a string. Brokers that support it
-// deliver events with the same key in order.
+// Key returns the k field as a string: the ordering key. Every
+// consumer group applies the events of one key in commit order.
 func (e ByInt) Key() string {
 	return strconv.Itoa(e.K)
 }
@@ -124,8 +124,8 @@ func (ByInt32) Topic() string {
 	return TopicT
 }
 
-// Key returns the k field as a string. Brokers that support it
-// deliver events with the same key in order.
+// Key returns the k field as a string: the ordering key. Every
+// consumer group applies the events of one key in commit order.
 func (e ByInt32) Key() string {
 	return strconv.FormatInt(int64(e.K), 10)
 }
@@ -157,8 +157,8 @@ func (ByInt64) Topic() string {
 	return TopicT
 }
 
-// Key returns the k field as a string. Brokers that support it
-// deliver events with the same key in order.
+// Key returns the k field as a string: the ordering key. Every
+// consumer group applies the events of one key in commit order.
 func (e ByInt64) Key() string {
 	return strconv.FormatInt(e.K, 10)
 }
@@ -190,8 +190,8 @@ func (ByUint32) Topic() string {
 	return TopicT
 }
 
-// Key returns the k field as a string. Brokers that support it
-// deliver events with the same key in order.
+// Key returns the k field as a string: the ordering key. Every
+// consumer group applies the events of one key in commit order.
 func (e ByUint32) Key() string {
 	return strconv.FormatUint(uint64(e.K), 10)
 }
@@ -223,8 +223,8 @@ func (ByUint64) Topic() string {
 	return TopicT
 }
 
-// Key returns the k field as a string. Brokers that support it
-// deliver events with the same key in order.
+// Key returns the k field as a string: the ordering key. Every
+// consumer group applies the events of one key in commit order.
 func (e ByUint64) Key() string {
 	return strconv.FormatUint(e.K, 10)
 }
@@ -256,8 +256,8 @@ func (ByUUID) Topic() string {
 	return TopicT
 }
 
-// Key returns the k field as a string. Brokers that support it
-// deliver events with the same key in order.
+// Key returns the k field as a string: the ordering key. Every
+// consumer group applies the events of one key in commit order.
 func (e ByUUID) Key() string {
 	return e.K.String()
 }
@@ -293,8 +293,8 @@ func (ByEnum) Topic() string {
 	return TopicT
 }
 
-// Key returns the k field as a string. Brokers that support it
-// deliver events with the same key in order.
+// Key returns the k field as a string: the ordering key. Every
+// consumer group applies the events of one key in commit order.
 func (e ByEnum) Key() string {
 	return string(e.K)
 }
@@ -330,8 +330,8 @@ func (ByRenamed) Topic() string {
 	return TopicT
 }
 
-// Key returns the partition_key field as a string. Brokers that support it
-// deliver events with the same key in order.
+// Key returns the partition_key field as a string: the ordering key. Every
+// consumer group applies the events of one key in commit order.
 func (e ByRenamed) Key() string {
 	return e.K
 }
