@@ -76,6 +76,25 @@ MESSAGE_ID) once its handler can succeed, or by skipping it (inbox skip).
 	}
 }
 
+// maxBlockedScan bounds the blocked keys inbox failed looks at.
+const maxBlockedScan = 1000
+
+// blockedBehind returns, by message id, how many events are held behind
+// each failed event its key is blocked on.
+func blockedBehind(ctx context.Context, c *eventgen.Consumer) (map[string]int, error) {
+	keys, err := c.BlockedKeys(ctx, maxBlockedScan)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int, len(keys))
+	for _, b := range keys {
+		if b.NextStatus == "failed" && b.Next.ID != "" {
+			out[b.Next.ID] = b.Waiting
+		}
+	}
+	return out, nil
+}
+
 // blockedJSON is a blocked key as -json prints it.
 type blockedJSON struct {
 	Source  string `json:"source"`

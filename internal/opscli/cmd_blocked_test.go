@@ -105,6 +105,12 @@ func testBlockedKeySkipAndReexecute(t *testing.T, d testservices.Database) {
 	if a.Key == "" || b.Key == "" {
 		t.Fatalf("blocked keys %+v, want those of orders A and B", keys)
 	}
+	code, stdout, _ = run(t, dir, args("inbox", "failed", "-json")...)
+	var failed []rowJSON
+	if err := json.Unmarshal([]byte(stdout), &failed); code != cli.ExitOK || err != nil || len(failed) != 2 ||
+		failed[0].Waiting != 2 || failed[1].Waiting != 2 || failed[0].Sequence != 1 {
+		t.Fatalf("inbox failed -json = %d, %v: want both failed events blocking 2 each\n%s", code, err, stdout)
+	}
 	code, stdout, _ = run(t, dir, args("inbox", "blocked")...)
 	if code != cli.ExitOK || !strings.HasPrefix(stdout, "KEY ") || !strings.Contains(stdout, a.Key) ||
 		!strings.Contains(stdout, " failed ") || !strings.Contains(stdout, "ledger <locked>") {

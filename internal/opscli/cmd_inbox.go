@@ -27,7 +27,9 @@ key's next event.`,
 				Summary:  "list a group's failed messages, oldest first",
 				Help: `Failed lists the group's messages that failed for good, oldest first: their
 handler failed MaxRetries times, or they could not be decoded. The last
-error holds a panic's stack; -v prints it whole.` + dbHelp,
+error holds a panic's stack; -v prints it whole. BLOCKS (waiting in -json)
+is set on a failed event its key is blocked on (per-key ordering): how many
+of the key's events are held behind it (see inbox blocked).` + dbHelp,
 				Setup: func(fs *flag.FlagSet) func(*cli.Env) int {
 					var f inboxFlags
 					f.define(fs)
@@ -39,19 +41,28 @@ error holds a panic's stack; -v prints it whole.` + dbHelp,
 							if err != nil {
 								return fail(e, "inbox failed", err)
 							}
+							waiting, err := blockedBehind(ctx, c)
+							if err != nil {
+								return fail(e, "inbox failed", err)
+							}
 							if *asJSON {
 								out := make([]rowJSON, len(rows))
 								for i, r := range rows {
 									out[i] = toJSON(eventgen.StoredRow{MessageID: r.ID, Name: r.Name, Version: r.Version, Topic: r.Topic, Key: r.Key,
-										Source: r.Source, Status: "failed", Attempts: r.Attempt, EventTime: r.Time, FinishedAt: r.FailedAt,
+										Sequence: r.Sequence, Source: r.Source, Status: "failed", Attempts: r.Attempt, EventTime: r.Time, FinishedAt: r.FailedAt,
 										LastError: r.Error, Headers: r.Headers, Payload: r.Payload})
+									out[i].Waiting = waiting[r.ID]
 								}
 								return printJSON(e, "inbox failed", out)
 							}
-							t := newTable("MESSAGE ID", "NAME", "VERSION", "TOPIC", "KEY", "SOURCE", "ATTEMPTS", "SENT", "FAILED", "LAST ERROR")
+							t := newTable("MESSAGE ID", "NAME", "VERSION", "TOPIC", "KEY", "SOURCE", "ATTEMPTS", "SENT", "FAILED", "BLOCKS", "LAST ERROR")
 							for _, r := range rows {
+								blocks := ""
+								if n, ok := waiting[r.ID]; ok {
+									blocks = strconv.Itoa(n)
+								}
 								t.add(r.ID, r.Name, strconv.Itoa(r.Version), r.Topic, r.Key, r.Source,
-									strconv.Itoa(r.Attempt), formatTime(r.Time), formatTime(r.FailedAt), r.Error)
+									strconv.Itoa(r.Attempt), formatTime(r.Time), formatTime(r.FailedAt), blocks, r.Error)
 							}
 							printFailed(e, t, "messages of group "+f.group, f.table, *limit, *verbose)
 							return cli.ExitOK

@@ -239,7 +239,7 @@ func printRow(e *cli.Env, r eventgen.StoredRow, inbox bool) {
 	tw := tabwriter.NewWriter(e.Stdout, 0, 0, 2, ' ', 0)
 	lines := [][2]string{
 		{"id", strconv.FormatInt(r.ID, 10)}, {"message id", r.MessageID}, {"name", r.Name}, {"version", strconv.Itoa(r.Version)},
-		{"topic", r.Topic}, {"key", r.Key}, {"source", r.Source}, {"status", r.Status}, {"attempts", strconv.Itoa(r.Attempts)},
+		{"topic", r.Topic}, {"key", r.Key}, {"sequence", strconv.FormatInt(r.Sequence, 10)}, {"source", r.Source}, {"status", r.Status}, {"attempts", strconv.Itoa(r.Attempts)},
 	}
 	if inbox {
 		lines = append(lines, [2]string{"event time", formatTime(r.EventTime)})
@@ -288,22 +288,26 @@ func prettyPayload(p []byte) string {
 
 // rowJSON is a row as -json prints it.
 type rowJSON struct {
-	ID            int64             `json:"id,omitempty"`
-	MessageID     string            `json:"message_id"`
-	Name          string            `json:"name"`
-	Version       int               `json:"version"`
-	Topic         string            `json:"topic"`
-	Key           string            `json:"key"`
-	Source        string            `json:"source"`
-	Status        string            `json:"status"`
-	Attempts      int               `json:"attempts"`
-	EventTime     *time.Time        `json:"event_time,omitempty"`
-	CreatedAt     *time.Time        `json:"created_at,omitempty"`
-	NextAttemptAt *time.Time        `json:"next_attempt_at,omitempty"`
-	FinishedAt    *time.Time        `json:"finished_at,omitempty"`
-	ExpiresAt     *time.Time        `json:"expires_at,omitempty"`
-	LockOwner     string            `json:"lock_owner,omitempty"`
-	LastError     string            `json:"last_error,omitempty"`
+	ID            int64      `json:"id,omitempty"`
+	MessageID     string     `json:"message_id"`
+	Name          string     `json:"name"`
+	Version       int        `json:"version"`
+	Topic         string     `json:"topic"`
+	Key           string     `json:"key"`
+	Sequence      int64      `json:"sequence,omitempty"`
+	Source        string     `json:"source"`
+	Status        string     `json:"status"`
+	Attempts      int        `json:"attempts"`
+	EventTime     *time.Time `json:"event_time,omitempty"`
+	CreatedAt     *time.Time `json:"created_at,omitempty"`
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+	FinishedAt    *time.Time `json:"finished_at,omitempty"`
+	ExpiresAt     *time.Time `json:"expires_at,omitempty"`
+	LockOwner     string     `json:"lock_owner,omitempty"`
+	LastError     string     `json:"last_error,omitempty"`
+	// Waiting counts, for a failed message its key is blocked on, the
+	// events held behind it (inbox failed only).
+	Waiting       int               `json:"waiting,omitempty"`
 	Headers       map[string]string `json:"headers,omitempty"`
 	Payload       json.RawMessage   `json:"payload,omitempty"`
 	PayloadBase64 []byte            `json:"payload_base64,omitempty"`
@@ -325,7 +329,7 @@ func toJSON(r eventgen.StoredRow) rowJSON {
 		return &v
 	}
 	j := rowJSON{
-		ID: r.ID, MessageID: r.MessageID, Name: r.Name, Version: r.Version, Topic: r.Topic, Key: r.Key, Source: r.Source,
+		ID: r.ID, MessageID: r.MessageID, Name: r.Name, Version: r.Version, Topic: r.Topic, Key: r.Key, Sequence: r.Sequence, Source: r.Source,
 		Status: r.Status, Attempts: r.Attempts, EventTime: t(r.EventTime), CreatedAt: t(r.CreatedAt),
 		NextAttemptAt: t(r.NextAttemptAt), FinishedAt: t(r.FinishedAt), ExpiresAt: t(r.ExpiresAt),
 		LockOwner: r.LockOwner, LastError: r.LastError, Headers: r.Headers,
