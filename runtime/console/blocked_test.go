@@ -151,3 +151,30 @@ func TestSkipRefused(t *testing.T) {
 		t.Fatalf("blocked keys after refused skips: %v %v", st, err)
 	}
 }
+
+// TestSkipMissing skips a key's next event that the group never received:
+// the key moves on to the first event it holds.
+func TestSkipMissing(t *testing.T) {
+	f := newFixture(t, testenv.OpenSQLite(t), 0)
+	bk := f.addBlockedKey(t, "missing-1")
+	c, audit := newConsole(t, f, nil)
+	cl := newClient(t, serve(t, c).URL)
+	_, body := cl.get("/ops/inbox/billing/blocked")
+	if !strings.Contains(body, `<td>#2</td>`) || !strings.Contains(body, `class="status st-missing">missing<`) || !strings.Contains(body, "Skip #2") {
+		t.Fatalf("blocked view of a missing event:\n%s", body)
+	}
+	csrf := cl.csrf("/ops/inbox/billing/blocked")
+	code, body, _ := cl.do("POST", "/ops/inbox/billing/skip", skipForm(csrf, bk, false), nil)
+	if code != 200 || !strings.Contains(body, "the group never received it") {
+		t.Fatalf("confirmation of a missing event's skip: %d\n%s", code, body)
+	}
+	if code, _, _ := cl.do("POST", "/ops/inbox/billing/skip", skipForm(csrf, bk, true), nil); code != 303 {
+		t.Fatalf("skip of a missing event: %d", code)
+	}
+	if got := f.inboxStatus(t, bk.held[0]); got != "pending" {
+		t.Errorf("event 3 is %q after the skip, want pending", got)
+	}
+	if acts := audit.actions(); len(acts) != 1 || acts[0]["message_id"] != "" || acts[0]["sequence"] != int64(2) {
+		t.Errorf("audit %v", acts)
+	}
+}

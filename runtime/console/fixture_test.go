@@ -139,7 +139,8 @@ type blockedKey struct {
 }
 
 // addBlockedKey writes a blocked key to the fixture's group, as the
-// consumer leaves one whose event 2 failed for good.
+// consumer leaves one whose event 2 failed for good; or, for a key that
+// starts with "missing", one whose event 2 never arrived.
 func (f *fixture) addBlockedKey(t testing.TB, key string) blockedKey {
 	t.Helper()
 	ctx := context.Background()
@@ -155,6 +156,9 @@ func (f *fixture) addBlockedKey(t testing.TB, key string) blockedKey {
 	b := blockedKey{key: key}
 	for i, status := range []string{"succeeded", "failed", "held", "held"} {
 		seq := int64(i + 1)
+		if status == "failed" && strings.HasPrefix(key, "missing") {
+			continue // the group never received event 2
+		}
 		var expires, handled any
 		lastErr, attempts := "", 0 // a held row has not run
 		switch status {
