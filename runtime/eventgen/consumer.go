@@ -420,7 +420,10 @@ func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Messa
 		return
 	}
 	if row.Seq > 0 {
-		c.deliverInOrder(ctx, msg, row, headers, h)
+		if c.deliverInOrder(ctx, msg, row, headers, h) {
+			span.End() // before the next events of the key run
+			c.runNext(ctx, row)
+		}
 		return
 	}
 	if h == nil {

@@ -24,9 +24,10 @@ import (
 // so the next event of the key, delivered meanwhile to another handler or
 // replica, waits for the commit and then runs, or finds the stream behind
 // (the handler failed and rolled back) and is stored as held. A held event
-// takes no handler slot: the event before it wakes it once it is applied
-// (run, skipped for want of a handler, or skipped by an operator), and the
-// retrier runs it. An event whose sequence the stream has already passed
+// takes no handler slot: once the event before it is applied (run, or
+// skipped for want of a handler), the goroutine that applied it claims and
+// runs it next, in the same slot (see runNext); after an operator's skip,
+// the retrier does. An event whose sequence the stream has already passed
 // arrived after the events behind it ran: it is recorded as failed, not
 // run.
 //
@@ -37,19 +38,20 @@ import (
 // deliverInOrder handles a delivered event with a sequence: in its turn,
 // or held until its turn, or failed if its turn has passed. h is nil when
 // the group has no handler for the event; it is then skipped in its turn,
-// which moves the key on.
-func (c *Consumer) deliverInOrder(ctx context.Context, msg *message.Message, row tables.InboxRow, headers map[string]string, h *handler) {
+// which moves the key on. It reports whether it applied the event, so that
+// the held events after it may run (see runNext).
+func (c *Consumer) deliverInOrder(ctx context.Context, msg *message.Message, row tables.InboxRow, headers map[string]string, h *handler) (applied bool) {
 	span := trace.SpanFromContext(ctx)
 	tx, err := c.db.BeginTx(ctx, nil)
 	if err != nil {
 		c.redeliver(ctx, msg, row, "begin transaction", err)
-		return
+		return false
 	}
 	pos, err := c.inbox.Advance(ctx, tx, row)
 	if err != nil {
 		_ = tx.Rollback()
 		c.redeliver(ctx, msg, row, "take its key's turn", err)
-		return
+		return false
 	}
 	o := c.finished(tables.StatusSucceeded, 1, "")
 	switch {
@@ -62,14 +64,14 @@ func (c *Consumer) deliverInOrder(ctx context.Context, msg *message.Message, row
 	if err != nil {
 		_ = tx.Rollback()
 		c.redeliver(ctx, msg, row, "insert inbox row", err)
-		return
+		return false
 	}
 	if !inserted {
 		_ = tx.Rollback()
 		msg.Ack()
 		span.AddEvent("duplicate")
 		c.hooks.onSettled(row.MessageID, outcomeDuplicate)
-		return
+		return false
 	}
 	if pos.Advanced && h != nil {
 		began := time.Now()
@@ -77,24 +79,22 @@ func (c *Consumer) deliverInOrder(ctx context.Context, msg *message.Message, row
 		c.metrics.ran(&row, began, herr)
 		if herr != nil {
 			c.deliveryFailed(ctx, tx, msg, row, herr)
-			return
+			return false
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		c.redeliver(ctx, msg, row, "commit", err)
-		return
+		return false
 	}
 	c.dbErrors.Store(0)
 	msg.Ack()
-	if pos.Advanced {
-		c.wakeNext(ctx, row)
-	}
 	if o.Status != tables.StatusSucceeded {
 		spanOutcome(span, o, nil, o.Status)
 		c.logOutcome(row, o)
 	}
 	c.metrics.outcome(&row, o.Status)
 	c.hooks.onSettled(row.MessageID, o.Status)
+	return pos.Advanced
 }
 
 // outOfTurn is the outcome of an event that is not its key's next one:
@@ -134,18 +134,26 @@ func (c *Consumer) retryInOrder(ctx context.Context, tx bun.Tx, row tables.Inbox
 	return false, nil
 }
 
-// wakeNext makes the held event after row, if any, due now, and tells the
-// retrier. If this fails, the retrier's scan of held events finds it.
-func (c *Consumer) wakeNext(ctx context.Context, row tables.InboxRow) {
-	dctx, cancel := detached(ctx)
-	defer cancel()
-	woke, err := c.inbox.Wake(dctx, c.db, row)
-	if err != nil {
-		c.log.Warn("consumer: wake the next event of a key failed; the retrier's scan will", "key", row.Key, "sequence", row.Seq+1, "error", err)
-		return
-	}
-	if woke {
-		c.pokeRetrier()
+// runNext runs, in this goroutine and its handler slot, the held events
+// that follow row in its key, one after another while each is applied:
+// an event held for its turn runs as soon as its turn comes, without
+// waiting for the retrier. Each is claimed with a lease, as the retrier
+// would; if that fails, the retrier's scan of held events finds it.
+func (c *Consumer) runNext(ctx context.Context, row tables.InboxRow) {
+	// The next events' spans are not children of this one's.
+	ctx = trace.ContextWithSpanContext(ctx, trace.SpanContext{})
+	for ctx.Err() == nil {
+		next, ok, err := c.inbox.TakeNext(ctx, c.db, c.owner, row, c.opts.LeaseDuration)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.Warn("consumer: take the next event of a key failed; the retrier's scan will", "key", row.Key, "sequence", row.Seq+1, "error", err)
+			}
+			return
+		}
+		if !ok || !c.retry(ctx, next) {
+			return
+		}
+		row = next
 	}
 }
 

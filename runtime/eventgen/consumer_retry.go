@@ -61,7 +61,9 @@ func (c *Consumer) retryDue(ctx context.Context, wg *sync.WaitGroup) int {
 			go func() {
 				defer wg.Done()
 				defer c.release(1)
-				c.retry(ctx, r)
+				if c.retry(ctx, r) {
+					c.runNext(ctx, r)
+				}
 			}()
 		}
 		total += len(rows)
@@ -91,11 +93,13 @@ func (c *Consumer) acquireUpTo(ctx context.Context, max int) int {
 
 // retry runs one claimed row: in a transaction that first checks the lease
 // is still held, the handler, then the succeeded mark. A failure sends the
-// row back to pending or ends it as failed.
+// row back to pending or ends it as failed. It reports whether it applied
+// a row with a sequence (ran or skipped it in its turn), so that the next
+// event of its key may run.
 //
 // Each run is a CONSUMER span, parented to the trace context stored with
 // the row from the message that first brought it.
-func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
+func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) (applied bool) {
 	headers := rowHeaders(row)
 	ctx, span := c.tracing.startProcess(ctx, headers, &row, c.opts.Group, row.Attempts)
 	defer span.End()
@@ -106,7 +110,7 @@ func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
 				row.Attempts-1, row.LastError.String))
 		spanOutcome(span, o, nil, "")
 		c.finish(ctx, row, o)
-		return
+		return false
 	}
 	h := c.handlers[row.Name]
 	if h == nil && row.Seq == 0 {
@@ -115,44 +119,44 @@ func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
 		o.Attempts = row.Attempts - 1
 		spanOutcome(span, o, nil, "skipped")
 		c.finish(ctx, row, o)
-		return
+		return false
 	}
 	if reason := wrongTopic(h, row.Topic); reason != "" {
 		// Re-executed after it was rejected: it stays rejected.
 		o := c.finished(tables.StatusFailed, row.Attempts-1, reason)
 		spanOutcome(span, o, nil, "rejected")
 		c.finish(ctx, row, o)
-		return
+		return false
 	}
 	if ctx.Err() != nil {
 		c.releaseRow(ctx, row) // claimed as shutdown began
-		return
+		return false
 	}
 	tx, err := c.db.BeginTx(ctx, nil)
 	if err != nil {
 		c.retryError(ctx, row, "begin transaction", err)
-		return
+		return false
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	owned, err := c.inbox.Own(ctx, tx, c.owner, row.ID, c.opts.LeaseDuration)
 	if err != nil {
 		c.retryError(ctx, row, "check lease", err)
-		return
+		return false
 	}
 	if !owned {
 		span.AddEvent("lease lost")
 		c.log.Info("consumer: lease lost before the run; another replica has the row", "message_id", row.MessageID)
 		c.hooks.onSettled(row.MessageID, outcomeLostLease)
-		return
+		return false
 	}
 	if row.Seq > 0 {
 		ok, err := c.retryInOrder(ctx, tx, row)
 		if err != nil {
 			c.retryError(ctx, row, "take its key's turn", err)
-			return
+			return false
 		}
 		if !ok {
-			return
+			return false
 		}
 		if h == nil {
 			// In its turn, skipped: the key moves on.
@@ -163,13 +167,12 @@ func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
 			}
 			if err != nil {
 				c.retryError(ctx, row, "mark skipped", err)
-				return
+				return false
 			}
-			c.wakeNext(ctx, row)
 			spanOutcome(span, o, nil, "skipped")
 			c.metrics.outcome(&row, o.Status)
 			c.hooks.onSettled(row.MessageID, o.Status)
-			return
+			return true
 		}
 	}
 	began := time.Now()
@@ -178,43 +181,41 @@ func (c *Consumer) retry(ctx context.Context, row tables.InboxRow) {
 	if herr == nil {
 		if _, err := c.inbox.Done(ctx, tx, c.owner, []int64{row.ID}, 0, c.opts.SucceededRetention); err != nil {
 			c.retryError(ctx, row, "mark succeeded", err)
-			return
+			return false
 		}
 		if err := tx.Commit(); err != nil {
 			c.retryError(ctx, row, "commit", err)
-			return
-		}
-		if row.Seq > 0 {
-			c.wakeNext(ctx, row)
+			return false
 		}
 		c.metrics.outcome(&row, tables.StatusSucceeded)
 		if row.Attempts > 1 {
 			c.log.Info("message handled on retry", "message_id", row.MessageID, "event", row.Name, "attempt", row.Attempts)
 		}
 		c.hooks.onSettled(row.MessageID, tables.StatusSucceeded)
-		return
+		return row.Seq > 0
 	}
 	_ = tx.Rollback()
 	if ctx.Err() != nil {
 		spanError(span, herr, false, 0)
 		c.releaseRow(ctx, row)
-		return
+		return false
 	}
 	o := c.afterFailure(row, row.Attempts, herr)
 	spanOutcome(span, o, herr, "")
 	if o.Status == tables.StatusFailed {
 		c.finish(ctx, row, o)
-		return
+		return false
 	}
 	// Record the failure even if shutdown begins meanwhile.
 	dctx, cancel := detached(ctx)
 	defer cancel()
 	if err := c.inbox.Retry(dctx, c.db, c.owner, row.ID, row.Attempts, o.Delay, o.LastError); err != nil {
 		c.retryError(ctx, row, "schedule retry", err)
-		return
+		return false
 	}
 	c.metrics.outcome(&row, tables.StatusPending)
 	c.hooks.onSettled(row.MessageID, tables.StatusPending)
+	return false
 }
 
 // finish ends a claimed row as failed or skipped.

@@ -235,6 +235,7 @@ type orderingSQL struct {
 	lock, read, set      string
 	next, firstHeld      string
 	silent, forget       string
+	take, taken          string // taken reads back on MySQL
 }
 
 func newOrderingSQL(d sqlstore.Dialect, table string) orderingSQL {
@@ -273,6 +274,17 @@ func newOrderingSQL(d sqlstore.Dialect, table string) orderingSQL {
 		"(SELECT 1 FROM %s i WHERE i.consumer_group = k.consumer_group AND i.msg_key = k.msg_key AND i.seq > 0 AND i.topic = k.topic AND i.source = k.source AND i.expires_at IS NULL) LIMIT ?",
 		keys, now, table)
 	o.forget = fmt.Sprintf("DELETE FROM %s WHERE consumer_group = ? AND stream IN (?) AND updated_at < %s - ?", keys, now)
+	// Take claims a stream's held row of a sequence as a retrier's claim
+	// does (processing, leased, the attempt counted).
+	match := fmt.Sprintf("consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ? AND status = '%s'", StatusHeld)
+	o.take = fmt.Sprintf("UPDATE %s SET status = '%s', lock_owner = ?, lease_until = %s + ?, next_attempt_at = %s + ?, attempts = attempts + 1 WHERE %s",
+		table, "processing", now, now, match)
+	if d.Name == "mysql" {
+		o.taken = fmt.Sprintf("SELECT %s FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ? AND status = 'processing' AND lock_owner = ?",
+			inboxColumns, table)
+	} else {
+		o.take += " RETURNING " + inboxColumns
+	}
 	o.next = fmt.Sprintf("SELECT id, message_id, status, last_error FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ?", table)
 	return o
 }
@@ -608,4 +620,36 @@ func (in *Inbox) ForgetKeys(ctx context.Context, db bun.IDB, retention time.Dura
 			return total, err
 		}
 	}
+}
+
+// TakeNext claims for owner, with a lease, the held row that follows r in
+// its stream, as a retrier's claim would, and returns it; ok is false when
+// there is none.
+func (in *Inbox) TakeNext(ctx context.Context, db bun.IDB, owner string, r InboxRow, lease time.Duration) (InboxRow, bool, error) {
+	args := []any{owner, micros(lease), micros(lease), in.Group, r.Key, r.Seq + 1, r.Topic, r.Source}
+	var rows *sql.Rows
+	if in.ordering.taken != "" {
+		res, err := sqlstore.ExecPrepared(ctx, in.Prepared, db, in.ordering.take, args...)
+		if n, err := rowsAffected(res, err); err != nil || n == 0 {
+			return InboxRow{}, false, err
+		}
+		rows, err = sqlstore.QueryPrepared(ctx, in.Prepared, db, in.ordering.taken, in.Group, r.Key, r.Seq+1, r.Topic, r.Source, owner)
+		if err != nil {
+			return InboxRow{}, false, err
+		}
+	} else {
+		var err error
+		if rows, err = sqlstore.QueryPrepared(ctx, in.Prepared, db, in.ordering.take, args...); err != nil {
+			return InboxRow{}, false, err
+		}
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return InboxRow{}, false, rows.Err()
+	}
+	var next InboxRow
+	if err := scanInboxRow(rows, &next); err != nil {
+		return next, false, err
+	}
+	return next, true, rows.Close()
 }
