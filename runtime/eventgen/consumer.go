@@ -401,6 +401,7 @@ func (c *Consumer) release(n int) {
 func (c *Consumer) deliver(ctx context.Context, topic string, msg *message.Message) {
 	env, err := wire.Decode(msg, c.opts.MaxMessageBytes)
 	row, headers, reason := storable(env, topic, msg, c.opts.MaxMessageBytes)
+	c.metrics.delivered(&row)
 	ctx, span := c.tracing.startProcess(ctx, env.Headers, &row, c.opts.Group, 1)
 	defer span.End()
 	if err != nil {

@@ -397,6 +397,7 @@ func (m *outboxMetrics) close() error {
 type consumerMetrics struct {
 	attrs attrCache
 
+	consumed metric.Int64Counter
 	handled  metric.Int64Counter
 	retried  metric.Int64Counter
 	skipped  metric.Int64Counter
@@ -415,6 +416,8 @@ func newConsumerMetrics(c *Consumer, mp metric.MeterProvider) *consumerMetrics {
 	}
 	in := &instruments{meter: meter}
 	m := &consumerMetrics{
+		consumed: in.counter("messaging.client.consumed.messages", "{message}",
+			"Messages the broker delivered to the group, redeliveries included."),
 		handled: in.counter("eventgen.consumer.handled.messages", "{message}",
 			"Messages whose handler succeeded and whose transaction committed, on delivery or on a retry."),
 		retried: in.counter("eventgen.consumer.retried.messages", "{message}",
@@ -442,6 +445,15 @@ func newConsumerMetrics(c *Consumer, mp metric.MeterProvider) *consumerMetrics {
 		}, c.log)
 	in.logErrors(c.log)
 	return m
+}
+
+// delivered counts a message the broker delivered, once its metadata is
+// read.
+func (m *consumerMetrics) delivered(row *tables.InboxRow) {
+	if m == nil {
+		return
+	}
+	m.consumed.Add(context.Background(), 1, m.attrs.of(row.Topic, row.Name).add...)
 }
 
 // ran records the duration of a handler run of row that began at began,

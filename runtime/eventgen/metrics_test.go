@@ -155,6 +155,9 @@ func TestMetricsCountEvents(t *testing.T) {
 		m.waitSum(t, "messaging.client.sent.messages", n, orderAttr, dest, noError)
 		m.waitSum(t, "eventgen.consumer.handled.messages", n, orderAttr, dest,
 			attribute.String("messaging.consumer.group.name", "billing"))
+		if consumed, _ := m.sum(t, "messaging.client.consumed.messages", orderAttr, dest); consumed < n {
+			t.Errorf("messaging.client.consumed.messages = %v, want at least the %d messages handled", consumed, n)
+		}
 		for _, name := range []string{"eventgen.outbox.delivery.duration", "messaging.process.duration", "eventgen.consumer.end_to_end.duration"} {
 			if _, count := m.sum(t, name, orderAttr, noError); count != n {
 				t.Errorf("%s has %d points, want %d", name, count, n)
