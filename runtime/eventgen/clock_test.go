@@ -175,7 +175,7 @@ func TestConsumerClockSkewChangesNothing(t *testing.T) {
 				msgs = append(msgs, eventMessage(t, orderPlaced{OrderID: fmt.Sprint(i)}, fmt.Sprint(i), nil))
 			}
 			h.publish(topicOrders, msgs...)
-			tr.wait(t, "all handled", func() bool { return tr.count(tables.StatusSucceeded) == n })
+			tr.wait(t, "all handled", func() bool { return tr.ever(tables.StatusSucceeded) == n })
 			mu.Lock()
 			for id, at := range runs {
 				if len(at) != 3 {

@@ -319,10 +319,11 @@ func (tr *tracker) count(outcome string) int {
 	return n
 }
 
-// ever returns how many messages have had outcome at some point. An
-// ordered message's outcomes may be reported out of order: its delivery
-// reports "held" after its commit, by which time the event before it may
-// have woken it and the retrier run it.
+// ever returns how many messages have had outcome at some point. A
+// message's outcomes may be reported out of order: its delivery reports
+// "pending" (or "held") after that row committed, by which time the
+// retrier (or the event before it) may have run it and reported
+// "succeeded".
 func (tr *tracker) ever(outcome string) int {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
@@ -985,7 +986,7 @@ func TestConsumerConcurrencyBound(t *testing.T) {
 			msgs = append(msgs, eventMessage(t, orderPlaced{OrderID: fmt.Sprint(i)}, fmt.Sprint(i), nil))
 		}
 		h.publish(topicOrders, msgs...)
-		tr.wait(t, "all handled", func() bool { return tr.count(tables.StatusSucceeded) == 60 })
+		tr.wait(t, "all handled", func() bool { return tr.ever(tables.StatusSucceeded) == 60 })
 		if p := peak.Load(); p > 3 {
 			t.Errorf("%d handlers ran at once, want at most 3", p)
 		}
