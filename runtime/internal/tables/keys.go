@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,11 +40,15 @@ const StatusHeld = "held"
 // hash, so that the primary key stays short on every database whatever the
 // three values' lengths.
 func StreamID(source, topic, key string) string {
-	h := sha256.New()
+	// Each part length-prefixed, so that no two triples write the same
+	// bytes.
+	b := make([]byte, 0, 3*(len(source)+len(topic)+len(key)+8))
 	for _, s := range []string{source, topic, key} {
-		fmt.Fprintf(h, "%d:%s;", len(s), s)
+		b = strconv.AppendInt(b, int64(len(s)), 10)
+		b = append(append(append(b, ':'), s...), ';')
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // KeysTable is the key table beside table.
@@ -352,17 +357,12 @@ func scanOne(rows *sql.Rows, dest ...any) error {
 	return rows.Close()
 }
 
-// Wake makes the held row that follows r in its stream due now, and
-// reports whether there was one.
-func (in *Inbox) Wake(ctx context.Context, db bun.IDB, r InboxRow) (bool, error) {
-	res, err := sqlstore.ExecPrepared(ctx, in.Prepared, db, in.ordering.wake, in.Group, r.Key, r.Seq+1, r.Topic, r.Source)
+// WakeSeq makes the held row of sequence seq in stream s due now, for the
+// retrier, and reports whether there was one.
+func (in *Inbox) WakeSeq(ctx context.Context, db bun.IDB, s Stream, seq int64) (bool, error) {
+	res, err := sqlstore.ExecPrepared(ctx, in.Prepared, db, in.ordering.wake, in.Group, s.Key, seq, s.Topic, s.Source)
 	n, err := rowsAffected(res, err)
 	return n > 0, err
-}
-
-// WakeSeq makes the held row of sequence seq in stream s due now.
-func (in *Inbox) WakeSeq(ctx context.Context, db bun.IDB, s Stream, seq int64) (bool, error) {
-	return in.Wake(ctx, db, InboxRow{Source: s.Source, Topic: s.Topic, Key: s.Key, Seq: seq - 1})
 }
 
 // Park puts owner's claimed row id back to held, without counting the
