@@ -70,10 +70,12 @@ func inboxStatsCommand() *cli.Command {
 		Name:     "stats",
 		Synopsis: "-group G [-table T] [-json]",
 		Summary:  "count a group's messages by status, and the oldest pending age",
-		Help: `Stats counts the group's messages by status (pending, which are all
-waiting for a retry, processing, failed, succeeded, skipped) and says how
-long the message due the longest has waited for a retry. It reads indexes
-only, and is cheap enough for a health check.` + statsHelp() + dbHelp,
+		Help: `Stats counts the group's messages by status (held behind the event
+before them of their key, pending, which are all waiting for a retry,
+processing, failed, succeeded, skipped), says how long the message due the
+longest has waited for a retry, and counts the keys whose events wait, and
+those of them whose next event failed for good (see "inbox blocked"). It
+reads indexes only, and is cheap enough for a health check.` + statsHelp() + dbHelp,
 		Setup: func(fs *flag.FlagSet) func(*cli.Env) int {
 			var f inboxFlags
 			f.define(fs)
@@ -85,18 +87,22 @@ only, and is cheap enough for a health check.` + statsHelp() + dbHelp,
 						return fail(e, "inbox stats", err)
 					}
 					return printStats(e, "inbox stats", *asJSON, inboxStatsJSON{
-						Table: f.table, Group: f.group, Pending: st.Pending, Processing: st.Processing,
+						Table: f.table, Group: f.group, Held: st.Held, Pending: st.Pending, Processing: st.Processing,
 						Failed: st.Failed, Succeeded: st.Succeeded, Skipped: st.Skipped,
 						HistoryCapped: st.HistoryCapped, OldestPendingSeconds: st.OldestPending.Seconds(),
+						BlockedKeys: st.BlockedKeys, FailedKeys: st.FailedKeys,
 					}, [][2]string{
 						{"table", f.table},
 						{"group", f.group},
+						{"held", count(st.Held)},
 						{"pending", count(st.Pending)},
 						{"processing", count(st.Processing)},
 						{"failed", count(st.Failed)},
 						{"succeeded", history(st.Succeeded, st.HistoryCapped)},
 						{"skipped", history(st.Skipped, st.HistoryCapped)},
 						{"oldest pending", age(st.OldestPending)},
+						{"blocked keys", count(st.BlockedKeys)},
+						{"  failed", count(st.FailedKeys)},
 					})
 				})
 			}
@@ -121,6 +127,7 @@ type outboxStatsJSON struct {
 type inboxStatsJSON struct {
 	Table                string  `json:"table"`
 	Group                string  `json:"group"`
+	Held                 int64   `json:"held"`
 	Pending              int64   `json:"pending"`
 	Processing           int64   `json:"processing"`
 	Failed               int64   `json:"failed"`
@@ -128,6 +135,8 @@ type inboxStatsJSON struct {
 	Skipped              int64   `json:"skipped"`
 	HistoryCapped        bool    `json:"history_capped"`
 	OldestPendingSeconds float64 `json:"oldest_pending_seconds"`
+	BlockedKeys          int64   `json:"blocked_keys"`
+	FailedKeys           int64   `json:"failed_keys"`
 }
 
 func jsonFlag(fs *flag.FlagSet) *bool {

@@ -152,12 +152,15 @@ func TestInboxStats(t *testing.T) {
 	code, stdout, stderr := run(t, dir, args...)
 	want := "table           " + table + `
 group           billing
+held            0
 pending         0
 processing      0
 failed          3
 succeeded       2
 skipped         0
 oldest pending  0s
+blocked keys    3
+  failed        3
 `
 	if code != cli.ExitOK || stderr != "" || stdout != want {
 		t.Errorf("inbox stats = %d, stderr %q, printed:\n%s\nwant:\n%s", code, stderr, stdout, want)
@@ -166,6 +169,7 @@ oldest pending  0s
 	wantJSON := map[string]any{
 		"table": table, "group": "billing", "pending": 0.0, "processing": 0.0, "failed": 3.0,
 		"succeeded": 2.0, "skipped": 0.0, "history_capped": false, "oldest_pending_seconds": 0.0,
+		"held": 0.0, "blocked_keys": 3.0, "failed_keys": 3.0, // each failed payment blocks its order's key
 	}
 	if !maps.Equal(got, wantJSON) {
 		t.Errorf("inbox stats -json = %v, want %v", got, wantJSON)

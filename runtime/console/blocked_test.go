@@ -32,6 +32,9 @@ func TestBlockedKeys(t *testing.T) {
 				!strings.Contains(body, `href="/ops/inbox/billing/blocked"`) {
 				t.Fatalf("overview: %d, no held count of 2 or blocked link\n%s", code, body)
 			}
+			if !strings.Contains(body, `<span class="blocked-count">1</span>, <span class="failed-keys">1</span> on a failed event`) {
+				t.Errorf("overview: no count of 1 key blocked on a failed event\n%s", body)
+			}
 			code, body = cl.get("/ops/inbox/billing?status=held")
 			if code != 200 || strings.Count(body, "<tr data-id=") != 2 {
 				t.Fatalf("held list: %d\n%s", code, body)

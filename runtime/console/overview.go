@@ -18,8 +18,10 @@ type card struct {
 	Counts []countView
 	Oldest string
 	Chart  chart
-	// Blocked links to a group's blocked keys.
-	Blocked string
+	// Blocked links to a group's blocked keys; BlockedKeys and
+	// FailedKeys count them, and those on a failed event.
+	Blocked                 string
+	BlockedKeys, FailedKeys string
 }
 
 type countView struct {
@@ -85,6 +87,7 @@ func (c *Console) overview(rq *request) error {
 		t, _ := c.inboxTarget(cs.Group())
 		cards = append(cards, card{
 			Title: t.Title, Link: t.Link, Oldest: age(st.OldestPending), Blocked: t.Link + "/blocked",
+			BlockedKeys: history(st.BlockedKeys, st.BlockedKeys >= eventgen.StatsHistoryLimit), FailedKeys: count(st.FailedKeys),
 			Counts: counts(t.Link, []countView{
 				{"held", count(st.Held), ""}, {"pending", count(st.Pending), ""}, {"processing", count(st.Processing), ""},
 				{"failed", count(st.Failed), ""}, {"succeeded", history(st.Succeeded, st.HistoryCapped), ""},

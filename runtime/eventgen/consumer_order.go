@@ -264,31 +264,12 @@ func (c *Consumer) BlockedKeys(ctx context.Context, limit int) ([]BlockedKey, er
 	if limit <= 0 {
 		return nil, fmt.Errorf("consumer: blocked keys: limit %d is not positive", limit)
 	}
-	streams, err := c.inbox.HeldStreams(ctx, c.db, 0, limit)
+	streams, err := c.inbox.BlockedStreams(ctx, c.db, limit)
 	if err != nil {
 		return nil, fmt.Errorf("consumer: blocked keys: %w", err)
 	}
-	heads, err := c.inbox.FailedHeads(ctx, c.db, limit)
-	if err != nil {
-		return nil, fmt.Errorf("consumer: blocked keys: %w", err)
-	}
-	seen := make(map[tables.Stream]bool, len(streams))
+	out := make([]BlockedKey, 0, len(streams))
 	for _, s := range streams {
-		seen[s.Stream] = true
-	}
-	for _, h := range heads {
-		if !seen[h.Stream] {
-			streams = append(streams, h)
-		}
-	}
-	var out []BlockedKey
-	for _, s := range streams {
-		if len(out) == limit {
-			break
-		}
-		if s.Held > 0 && s.Applied >= s.FirstHeld-1 {
-			continue // its turn has come: not blocked
-		}
 		b := BlockedKey{Source: s.Source, Topic: s.Topic, Key: s.Key, Applied: s.Applied, Waiting: s.Held, NextStatus: StatusMissing}
 		if s.Held > 0 {
 			b.Since = time.UnixMicro(s.Since).UTC()

@@ -192,8 +192,8 @@ func TestConsumerBlockedKeyReexecuteAndSkip(t *testing.T) {
 			}
 		}
 
-		if st, err := c.Stats(ctx); err != nil || st.Held != 4 || st.Failed != 2 {
-			t.Errorf("Stats = %+v, %v; want 4 held and 2 failed", st, err)
+		if st, err := c.Stats(ctx); err != nil || st.Held != 4 || st.Failed != 2 || st.BlockedKeys != 2 || st.FailedKeys != 2 {
+			t.Errorf("Stats = %+v, %v; want 4 held and 2 failed, and both keys blocked on a failed event", st, err)
 		}
 
 		cured.Store(true)
@@ -217,6 +217,9 @@ func TestConsumerBlockedKeyReexecuteAndSkip(t *testing.T) {
 		}
 		if blocked, err := c.BlockedKeys(ctx, 10); err != nil || len(blocked) != 0 {
 			t.Errorf("BlockedKeys after re-execute and skip = %+v, %v; want none", blocked, err)
+		}
+		if st, err := c.Stats(ctx); err != nil || st.BlockedKeys != 0 || st.FailedKeys != 0 {
+			t.Errorf("Stats after re-execute and skip = %+v, %v; want no blocked key", st, err)
 		}
 		if _, err := c.SkipNext(ctx, "test-source", topicOrders, "skipme"); err == nil {
 			t.Error("SkipNext on a key that waits for nothing succeeded")
@@ -254,6 +257,9 @@ func TestConsumerKeyWhoseStartNeverArrives(t *testing.T) {
 		if err != nil || len(blocked) != 1 || blocked[0].Key != "gap" || blocked[0].NextStatus != StatusMissing ||
 			blocked[0].Next.Sequence != 2 || blocked[0].Waiting != 1 {
 			t.Fatalf("BlockedKeys = %+v, %v; want gap waiting for its missing event 2", blocked, err)
+		}
+		if st, err := c.Stats(ctx); err != nil || st.BlockedKeys != 1 || st.FailedKeys != 0 {
+			t.Errorf("Stats = %+v, %v; want 1 blocked key, not on a failed event", st, err)
 		}
 		if id, err := c.SkipNext(ctx, "test-source", topicOrders, "gap"); err != nil || id != "" {
 			t.Fatalf("SkipNext = %q, %v; want the missing event skipped", id, err)

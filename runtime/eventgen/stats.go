@@ -87,8 +87,9 @@ func outboxStats(ctx context.Context, store *tables.Outbox, db bun.IDB) (OutboxS
 }
 
 // ConsumerStats is a snapshot of one consumer group's inbox, from
-// [Consumer.Stats]. The counts and the age come from one statement, and so
-// agree with each other.
+// [Consumer.Stats]. The counts of rows and the age come from one
+// statement, and so agree with each other; the keys are counted just
+// after.
 type ConsumerStats struct {
 	// Pending counts the group's messages waiting for a retry. A message
 	// is handled as it is delivered, and stored as pending only after its
@@ -120,6 +121,14 @@ type ConsumerStats struct {
 	// ended). It is 0 when no message is due. It grows while no consumer
 	// of the group runs or its retries fall behind.
 	OldestPending time.Duration
+	// BlockedKeys counts the keys whose events wait (see
+	// docs/ordering.md), those [Consumer.BlockedKeys] lists, up to
+	// [StatsHistoryLimit]. FailedKeys counts those of them whose next
+	// event failed for good: they stay blocked until an operator
+	// re-executes or skips it. The others wait for an event that is being
+	// handled, retried, or not received yet; a key held for a moment
+	// while a broker reorders shows among them.
+	BlockedKeys, FailedKeys int64
 }
 
 // Stats counts this group's inbox rows by status and measures how long the
@@ -127,8 +136,11 @@ type ConsumerStats struct {
 // statement that reads three of the table's indexes (those of unfinished,
 // failed and expiring rows, each by group), so its cost grows with the
 // group's messages that wait, run or failed, and not with the history the
-// table keeps. It is meant for health checks and dashboards polled every
-// few seconds, and needs no subscriber.
+// table keeps. When events are held or failed, it then counts the blocked
+// keys with three more, on the indexes of held and failed rows and the
+// key table, each reading at most StatsHistoryLimit rows or groups. It is
+// meant for health checks and dashboards polled every few seconds, and
+// needs no subscriber.
 func (c *Consumer) Stats(ctx context.Context) (ConsumerStats, error) {
 	return consumerStats(ctx, c.inbox, c.db)
 }
@@ -139,7 +151,7 @@ func consumerStats(ctx context.Context, inbox *tables.Inbox, db bun.IDB) (Consum
 	if err != nil {
 		return ConsumerStats{}, fmt.Errorf("consumer: stats: %w", err)
 	}
-	return ConsumerStats{
+	cs := ConsumerStats{
 		Held:          st.Rows[tables.StatusHeld],
 		Pending:       st.Rows[tables.StatusPending],
 		Processing:    st.Rows[tables.StatusProcessing],
@@ -148,5 +160,19 @@ func consumerStats(ctx context.Context, inbox *tables.Inbox, db bun.IDB) (Consum
 		Skipped:       st.Rows[tables.StatusSkipped],
 		HistoryCapped: st.HistoryCapped,
 		OldestPending: st.OldestDue,
-	}, nil
+	}
+	if cs.Held == 0 && cs.Failed == 0 {
+		return cs, nil // no key can be blocked
+	}
+	blocked, err := inbox.BlockedStreams(ctx, db, StatsHistoryLimit)
+	if err != nil {
+		return ConsumerStats{}, fmt.Errorf("consumer: stats: blocked keys: %w", err)
+	}
+	cs.BlockedKeys = int64(len(blocked))
+	for _, b := range blocked {
+		if b.HeadFailed {
+			cs.FailedKeys++
+		}
+	}
+	return cs, nil
 }

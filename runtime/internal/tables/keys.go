@@ -565,6 +565,47 @@ func (in *Inbox) FailedHeads(ctx context.Context, db bun.IDB, limit int) ([]Held
 	return out, nil
 }
 
+// Blocked is a stream whose events wait: HeadFailed reports that its next
+// event failed and is kept, which only an operator releases.
+type Blocked struct {
+	HeldStream
+	HeadFailed bool
+}
+
+// BlockedStreams returns up to limit of the group's blocked streams: those
+// with held rows whose turn has not come, held longest first, then those
+// whose next event failed with nothing held behind it. It reads up to
+// limit held streams and up to limit failed rows, through the indexes of
+// held and failed rows.
+func (in *Inbox) BlockedStreams(ctx context.Context, db bun.IDB, limit int) ([]Blocked, error) {
+	held, err := in.HeldStreams(ctx, db, 0, limit)
+	if err != nil {
+		return nil, err
+	}
+	heads, err := in.FailedHeads(ctx, db, limit)
+	if err != nil {
+		return nil, err
+	}
+	failed := make(map[Stream]bool, len(heads))
+	for _, h := range heads {
+		failed[h.Stream] = true
+	}
+	var out []Blocked
+	seen := make(map[Stream]bool, len(held))
+	for _, s := range held {
+		seen[s.Stream] = true
+		if s.Applied < s.FirstHeld-1 { // else its turn has come
+			out = append(out, Blocked{HeldStream: s, HeadFailed: failed[s.Stream]})
+		}
+	}
+	for _, h := range heads {
+		if !seen[h.Stream] {
+			out = append(out, Blocked{HeldStream: h, HeadFailed: true})
+		}
+	}
+	return out[:min(len(out), limit)], nil
+}
+
 // applied returns the last applied sequence of each stream of hs, by id.
 func (in *Inbox) applied(ctx context.Context, db bun.IDB, hs []HeldStream) (map[string]int64, error) {
 	out := make(map[string]int64, len(hs))
