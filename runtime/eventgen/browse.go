@@ -2,7 +2,6 @@ package eventgen
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -527,7 +526,7 @@ func storedRow(r tables.BrowseRow) StoredRow {
 	if r.Headers != "" {
 		// Written by Publish or by the consumer as a JSON object of
 		// strings; a row written otherwise shows no headers.
-		_ = json.Unmarshal([]byte(r.Headers), &s.Headers)
+		s.Headers, _ = decodeHeaders(r.Headers)
 	}
 	return s
 }

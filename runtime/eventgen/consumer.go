@@ -720,9 +720,9 @@ func metadataOf(row tables.InboxRow, headers map[string]string, attempt int, gro
 
 // rowHeaders returns the headers stored with row, nil if it has none.
 func rowHeaders(row tables.InboxRow) map[string]string {
-	var h map[string]string
-	if row.Headers.Valid {
-		_ = json.Unmarshal([]byte(row.Headers.String), &h) // written by storable: valid
+	if !row.Headers.Valid {
+		return nil
 	}
+	h, _ := decodeHeaders(row.Headers.String) // written by storable: valid
 	return h
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -33,8 +34,13 @@ const (
 	maxEventAttrs = 256
 )
 
-// attrStatus is the row status of a gauge's point.
+// attrStatus is the row status of a gauge's point, or the status of a
+// blocked key: failed, or keyWaiting.
 const attrStatus = attribute.Key("eventgen.status")
+
+// keyWaiting is the status of blocked keys whose next event has not
+// failed: it is being handled, retried, or not received yet.
+const keyWaiting = "waiting"
 
 // meterOf returns the meter of an Outbox or a Consumer: mp's, or the
 // global MeterProvider's, read now. It returns nil, metrics off, for the
@@ -49,6 +55,42 @@ func meterOf(mp metric.MeterProvider) metric.Meter {
 	return mp.Meter(instrumentationName,
 		metric.WithInstrumentationVersion(moduleVersion()), metric.WithSchemaURL(semconv.SchemaURL))
 }
+
+// meterState says whether an Outbox's or a Consumer's metrics measure.
+type meterState struct {
+	// unsetGlobal is the global MeterProvider when metrics came from it
+	// while no SDK was installed, nil otherwise.
+	unsetGlobal metric.MeterProvider
+}
+
+// noSDK reports that the metrics come from OpenTelemetry's default global
+// provider and that no SDK has been installed since: measurements would go
+// nowhere. The default provider hands measurements to an SDK installed
+// later, so this is checked on every measurement: once one is, the
+// instruments made before measure.
+func (s *meterState) noSDK() bool {
+	return s.unsetGlobal != nil && otel.GetMeterProvider() == s.unsetGlobal
+}
+
+// unsetGlobal returns the global MeterProvider if mp is nil (use the
+// global) and the global is still OpenTelemetry's default, which
+// delegates to nothing until an SDK is installed; nil otherwise. Its type
+// is internal to OpenTelemetry, so it is known by its package: should that
+// change, metrics are measured as for any provider.
+func unsetGlobal(mp metric.MeterProvider) metric.MeterProvider {
+	if mp != nil {
+		return nil
+	}
+	g := otel.GetMeterProvider()
+	if t := reflect.TypeOf(g); t.Kind() == reflect.Pointer && t.Elem().PkgPath() == otelGlobalPackage {
+		return g
+	}
+	return nil
+}
+
+// otelGlobalPackage is the package of OpenTelemetry's default global
+// providers.
+const otelGlobalPackage = "go.opentelemetry.io/otel/internal/global"
 
 // systemOf returns the messaging.system attribute of a publisher or
 // subscriber that says it with a MessagingSystem method, or an invalid
@@ -135,14 +177,17 @@ func seconds(d time.Duration) float64 {
 }
 
 // backlog is what the gauges show of a Stats: the rows of each of the
-// gauges' statuses, in their order, and the lag.
+// gauges' statuses, in their order, the lag, and the keys of each of the
+// key statuses.
 type backlog struct {
 	rows []int64
 	lag  time.Duration
+	keys []int64
 }
 
 // gauges observe, on collection, what Stats reads: the rows by status
-// (<prefix>.messages) and the lag (<prefix>.lag). They run the statement
+// (<prefix>.messages), the lag (<prefix>.lag) and, for an inbox, the
+// blocked keys by status (<prefix>.blocked_keys). They run the statement
 // at most once every ttl and reuse the last result in between.
 // Observable callbacks run only when a reader collects, so an Outbox or
 // Consumer that nobody collects from runs no statement at all.
@@ -156,6 +201,8 @@ type gauges struct {
 	lag    metric.Float64ObservableGauge
 	sets   []metric.ObserveOption // of rows, by status
 	lagSet metric.ObserveOption
+	keys   metric.Int64ObservableGauge
+	keySet []metric.ObserveOption // of keys, by status; none for an outbox
 	log    *slog.Logger
 	ttl    time.Duration
 	reg    *registration
@@ -167,8 +214,10 @@ type gauges struct {
 }
 
 // newGauges makes and registers the gauges of owner, an Outbox or a
-// Consumer: what names their rows, and read reads its Stats.
-func newGauges[T any](in *instruments, owner *T, prefix, what string, base []attribute.KeyValue, statuses []string,
+// Consumer: what names their rows, statuses and keyStatuses name the
+// points of rows and of blocked keys (none: no gauge of keys), and read
+// reads its Stats.
+func newGauges[T any](in *instruments, owner *T, prefix, what string, base []attribute.KeyValue, statuses, keyStatuses []string,
 	read func(context.Context) (backlog, error), log *slog.Logger) *gauges {
 	g := &gauges{
 		read: read,
@@ -180,11 +229,23 @@ func newGauges[T any](in *instruments, owner *T, prefix, what string, base []att
 		log:    log,
 		ttl:    statsCacheTTL,
 	}
-	for _, st := range statuses {
+	withStatus := func(st string) metric.ObserveOption {
 		kv := append(append([]attribute.KeyValue(nil), base...), attrStatus.String(st))
-		g.sets = append(g.sets, metric.WithAttributeSet(attribute.NewSet(kv...)))
+		return metric.WithAttributeSet(attribute.NewSet(kv...))
 	}
-	reg, err := in.meter.RegisterCallback(g.callback, g.rows, g.lag)
+	for _, st := range statuses {
+		g.sets = append(g.sets, withStatus(st))
+	}
+	observed := []metric.Observable{g.rows, g.lag}
+	if len(keyStatuses) > 0 {
+		g.keys = in.intGauge(prefix+".blocked_keys", "{key}",
+			"Keys whose events wait for the event before them, by the status of that event ("+strings.Join(keyStatuses, ", ")+").")
+		for _, st := range keyStatuses {
+			g.keySet = append(g.keySet, withStatus(st))
+		}
+		observed = append(observed, g.keys)
+	}
+	reg, err := in.meter.RegisterCallback(g.callback, observed...)
 	if err != nil {
 		in.errs = append(in.errs, err)
 		return g
@@ -214,6 +275,9 @@ func (g *gauges) callback(ctx context.Context, o metric.Observer) error {
 			o.ObserveInt64(g.rows, n, g.sets[i])
 		}
 		o.ObserveFloat64(g.lag, seconds(g.val.lag), g.lagSet)
+		for i, n := range g.val.keys {
+			o.ObserveInt64(g.keys, n, g.keySet[i])
+		}
 	}
 	return nil
 }
@@ -292,6 +356,7 @@ var latencyBounds = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 
 // outboxMetrics is what an Outbox measures. A nil *outboxMetrics measures
 // nothing.
 type outboxMetrics struct {
+	meterState
 	attrs attrCache
 	// base is the set of the claim sizes.
 	base []metric.RecordOption
@@ -314,6 +379,7 @@ func newOutboxMetrics(o *Outbox, mp metric.MeterProvider) *outboxMetrics {
 	}
 	in := &instruments{meter: meter}
 	m := &outboxMetrics{
+		meterState: meterState{unsetGlobal: unsetGlobal(mp)},
 		sent: in.counter("messaging.client.sent.messages", "{message}",
 			"Publish attempts of the outbox relay; error.type is set on those that failed."),
 		retried: in.counter("eventgen.outbox.retried.messages", "{message}",
@@ -331,7 +397,7 @@ func newOutboxMetrics(o *Outbox, mp metric.MeterProvider) *outboxMetrics {
 	m.base = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(m.attrs.base...))}
 	store, db := o.store, o.db
 	m.gauges = newGauges(in, o, "eventgen.outbox", "Events in the outbox table", m.attrs.base,
-		[]string{tables.StatusScheduled, tables.StatusPending, tables.StatusProcessing, tables.StatusFailed},
+		[]string{tables.StatusScheduled, tables.StatusPending, tables.StatusProcessing, tables.StatusFailed}, nil,
 		func(ctx context.Context) (backlog, error) {
 			st, err := outboxStats(ctx, store, db)
 			return backlog{rows: []int64{st.Scheduled, st.Pending, st.Processing, st.Failed}, lag: st.OldestPending}, err
@@ -340,16 +406,20 @@ func newOutboxMetrics(o *Outbox, mp metric.MeterProvider) *outboxMetrics {
 	return m
 }
 
+// off reports that m measures nothing: metrics are off, or no SDK is
+// installed.
+func (m *outboxMetrics) off() bool { return m == nil || m.noSDK() }
+
 // claimed records the size of a claimed batch.
 func (m *outboxMetrics) claimed(n int) {
-	if m != nil {
+	if !m.off() {
 		m.claimSize.Record(context.Background(), float64(n), m.base...)
 	}
 }
 
 // published records a publish of row that the broker acknowledged.
 func (m *outboxMetrics) published(row *tables.OutboxRow) {
-	if m == nil {
+	if m.off() {
 		return
 	}
 	ctx := context.Background()
@@ -362,7 +432,7 @@ func (m *outboxMetrics) published(row *tables.OutboxRow) {
 
 // sendFailed records a failed publish attempt of row.
 func (m *outboxMetrics) sendFailed(row *tables.OutboxRow, err error) {
-	if m == nil {
+	if m.off() {
 		return
 	}
 	ctx := context.Background()
@@ -374,7 +444,7 @@ func (m *outboxMetrics) sendFailed(row *tables.OutboxRow, err error) {
 // ended records how a failed publish of row ended: retried (pending) or
 // failed.
 func (m *outboxMetrics) ended(row *tables.OutboxRow, status string) {
-	if m == nil {
+	if m.off() {
 		return
 	}
 	c := m.retried
@@ -395,6 +465,7 @@ func (m *outboxMetrics) close() error {
 // consumerMetrics is what a Consumer measures. A nil *consumerMetrics
 // measures nothing.
 type consumerMetrics struct {
+	meterState
 	attrs attrCache
 
 	consumed metric.Int64Counter
@@ -416,6 +487,7 @@ func newConsumerMetrics(c *Consumer, mp metric.MeterProvider) *consumerMetrics {
 	}
 	in := &instruments{meter: meter}
 	m := &consumerMetrics{
+		meterState: meterState{unsetGlobal: unsetGlobal(mp)},
 		consumed: in.counter("messaging.client.consumed.messages", "{message}",
 			"Messages the broker delivered to the group, redeliveries included."),
 		handled: in.counter("eventgen.consumer.handled.messages", "{message}",
@@ -439,18 +511,24 @@ func newConsumerMetrics(c *Consumer, mp metric.MeterProvider) *consumerMetrics {
 	inbox, db := c.inbox, c.db
 	m.gauges = newGauges(in, c, "eventgen.inbox", "The group's messages in the inbox table", m.attrs.base,
 		[]string{tables.StatusHeld, tables.StatusPending, tables.StatusProcessing, tables.StatusFailed},
+		[]string{tables.StatusFailed, keyWaiting},
 		func(ctx context.Context) (backlog, error) {
 			st, err := consumerStats(ctx, inbox, db)
-			return backlog{rows: []int64{st.Held, st.Pending, st.Processing, st.Failed}, lag: st.OldestPending}, err
+			return backlog{rows: []int64{st.Held, st.Pending, st.Processing, st.Failed}, lag: st.OldestPending,
+				keys: []int64{st.FailedKeys, st.BlockedKeys - st.FailedKeys}}, err
 		}, c.log)
 	in.logErrors(c.log)
 	return m
 }
 
+// off reports that m measures nothing: metrics are off, or no SDK is
+// installed.
+func (m *consumerMetrics) off() bool { return m == nil || m.noSDK() }
+
 // delivered counts a message the broker delivered, once its metadata is
 // read.
 func (m *consumerMetrics) delivered(row *tables.InboxRow) {
-	if m == nil {
+	if m.off() {
 		return
 	}
 	m.consumed.Add(context.Background(), 1, m.attrs.of(row.Topic, row.Name).add...)
@@ -459,7 +537,7 @@ func (m *consumerMetrics) delivered(row *tables.InboxRow) {
 // ran records the duration of a handler run of row that began at began,
 // and, for a run that failed, its error.
 func (m *consumerMetrics) ran(row *tables.InboxRow, began time.Time, err error) {
-	if m == nil {
+	if m.off() {
 		return
 	}
 	ctx := context.Background()
@@ -476,7 +554,7 @@ func (m *consumerMetrics) ran(row *tables.InboxRow, began time.Time, err error) 
 // outcome records how a message's delivery or retry run ended, once it
 // is stored: a row status.
 func (m *consumerMetrics) outcome(row *tables.InboxRow, status string) {
-	if m == nil {
+	if m.off() {
 		return
 	}
 	ctx := context.Background()

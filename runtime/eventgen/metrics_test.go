@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/uptrace/bun"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -212,29 +216,114 @@ func TestMetricsRetriesAndFailures(t *testing.T) {
 	})
 }
 
-// TestMetricsHeld checks the inbox gauge of held events: events of a key
-// that wait for the event before it count until it arrives.
-func TestMetricsHeld(t *testing.T) {
+// TestMetricsHeldAndBlockedKeys checks the inbox gauges of held events
+// and blocked keys: events of a key that wait for the event before it
+// count until it arrives, and a key whose next event failed for good
+// counts as blocked on a failed event until it is skipped.
+func TestMetricsHeldAndBlockedKeys(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, h *harness) {
 		m := newMeterReader(t)
 		opts := fastOptions()
 		opts.MeterProvider = m.mp
-		c, tr := h.orders("billing", opts, func(context.Context, orderPlaced, Metadata) error { return nil })
+		c, tr := h.orders("billing", opts, func(_ context.Context, _ orderPlaced, md Metadata) error {
+			if md.Key == "doomed" && md.Sequence == 1 {
+				return permanent(errors.New("bad data"))
+			}
+			return nil
+		})
 		c.metrics.gauges.ttl = 0 // every collection reads
 		h.run(c)
 		held := attribute.String("eventgen.status", tables.StatusHeld)
-		h.publish(topicOrders, orderedMessage(t, "k", 2), orderedMessage(t, "k", 3))
+		onFailed := attribute.String("eventgen.status", tables.StatusFailed)
+		waiting := attribute.String("eventgen.status", "waiting")
+		blocked := func(want ...attribute.KeyValue) float64 {
+			got, _ := m.sum(t, "eventgen.inbox.blocked_keys", want...)
+			return got
+		}
+		h.publish(topicOrders, orderedMessage(t, "k", 2), orderedMessage(t, "k", 3),
+			orderedMessage(t, "doomed", 1), orderedMessage(t, "doomed", 2))
 		tr.waitOutcome(t, messageID("k", 2), tables.StatusHeld)
 		tr.waitOutcome(t, messageID("k", 3), tables.StatusHeld)
-		if got, _ := m.sum(t, "eventgen.inbox.messages", held); got != 2 {
-			t.Errorf("the held gauge is %v, want 2", got)
+		tr.waitEver(t, messageID("doomed", 1), tables.StatusFailed)
+		tr.waitEver(t, messageID("doomed", 2), tables.StatusHeld)
+		if got, _ := m.sum(t, "eventgen.inbox.messages", held); got != 3 {
+			t.Errorf("the held gauge is %v, want 3", got)
 		}
+		if w, f := blocked(waiting), blocked(onFailed); w != 1 || f != 1 {
+			t.Errorf("blocked keys: %v waiting, %v on a failed event; want 1 and 1", w, f)
+		}
+		st, err := c.Stats(context.Background())
+		if err != nil || st.BlockedKeys != 2 || st.FailedKeys != 1 {
+			t.Errorf("Stats = %+v, %v; want 2 blocked keys, 1 of them on a failed event", st, err)
+		}
+
 		h.publish(topicOrders, orderedMessage(t, "k", 1))
 		tr.waitOutcome(t, messageID("k", 3), tables.StatusSucceeded)
-		if got, _ := m.sum(t, "eventgen.inbox.messages", held); got != 0 {
-			t.Errorf("the held gauge is %v once the key's first event arrived, want 0", got)
+		if got, _ := m.sum(t, "eventgen.inbox.messages", held); got != 1 {
+			t.Errorf("the held gauge is %v once k's first event arrived, want 1 (doomed's second)", got)
+		}
+		if w, f := blocked(waiting), blocked(onFailed); w != 0 || f != 1 {
+			t.Errorf("blocked keys: %v waiting, %v on a failed event; want 0 and 1", w, f)
+		}
+		if _, err := c.SkipNext(context.Background(), "test-source", topicOrders, "doomed"); err != nil {
+			t.Fatal(err)
+		}
+		tr.waitEver(t, messageID("doomed", 2), tables.StatusSucceeded)
+		if all := blocked(); all != 0 {
+			t.Errorf("%v blocked keys once the failed event was skipped, want 0", all)
 		}
 	})
+}
+
+// TestMetricsGlobalSDKInstalledLater: an Outbox whose metrics come from
+// OpenTelemetry's global provider, made before any SDK is installed,
+// measures nothing while none is, and measures once one is. It sets the
+// global provider, so it runs in a test process of its own.
+func TestMetricsGlobalSDKInstalledLater(t *testing.T) {
+	if os.Getenv("EVENTGEN_TEST_GLOBAL_OTEL") != "1" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestMetricsGlobalSDKInstalledLater$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), "EVENTGEN_TEST_GLOBAL_OTEL=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestMetricsGlobalSDKInstalledLater") {
+			t.Fatalf("the test process failed: %v\n%s", err, out)
+		}
+		return
+	}
+	db := testenv.OpenSQLite(t)
+	ob := newOutbox(t, db, newPubSub(t), OutboxOptions{})
+	if !ob.metrics.off() {
+		t.Fatal("with no SDK installed, the Outbox's metrics measure: is OpenTelemetry's default global provider still recognised?")
+	}
+	stop := run(t, ob)
+	publish(t, ob, db, 0, 2)
+	waitStatus(t, ob, tables.StatusPublished, 2)
+
+	r := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(r))
+	defer mp.Shutdown(context.Background())
+	otel.SetMeterProvider(mp)
+	if ob.metrics.off() {
+		t.Fatal("the Outbox's metrics are off once an SDK is installed")
+	}
+	publish(t, ob, db, 2, 3)
+	waitStatus(t, ob, tables.StatusPublished, 5)
+	stop()
+	m := &meterReader{mp: mp, reader: r}
+	if got, _ := m.sum(t, "messaging.client.sent.messages", noError); got != 3 {
+		t.Errorf("messaging.client.sent.messages = %v, want the 3 events published after the SDK was installed", got)
+	}
+}
+
+// waitStatus waits until ob's table has n rows of status.
+func waitStatus(t testing.TB, ob *Outbox, status string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for statusCounts(t, ob)[status] != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d rows %s, want %d", statusCounts(t, ob)[status], status, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // TestMetricsLag checks the outbox's gauges: the lag grows while no

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
@@ -386,6 +387,76 @@ func encodeHeaders(h, traceContext map[string]string) (any, error) {
 		return nil, fmt.Errorf("encode headers: %w", err)
 	}
 	return string(b), nil
+}
+
+// decodeHeaders decodes headers stored by encodeHeaders (or by the
+// consumer, in the same form). The relay decodes the headers of every row
+// that has some, so the common form, {"name":"value",...} with nothing to
+// unescape, is read directly; anything else goes to encoding/json, whose
+// result is the same.
+func decodeHeaders(s string) (map[string]string, error) {
+	if h, ok := decodePlainHeaders(s); ok {
+		return h, nil
+	}
+	var h map[string]string
+	if err := json.Unmarshal([]byte(s), &h); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// decodePlainHeaders decodes a JSON object of strings written without
+// spaces whose strings need no unescaping and are valid UTF-8. It reports
+// false for any other text, which it leaves to encoding/json.
+func decodePlainHeaders(s string) (map[string]string, bool) {
+	if len(s) < 2 || s[0] != '{' || s[len(s)-1] != '}' {
+		return nil, false
+	}
+	body := s[1 : len(s)-1]
+	h := make(map[string]string, strings.Count(body, `":"`))
+	for body != "" {
+		k, rest, ok := plainString(body)
+		if !ok || rest == "" || rest[0] != ':' {
+			return nil, false
+		}
+		v, rest, ok := plainString(rest[1:])
+		if !ok {
+			return nil, false
+		}
+		h[k] = v
+		switch {
+		case rest == "":
+		case rest[0] == ',' && len(rest) > 1:
+			rest = rest[1:]
+		default:
+			return nil, false
+		}
+		body = rest
+	}
+	return h, true
+}
+
+// plainString reads a JSON string at the start of s that has no escapes
+// and no control characters and is valid UTF-8, and returns its value and
+// what follows it.
+func plainString(s string) (string, string, bool) {
+	if s == "" || s[0] != '"' {
+		return "", "", false
+	}
+	end := strings.IndexByte(s[1:], '"')
+	if end < 0 {
+		return "", "", false
+	}
+	v := s[1 : 1+end]
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c == '\\' {
+			return "", "", false
+		}
+	}
+	if !utf8.ValidString(v) {
+		return "", "", false
+	}
+	return v, s[2+end:], true
 }
 
 // FailedEvent is an outbox row that used up its retries. It stays in the

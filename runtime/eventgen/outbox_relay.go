@@ -3,7 +3,6 @@ package eventgen
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -452,7 +451,8 @@ func (r *relay) take(ctx context.Context, c leased.Claim, lock bool) (n int, ful
 	for i := range rows {
 		c := &claimed{row: rows[i], lastStart: lastStart, batch: batch}
 		if rows[i].Headers.Valid {
-			if err := json.Unmarshal([]byte(rows[i].Headers.String), &c.headers); err != nil {
+			var err error
+			if c.headers, err = decodeHeaders(rows[i].Headers.String); err != nil {
 				c.permanent = true
 				r.report(result{c: c, err: fmt.Errorf("decode stored headers: %w", err)})
 				continue

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -59,6 +61,9 @@ type tracing struct {
 	system attribute.KeyValue
 	// start holds the span kind, built once rather than on every span.
 	start []trace.SpanStartOption
+	// kinds holds the spanKinds built so far, by operation and topic.
+	kinds  sync.Map
+	nkinds atomic.Int64
 }
 
 // newTracing returns the tracing of an Outbox (kind Producer) or a
@@ -192,28 +197,57 @@ func (t *tracing) startSpan(ctx context.Context, headers map[string]string, s sp
 		return ctx, noSpan
 	}
 	ctx = t.extract(ctx, headers)
-	ctx, span := t.tracer.Start(ctx, s.op+" "+s.topic, t.start...)
+	kind := t.kindOf(s)
+	ctx, span := t.tracer.Start(ctx, kind.name, t.start...)
 	if !span.IsRecording() {
 		return ctx, span
 	}
-	attrs := make([]attribute.KeyValue, 0, 11)
-	if t.system.Valid() {
-		attrs = append(attrs, t.system)
-	}
-	attrs = append(attrs,
-		semconv.MessagingDestinationName(s.topic),
-		semconv.MessagingMessageID(s.messageID),
-		semconv.MessagingOperationTypeKey.String(s.op),
-		semconv.MessagingOperationName(s.op))
-	if s.group != "" {
-		attrs = append(attrs, semconv.MessagingConsumerGroupName(s.group))
-	}
-	attrs = append(attrs, attrEventName.String(s.name), attrEventVersion.Int(s.version))
+	attrs := make([]attribute.KeyValue, 0, len(kind.attrs)+5)
+	attrs = append(append(attrs, kind.attrs...),
+		semconv.MessagingMessageID(s.messageID), attrEventName.String(s.name), attrEventVersion.Int(s.version))
 	if s.key != "" {
 		attrs = append(attrs, attrEventKey.String(s.key))
 	}
 	span.SetAttributes(append(attrs, attrAttempt.Int(s.attempt))...)
 	return ctx, span
+}
+
+// spanKind is what the spans of one operation on one topic share: their
+// name and the attributes that do not change from message to message.
+type spanKind struct {
+	name  string
+	attrs []attribute.KeyValue
+}
+
+// maxSpanKinds bounds the spanKinds a tracing keeps: a consumer's topics
+// are its subscriptions', but past this many they are built every time.
+const maxSpanKinds = 256
+
+// kindOf returns the spanKind of s, built once per operation and topic.
+// An Outbox's or a Consumer's group never changes, so it is not part of
+// the key.
+func (t *tracing) kindOf(s spanOf) *spanKind {
+	key := [2]string{s.op, s.topic}
+	if k, ok := t.kinds.Load(key); ok {
+		return k.(*spanKind)
+	}
+	k := &spanKind{name: s.op + " " + s.topic, attrs: make([]attribute.KeyValue, 0, 5)}
+	if t.system.Valid() {
+		k.attrs = append(k.attrs, t.system)
+	}
+	k.attrs = append(k.attrs,
+		semconv.MessagingDestinationName(s.topic),
+		semconv.MessagingOperationTypeKey.String(s.op),
+		semconv.MessagingOperationName(s.op))
+	if s.group != "" {
+		k.attrs = append(k.attrs, semconv.MessagingConsumerGroupName(s.group))
+	}
+	if t.nkinds.Load() < maxSpanKinds {
+		if _, loaded := t.kinds.LoadOrStore(key, k); !loaded {
+			t.nkinds.Add(1)
+		}
+	}
+	return k
 }
 
 // noSpan is the span of a nil *tracing: it records nothing.
@@ -344,17 +378,23 @@ func (t *tracing) statementSpan(d sqlstore.Dialect) sqlstore.StatementSpan {
 	}
 	system := dbSystem(d.Name)
 	client := trace.WithSpanKind(trace.SpanKindClient)
+	var spans sync.Map // query -> statementSpanOf; the prepared statements are a fixed few
 	return func(ctx context.Context, query string) (context.Context, func(error)) {
 		if !trace.SpanFromContext(ctx).IsRecording() {
 			return ctx, endStatement
 		}
-		op, table := statementTarget(query)
-		name := op
-		if table != "" {
-			name += " " + table
+		v, ok := spans.Load(query)
+		if !ok {
+			op, table := statementTarget(query)
+			name := op
+			if table != "" {
+				name += " " + table
+			}
+			v, _ = spans.LoadOrStore(query, statementSpanOf{name, []trace.SpanStartOption{client, trace.WithAttributes(
+				system, semconv.DBOperationName(op), semconv.DBCollectionName(table), semconv.DBQueryText(query))}})
 		}
-		ctx, span := t.tracer.Start(ctx, name, client, trace.WithAttributes(
-			system, semconv.DBOperationName(op), semconv.DBCollectionName(table), semconv.DBQueryText(query)))
+		of := v.(statementSpanOf)
+		ctx, span := t.tracer.Start(ctx, of.name, of.opts...)
 		return ctx, func(err error) {
 			if err != nil {
 				span.RecordError(err)
@@ -366,6 +406,13 @@ func (t *tracing) statementSpan(d sqlstore.Dialect) sqlstore.StatementSpan {
 }
 
 func endStatement(error) {}
+
+// statementSpanOf is the name and the start options of the spans of one
+// statement, built once.
+type statementSpanOf struct {
+	name string
+	opts []trace.SpanStartOption
+}
 
 // dbSystem is the db.system.name of a dialect. MariaDB is reported as
 // mysql: the runtime speaks to both alike and does not tell them apart.
