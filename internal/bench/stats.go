@@ -19,6 +19,9 @@ type loadResult struct {
 	ops     int // operations completed in the measured window
 	elapsed time.Duration
 	lat     latencies
+	// rounds holds each round's rate, when the result adds up rounds
+	// (interleaved).
+	rounds []float64
 }
 
 func (r loadResult) rate() float64 { return float64(r.ops) / r.elapsed.Seconds() }
@@ -111,11 +114,14 @@ type slice struct {
 // interleaved measures variants 0..n-1 in rounds: each round runs every
 // variant for dur/rounds after its own warm-up, so that load that drifts
 // over time (other work on the machine, checkpoints) weighs on every
-// variant alike. prepare is called before each slice.
+// variant alike, and the variants' order rotates from round to round, so
+// that none always follows the same one. prepare is called before each
+// slice.
 func interleaved(ctx context.Context, n, rounds, clients int, warmup, dur time.Duration, prepare func(v int) (slice, error)) ([]loadResult, error) {
 	out := make([]loadResult, n)
-	for range rounds {
-		for v := range n {
+	for r := range rounds {
+		for k := range n {
+			v := (r + k) % n
 			s, err := prepare(v)
 			if err != nil {
 				return nil, err
@@ -130,6 +136,7 @@ func interleaved(ctx context.Context, n, rounds, clients int, warmup, dur time.D
 			out[v].ops += res.ops
 			out[v].elapsed += res.elapsed
 			out[v].lat = append(out[v].lat, res.lat...)
+			out[v].rounds = append(out[v].rounds, res.rate())
 		}
 	}
 	return out, nil
@@ -171,6 +178,20 @@ func (p *progress) add(n int) {
 			close(p.done)
 		}
 	}
+}
+
+// rateSince returns the rate, per second, from when decile tenths of the
+// total were reached until end (since start): a drain's pace once
+// started, without its start. Call it once wait has returned nil.
+func (p *progress) rateSince(decile int, end time.Duration) float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d := end - p.deciles[decile]
+	if d <= 0 {
+		return 0
+	}
+	reached := (int64(decile)*p.total + 9) / 10 // the count at which the decile was reached
+	return float64(p.total-reached) / d.Seconds()
 }
 
 // wait waits for the total, ctx or timeout.
