@@ -260,9 +260,15 @@ func (g *gauges) callback(ctx context.Context, o metric.Observer) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.at.IsZero() || time.Since(g.at) >= g.ttl {
-		ctx, cancel := context.WithTimeout(ctx, statsTimeout)
-		v, err := g.read(ctx)
+		rctx, cancel := context.WithTimeout(ctx, statsTimeout)
+		v, err := g.read(rctx)
 		cancel()
+		if err != nil && ctx.Err() != nil {
+			// The reader gave up on the collection (a provider
+			// shutting down): nothing to report, and the next
+			// collection reads again.
+			return nil
+		}
 		g.at, g.val, g.ok = time.Now(), v, err == nil
 		if err != nil {
 			// Kept for ttl too: a database in trouble gets no more

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/uptrace/bun"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
@@ -456,5 +458,47 @@ func TestMetricsErrorType(t *testing.T) {
 		if got := errorType(c.err).Value.AsString(); got != c.want {
 			t.Errorf("errorType(%v) = %q, want %q", c.err, got, c.want)
 		}
+	}
+}
+
+// discardObserver is a metric.Observer that keeps nothing.
+type discardObserver struct{ metric.Observer }
+
+func (discardObserver) ObserveInt64(metric.Int64Observable, int64, ...metric.ObserveOption)       {}
+func (discardObserver) ObserveFloat64(metric.Float64Observable, float64, ...metric.ObserveOption) {}
+
+// TestMetricsGaugesIgnoreACanceledCollection: a collection the reader
+// gave up on (a provider shutting down) logs nothing and keeps nothing, so
+// the next collection reads again.
+func TestMetricsGaugesIgnoreACanceledCollection(t *testing.T) {
+	var reads int
+	var logs strings.Builder
+	g := &gauges{
+		read: func(ctx context.Context) (backlog, error) {
+			reads++
+			if err := ctx.Err(); err != nil {
+				return backlog{}, fmt.Errorf("outbox: stats: %w", err)
+			}
+			return backlog{rows: []int64{3}}, nil
+		},
+		sets: []metric.ObserveOption{nil},
+		log:  slog.New(slog.NewTextHandler(&logs, nil)),
+		ttl:  time.Hour,
+	}
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := g.callback(canceled, discardObserver{}); err != nil {
+		t.Fatal(err)
+	}
+	if reads != 1 || logs.Len() != 0 || g.ok || !g.at.IsZero() {
+		t.Fatalf("after a canceled collection: %d reads, ok %v, at %v, logged %q; want 1 read, nothing kept or logged", reads, g.ok, g.at, logs.String())
+	}
+	for range 2 {
+		if err := g.callback(context.Background(), discardObserver{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if reads != 2 || !g.ok || g.val.rows[0] != 3 {
+		t.Errorf("after two live collections: %d reads, ok %v, %v; want one more read, its result kept", reads, g.ok, g.val)
 	}
 }
