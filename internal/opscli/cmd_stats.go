@@ -23,13 +23,74 @@ newest %d: a count shown with a + (or "history_capped": true with -json)
 means there may be more. The oldest pending age is how long the row due
 the longest has waited to be claimed, on the database's clock; 0s when
 none is due. -json prints one JSON object with the same figures, the age
-in seconds.`, eventgen.StatsHistoryLimit)
+in seconds.
+
+As a health check: -max-lag, -max-failed (and, for a group,
+-max-blocked-keys) set limits; the figures are printed as usual, each
+limit exceeded is named on stderr, and the exit status is 1 if any was.`, eventgen.StatsHistoryLimit)
+}
+
+// limits are the stats commands' health-check thresholds; a negative
+// count or a zero lag checks nothing.
+type limits struct {
+	lag             time.Duration
+	failed, blocked int64
+}
+
+func (l *limits) define(fs *flag.FlagSet, keys bool) {
+	fs.DurationVar(&l.lag, "max-lag", 0, "fail (exit 1) if the oldest pending age is over this (0: no limit)")
+	fs.Int64Var(&l.failed, "max-failed", -1, "fail (exit 1) if more rows than this are failed (-1: no limit)")
+	l.blocked = -1
+	if keys {
+		fs.Int64Var(&l.blocked, "max-blocked-keys", -1, "fail (exit 1) if more keys than this are blocked (-1: no limit)")
+	}
+}
+
+// invalid describes a limit that cannot be meant, or returns "".
+func (l *limits) invalid() string {
+	switch {
+	case l.lag < 0:
+		return fmt.Sprintf("-max-lag %s is negative", l.lag)
+	case l.failed < -1:
+		return fmt.Sprintf("-max-failed %d: want a count, or -1 for no limit", l.failed)
+	case l.blocked < -1:
+		return fmt.Sprintf("-max-blocked-keys %d: want a count, or -1 for no limit", l.blocked)
+	}
+	return ""
+}
+
+// exceeded names each limit the figures are over.
+func (l *limits) exceeded(lag time.Duration, failed, blocked int64) []string {
+	var out []string
+	if l.lag > 0 && lag > l.lag {
+		out = append(out, fmt.Sprintf("oldest pending %s is over -max-lag %s", age(lag), l.lag))
+	}
+	if l.failed >= 0 && failed > l.failed {
+		out = append(out, fmt.Sprintf("%d failed is over -max-failed %d", failed, l.failed))
+	}
+	if l.blocked >= 0 && blocked > l.blocked {
+		out = append(out, fmt.Sprintf("%d blocked keys is over -max-blocked-keys %d", blocked, l.blocked))
+	}
+	return out
+}
+
+// check prints each limit exceeded to stderr and returns the exit status:
+// code when none was (or code is already a failure), else ExitFailure.
+func (l *limits) check(e *cli.Env, name string, code int, lag time.Duration, failed, blocked int64) int {
+	over := l.exceeded(lag, failed, blocked)
+	if code != cli.ExitOK || len(over) == 0 {
+		return code
+	}
+	for _, o := range over {
+		fmt.Fprintf(e.Stderr, "%s %s: unhealthy: %s\n", e.Program, name, o)
+	}
+	return cli.ExitFailure
 }
 
 func outboxStatsCommand() *cli.Command {
 	return &cli.Command{
 		Name:     "stats",
-		Synopsis: "[-table T] [-json]",
+		Synopsis: "[-table T] [-json] [-max-lag D] [-max-failed N]",
 		Summary:  "count events by status, and the oldest pending age",
 		Help: `Stats counts the outbox's events by status (scheduled, pending, of which
 retrying, processing, failed, published) and says how long the event due
@@ -39,13 +100,18 @@ only, and is cheap enough for a health check.` + statsHelp() + dbHelp,
 			var f dbFlags
 			f.define(fs, "outbox", eventgen.DefaultOutboxTable)
 			asJSON := jsonFlag(fs)
+			var lim limits
+			lim.define(fs, false)
 			return func(e *cli.Env) int {
+				if msg := lim.invalid(); msg != "" {
+					return usage(e, "outbox stats", "%s", msg)
+				}
 				return withOutbox(e, "outbox stats", &f, func(ctx context.Context, ob *eventgen.Outbox) int {
 					st, err := ob.Stats(ctx)
 					if err != nil {
 						return fail(e, "outbox stats", err)
 					}
-					return printStats(e, "outbox stats", *asJSON, outboxStatsJSON{
+					code := printStats(e, "outbox stats", *asJSON, outboxStatsJSON{
 						Table: f.table, Scheduled: st.Scheduled, Pending: st.Pending, Retrying: st.Retrying,
 						Processing: st.Processing, Failed: st.Failed, Published: st.Published,
 						HistoryCapped: st.HistoryCapped, OldestPendingSeconds: st.OldestPending.Seconds(),
@@ -59,6 +125,7 @@ only, and is cheap enough for a health check.` + statsHelp() + dbHelp,
 						{"published", history(st.Published, st.HistoryCapped)},
 						{"oldest pending", age(st.OldestPending)},
 					})
+					return lim.check(e, "outbox stats", code, st.OldestPending, st.Failed, 0)
 				})
 			}
 		},
@@ -68,7 +135,7 @@ only, and is cheap enough for a health check.` + statsHelp() + dbHelp,
 func inboxStatsCommand() *cli.Command {
 	return &cli.Command{
 		Name:     "stats",
-		Synopsis: "-group G [-table T] [-json]",
+		Synopsis: "-group G [-table T] [-json] [-max-lag D] [-max-failed N] [-max-blocked-keys N]",
 		Summary:  "count a group's messages by status, and the oldest pending age",
 		Help: `Stats counts the group's messages by status (held behind the event
 before them of their key, pending, which are all waiting for a retry,
@@ -80,13 +147,18 @@ reads indexes only, and is cheap enough for a health check.` + statsHelp() + dbH
 			var f inboxFlags
 			f.define(fs)
 			asJSON := jsonFlag(fs)
+			var lim limits
+			lim.define(fs, true)
 			return func(e *cli.Env) int {
+				if msg := lim.invalid(); msg != "" {
+					return usage(e, "inbox stats", "%s", msg)
+				}
 				return withConsumer(e, "inbox stats", &f, func(ctx context.Context, c *eventgen.Consumer) int {
 					st, err := c.Stats(ctx)
 					if err != nil {
 						return fail(e, "inbox stats", err)
 					}
-					return printStats(e, "inbox stats", *asJSON, inboxStatsJSON{
+					code := printStats(e, "inbox stats", *asJSON, inboxStatsJSON{
 						Table: f.table, Group: f.group, Held: st.Held, Pending: st.Pending, Processing: st.Processing,
 						Failed: st.Failed, Succeeded: st.Succeeded, Skipped: st.Skipped,
 						HistoryCapped: st.HistoryCapped, OldestPendingSeconds: st.OldestPending.Seconds(),
@@ -104,6 +176,7 @@ reads indexes only, and is cheap enough for a health check.` + statsHelp() + dbH
 						{"blocked keys", count(st.BlockedKeys)},
 						{"  failed", count(st.FailedKeys)},
 					})
+					return lim.check(e, "inbox stats", code, st.OldestPending, st.Failed, st.BlockedKeys)
 				})
 			}
 		},

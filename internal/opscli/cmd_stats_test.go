@@ -95,6 +95,29 @@ oldest pending  AGE
 		t.Errorf("outbox stats -json = %v and %gs, want %v and above %s", got, seconds, wantJSON, age+50*time.Millisecond)
 	}
 
+	// As a health check: the figures are printed either way, and each
+	// limit exceeded is named.
+	for _, tt := range []struct {
+		limits []string
+		code   int
+		stderr []string
+	}{
+		{[]string{"-max-lag", "1h", "-max-failed", "3"}, cli.ExitOK, nil},
+		{[]string{"-max-lag", "1ms", "-max-failed", "3"}, cli.ExitFailure, []string{"eventgen-ops outbox stats: unhealthy: oldest pending ", " is over -max-lag 1ms"}},
+		{[]string{"-max-failed", "0"}, cli.ExitFailure, []string{"eventgen-ops outbox stats: unhealthy: 3 failed is over -max-failed 0\n"}},
+		{[]string{"-max-lag", "1ms", "-max-failed", "2", "-json"}, cli.ExitFailure, []string{"over -max-lag 1ms\n", "unhealthy: 3 failed is over -max-failed 2\n"}},
+	} {
+		code, stdout, stderr := run(t, dir, append(args, tt.limits...)...)
+		if code != tt.code || !strings.Contains(stdout, "failed") || (tt.stderr == nil) != (stderr == "") {
+			t.Errorf("outbox stats %v = %d, stderr %q, printed:\n%s", tt.limits, code, stderr, stdout)
+		}
+		for _, want := range tt.stderr {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("outbox stats %v: stderr %q lacks %q", tt.limits, stderr, want)
+			}
+		}
+	}
+
 	// The relay publishes the two due events and retries none.
 	tr, err := transport.Open(ctx, "", transport.Options{})
 	if err != nil {
@@ -174,6 +197,21 @@ blocked keys    3
 	if !maps.Equal(got, wantJSON) {
 		t.Errorf("inbox stats -json = %v, want %v", got, wantJSON)
 	}
+	// As a health check, on failed messages and blocked keys.
+	for _, tt := range []struct {
+		limits []string
+		code   int
+		stderr string
+	}{
+		{[]string{"-max-failed", "3", "-max-blocked-keys", "3", "-max-lag", "1m"}, cli.ExitOK, ""},
+		{[]string{"-max-failed", "2"}, cli.ExitFailure, "eventgen-ops inbox stats: unhealthy: 3 failed is over -max-failed 2\n"},
+		{[]string{"-max-blocked-keys", "0"}, cli.ExitFailure, "eventgen-ops inbox stats: unhealthy: 3 blocked keys is over -max-blocked-keys 0\n"},
+	} {
+		code, stdout, stderr := run(t, dir, append(args, tt.limits...)...)
+		if code != tt.code || stdout != want || stderr != tt.stderr {
+			t.Errorf("inbox stats %v = %d, stderr %q, printed:\n%s", tt.limits, code, stderr, stdout)
+		}
+	}
 	// Another group of the table has nothing.
 	code, stdout, _ = run(t, dir, "inbox", "stats", "-db", dsn, "-table", table, "-group", shopevents.GroupShipping)
 	if code != cli.ExitOK || !strings.Contains(stdout, "\ngroup           shipping\n") || !strings.Contains(stdout, "\nfailed          0\n") {
@@ -195,6 +233,11 @@ func TestStatsCommandErrors(t *testing.T) {
 		{[]string{"inbox", "stats", "-db", dsn}, cli.ExitUsage, "eventgen-ops inbox stats: -group is required"},
 		{[]string{"inbox", "stats", "-db", dsn, "-group", "g", "-json", "x"}, cli.ExitUsage, `eventgen-ops inbox stats: unexpected argument "x"`},
 		{[]string{"inbox", "stats", "-db", dsn, "-group", "g"}, cli.ExitFailure, "eventgen-ops inbox stats: consumer: stats: "},
+		{[]string{"outbox", "stats", "-db", dsn, "-max-lag", "-1s"}, cli.ExitUsage, "eventgen-ops outbox stats: -max-lag -1s is negative"},
+		{[]string{"outbox", "stats", "-db", dsn, "-max-failed", "-2"}, cli.ExitUsage, "eventgen-ops outbox stats: -max-failed -2: want a count, or -1 for no limit"},
+		{[]string{"outbox", "stats", "-db", dsn, "-max-blocked-keys", "1"}, cli.ExitUsage, "flag provided but not defined: -max-blocked-keys"},
+		{[]string{"inbox", "stats", "-db", dsn, "-group", "g", "-max-blocked-keys", "-3"}, cli.ExitUsage, "eventgen-ops inbox stats: -max-blocked-keys -3: want a count, or -1 for no limit"},
+		{[]string{"inbox", "stats", "-db", dsn, "-group", "g", "-max-lag", "soon"}, cli.ExitUsage, `invalid value "soon" for flag -max-lag`},
 	} {
 		code, stdout, stderr := run(t, dir, tt.args...)
 		if code != tt.code || stdout != "" || !strings.Contains(stderr, tt.stderr) {
