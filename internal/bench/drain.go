@@ -64,7 +64,7 @@ func (e *env) drainPhase(ctx context.Context, p *Phase) error {
 	stop := runRelay(ctx, ob)
 	err = prog.wait(ctx, e.cfg.DrainTimeout, "relay drain")
 	if err == nil {
-		err = e.waitSettled(ctx, relayTable)
+		err = e.waitSettled(ctx, relayTable, 5*time.Millisecond)
 	}
 	elapsed := time.Since(prog.start)
 	stop()
@@ -94,10 +94,11 @@ func (e *env) drainPhase(ctx context.Context, p *Phase) error {
 }
 
 // waitSettled waits until no row of table is pending or held: the last
-// marks are written after the last publish.
-func (e *env) waitSettled(ctx context.Context, table string) error {
+// marks are written after the last publish. It polls every poll, so it
+// returns within about poll of the last mark.
+func (e *env) waitSettled(ctx context.Context, table string, poll time.Duration) error {
 	q := "SELECT COUNT(*) FROM " + table + " WHERE status IN ('scheduled', 'pending', 'processing')"
-	n, err := e.waitCount(ctx, q, 5*time.Millisecond, func(n int) bool { return n == 0 })
+	n, err := e.waitCount(ctx, q, poll, func(n int) bool { return n == 0 })
 	if errors.Is(err, errTimeout) {
 		return fmt.Errorf("relay drain: %d rows still unsettled: %w", n, err)
 	}

@@ -219,7 +219,7 @@ func (e *env) tracingDrain(ctx context.Context, p *Phase, modes []tracingMode) e
 			stop := runRelay(ctx, b.ob)
 			err := prog.wait(ctx, e.cfg.DrainTimeout, m.name+" drain")
 			if err == nil {
-				err = e.waitMarked(ctx, b.table)
+				err = e.waitSettled(ctx, b.table, time.Millisecond)
 			}
 			if err == nil {
 				b.rates = append(b.rates, prog.rateSince(1, time.Since(prog.start)))
@@ -256,18 +256,6 @@ func (e *env) tracingDrain(ctx context.Context, p *Phase, modes []tracingMode) e
 		p.note("drain rounds of %s: %s rows/s", m.name, spread(backlogs[i].rates))
 	}
 	p.note("drains take turns: %d rounds, each draining a fresh backlog of %d rows per mode, the modes' order rotating; a round's rate counts from the broker's acknowledgement of the first tenth of its rows until all are marked published (polled every millisecond), leaving out the relay's start, and each figure is the median round", rounds, n)
-	return nil
-}
-
-// waitMarked waits until every row of table is marked, polling often, so
-// that the time it returns at is when the last row was marked, within a
-// millisecond or two.
-func (e *env) waitMarked(ctx context.Context, table string) error {
-	q := "SELECT COUNT(*) FROM " + table + " WHERE status IN ('scheduled', 'pending', 'processing')"
-	n, err := e.waitCount(ctx, q, time.Millisecond, func(n int) bool { return n == 0 })
-	if err != nil {
-		return fmt.Errorf("wait for the drain's marks (%d rows left): %w", n, err)
-	}
 	return nil
 }
 
