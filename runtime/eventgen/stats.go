@@ -137,10 +137,10 @@ type ConsumerStats struct {
 // failed and expiring rows, each by group), so its cost grows with the
 // group's messages that wait, run or failed, and not with the history the
 // table keeps. When events are held or failed, it then counts the blocked
-// keys with three more, on the indexes of held and failed rows and the
-// key table, each reading at most StatsHistoryLimit rows or groups. It is
-// meant for health checks and dashboards polled every few seconds, and
-// needs no subscriber.
+// keys with up to four more: one groups the held rows by key on their
+// index, one reads up to StatsHistoryLimit failed rows on theirs, and two
+// look their keys up in the key table. It is meant for health checks and
+// dashboards polled every few seconds, and needs no subscriber.
 func (c *Consumer) Stats(ctx context.Context) (ConsumerStats, error) {
 	return consumerStats(ctx, c.inbox, c.db)
 }
