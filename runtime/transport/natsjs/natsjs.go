@@ -4,8 +4,9 @@
 // value, the content type among them (ce-datacontenttype); other metadata,
 // encoded alike, and the Watermill UUID travel as headers of their own
 // names, as watermill-nats sends them. So the CloudEvents SDKs read what it publishes,
-// and it reads what they publish, as well as the ce_ headers of eventgen
-// before the binding.
+// and it reads what they publish, in binary mode or in structured mode (a
+// JSON event as the payload, with no ce- header), as well as the ce_
+// headers of eventgen before the binding.
 //
 // URLs: nats://user:password@host:4222 (tls:// for TLS; several servers may
 // be given comma-separated, as nats.go accepts). The server must run with
@@ -52,6 +53,7 @@
 package natsjs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -371,7 +373,9 @@ func marshal(topic string, m *message.Message) (*nats.Msg, error) {
 }
 
 // unmarshal reads a message that marshal, watermill-nats, an earlier
-// eventgen or any producer of the NATS binding wrote. An earlier eventgen
+// eventgen or any producer of the NATS binding wrote, in binary or
+// structured mode; a message with neither the type attribute nor a content
+// type is structured, as the binding has it. An earlier eventgen
 // sent ce_ headers and encoded no value, so its messages (a ce_specversion
 // header and no ce-specversion) are read as they are: decoding them would
 // turn a key such as %41 into A. A header with several values is an error:
@@ -394,9 +398,24 @@ func unmarshal(jm jetstream.Msg) (*message.Message, error) {
 		mk, mv := binding.Metadata(k, vs[0])
 		md[mk] = mv
 	}
+	if _, binary := md[wire.HeaderType]; !binary {
+		if _, set := md[wire.HeaderContentType]; !set && jsonObject(jm.Data()) {
+			// Structured mode, as the NATS binding writes it: the event
+			// in the JSON format is the payload, and no header says so
+			// (sdk-go's senders write it so, and its receiver reads a
+			// message without ce-specversion so).
+			md[wire.HeaderContentType] = wire.StructuredContentType
+		}
+	}
 	m := message.NewMessage(h.Get(wmnats.WatermillUUIDHdr), jm.Data())
 	m.Metadata = md
 	return m, nil
+}
+
+// jsonObject reports whether b starts as a JSON object does.
+func jsonObject(b []byte) bool {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	return len(b) > 0 && b[0] == '{'
 }
 
 // hasHeader reports whether h has the header name, in any case, as NATS
