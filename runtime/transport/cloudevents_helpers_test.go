@@ -1,6 +1,7 @@
 package transport_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -13,7 +14,12 @@ import (
 	"testing"
 	"time"
 
+	goamqp "github.com/Azure/go-amqp"
 	"github.com/ThreeDotsLabs/watermill/message"
+	ceamqp "github.com/cloudevents/sdk-go/protocol/amqp/v2"
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/uptrace/bun"
 
 	"github.com/eventgen/eventgen/runtime/eventgen"
@@ -358,4 +364,68 @@ func eventMessage(t *testing.T, e eventgen.Event, id string, at time.Time) *mess
 		env.Key = k.Key()
 	}
 	return wire.Encode(env)
+}
+
+// amqpPublisher returns a function that publishes to the exchange of topic
+// on the RabbitMQ at url, through a channel in confirm mode, and waits for
+// the broker's confirm. producer names the sender in failures.
+func amqpPublisher(t *testing.T, url, topic string) func(producer string, p amqp091.Publishing) {
+	t.Helper()
+	conn, err := amqp091.Dial(url)
+	if err != nil {
+		testenv.Unavailable(t, "amqp", err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	return func(producer string, p amqp091.Publishing) {
+		t.Helper()
+		conf, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), topic, "", false, false, p)
+		if err != nil {
+			t.Fatalf("%s: %v", producer, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if ok, err := conf.WaitContext(ctx); !ok || err != nil {
+			t.Fatalf("%s: not confirmed: %v", producer, err)
+		}
+	}
+}
+
+// sdkAMQPPublishing writes e with sdk-go's AMQP writer, in the mode ctx
+// asks for (binding.WithForceStructured, or binary), and returns it as a
+// 0-9-1 publishing, as RabbitMQ maps an AMQP 1.0 message: the cloudEvents:
+// application properties become headers of the same names and types, the
+// content type stays the content type.
+func sdkAMQPPublishing(t *testing.T, ctx context.Context, e *event.Event) amqp091.Publishing {
+	t.Helper()
+	var am goamqp.Message
+	if err := ceamqp.WriteMessage(ctx, binding.ToMessage(e), &am); err != nil {
+		t.Fatal(err)
+	}
+	p := amqp091.Publishing{Headers: amqp091.Table(am.ApplicationProperties), Body: bytes.Join(am.Data, nil), DeliveryMode: amqp091.Persistent}
+	if am.Properties != nil && am.Properties.ContentType != nil {
+		p.ContentType = *am.Properties.ContentType
+	}
+	return p
+}
+
+// contentModes are the two ways an SDK sender writes an event: binary and
+// structured mode, as the context of Send or WriteMessage asks.
+func contentModes() []struct {
+	name string
+	ctx  context.Context
+} {
+	return []struct {
+		name string
+		ctx  context.Context
+	}{
+		{"binary", context.Background()},
+		{"structured", binding.WithForceStructured(context.Background())},
+	}
 }

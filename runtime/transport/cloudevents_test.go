@@ -490,48 +490,17 @@ func TestForeignProducersAreHandled(t *testing.T) {
 
 	t.Run("amqp", func(t *testing.T) {
 		url, c := consumeForeign(t, "amqp")
-		conn, err := amqp091.Dial(url)
-		if err != nil {
-			testenv.Unavailable(t, "amqp", err)
-		}
-		defer conn.Close()
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := ch.Confirm(false); err != nil {
-			t.Fatal(err)
-		}
-		publish := func(producer string, p amqp091.Publishing) {
-			t.Helper()
-			conf, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), ceOrdersTopic, "", false, false, p)
-			if err != nil {
-				t.Fatalf("%s: %v", producer, err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), wait)
-			defer cancel()
-			if ok, err := conf.WaitContext(ctx); !ok || err != nil {
-				t.Fatalf("%s: not confirmed: %v", producer, err)
-			}
-		}
+		publish := amqpPublisher(t, url, ceOrdersTopic)
 
 		// AMQP 0-9-1 timestamps hold whole seconds.
 		key := "sdk Grüße 東京 🚚"
 		sdk := foreignEvent{producer: "sdk-go's AMQP writer", id: uuid.NewString(), key: key,
 			source: "urn:foreign:sdk-go", time: at.Truncate(time.Second), version: 1,
 			order: ceOrder{OrderID: key, Note: "from sdk-go"}}
-		// sdk-go writes cloudEvents: application properties, the time as
-		// an AMQP timestamp and an integer extension as a long; RabbitMQ
-		// maps those onto 0-9-1 headers of the same names and types.
-		var am goamqp.Message
-		if err := ceamqp.WriteMessage(context.Background(), binding.ToMessage(sdk.sdkEvent(t, map[string]any{"eventversion": 1})), &am); err != nil {
-			t.Fatal(err)
-		}
-		p := amqp091.Publishing{Headers: amqp091.Table(am.ApplicationProperties), Body: bytes.Join(am.Data, nil), DeliveryMode: amqp091.Persistent}
-		if am.Properties != nil && am.Properties.ContentType != nil {
-			p.ContentType = *am.Properties.ContentType
-		}
-		publish(sdk.producer, p)
+		// sdk-go writes the time as an AMQP timestamp and an integer
+		// extension as a long, which RabbitMQ maps onto 0-9-1 headers of
+		// the same types.
+		publish(sdk.producer, sdkAMQPPublishing(t, context.Background(), sdk.sdkEvent(t, map[string]any{"eventversion": 1})))
 
 		old := legacy()
 		lp, err := wamqp.DefaultMarshaler{}.Marshal(old.legacyMessage(t))

@@ -1,19 +1,15 @@
 package transport_test
 
 import (
-	"bytes"
 	"context"
 	"testing"
 	"time"
 
-	goamqp "github.com/Azure/go-amqp"
-	ceamqp "github.com/cloudevents/sdk-go/protocol/amqp/v2"
 	cenats "github.com/cloudevents/sdk-go/protocol/nats_jetstream/v2"
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
-	amqp091 "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -70,13 +66,7 @@ func TestForeignProducerContinuesItsTrace(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, mode := range []struct {
-			name string
-			ctx  context.Context
-		}{
-			{"binary", context.Background()},
-			{"structured", binding.WithForceStructured(context.Background())},
-		} {
+		for _, mode := range contentModes() {
 			e := foreign(t)
 			if err := s.Send(mode.ctx, binding.ToMessage(e)); err != nil {
 				t.Fatalf("%s mode: %v", mode.name, err)
@@ -88,48 +78,10 @@ func TestForeignProducerContinuesItsTrace(t *testing.T) {
 	t.Run("amqp", func(t *testing.T) {
 		url := testenv.TransportURL(t, "amqp")
 		rec, handled := consumeTraced(t, "amqp", url)
-		conn, err := amqp091.Dial(url)
-		if err != nil {
-			testenv.Unavailable(t, "amqp", err)
-		}
-		defer conn.Close()
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := ch.Confirm(false); err != nil {
-			t.Fatal(err)
-		}
-		for _, mode := range []struct {
-			name string
-			ctx  context.Context
-		}{
-			{"binary", context.Background()},
-			{"structured", binding.WithForceStructured(context.Background())},
-		} {
-			// sdk-go writes cloudEvents: application properties (binary
-			// mode) or the content type application/cloudevents+json
-			// (structured mode); RabbitMQ maps properties onto 0-9-1
-			// headers of the same names.
+		publish := amqpPublisher(t, url, tracedTopic)
+		for _, mode := range contentModes() {
 			e := foreign(t)
-			var am goamqp.Message
-			if err := ceamqp.WriteMessage(mode.ctx, binding.ToMessage(e), &am); err != nil {
-				t.Fatal(err)
-			}
-			p := amqp091.Publishing{Headers: amqp091.Table(am.ApplicationProperties), Body: bytes.Join(am.Data, nil), DeliveryMode: amqp091.Persistent}
-			if am.Properties != nil && am.Properties.ContentType != nil {
-				p.ContentType = *am.Properties.ContentType
-			}
-			conf, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), tracedTopic, "", false, false, p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), wait)
-			ok, err := conf.WaitContext(ctx)
-			cancel()
-			if !ok || err != nil {
-				t.Fatalf("%s mode: not confirmed: %v", mode.name, err)
-			}
+			publish("sdk-go's AMQP writer, "+mode.name+" mode", sdkAMQPPublishing(t, mode.ctx, e))
 			checkForeignTrace(t, rec, handled, e.ID(), "amqp, "+mode.name+" mode")
 		}
 	})
