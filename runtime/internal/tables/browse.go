@@ -235,16 +235,7 @@ func (b *Browser) RowIDs(ctx context.Context, db bun.IDB, messageIDs []string) (
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var m string
-		var id int64
-		if err := rows.Scan(&m, &id); err != nil {
-			return nil, err
-		}
-		out[m] = id
-	}
-	return out, rows.Err()
+	return out, scanInt64s(rows, out)
 }
 
 // Eligible returns those of ids whose rows have one of statuses, in

@@ -207,22 +207,35 @@ func (k *OutboxKeys) Take(ctx context.Context, db bun.IDB, streams []StreamCount
 	return last, scanLast(rows, last, len(streams))
 }
 
+// scanInt64s reads rows of a string and an integer into out, and closes
+// rows.
+func scanInt64s(rows interface {
+	Next() bool
+	Scan(...any) error
+	Close() error
+	Err() error
+}, out map[string]int64) error {
+	defer rows.Close()
+	for rows.Next() {
+		var k string
+		var v int64
+		if err := rows.Scan(&k, &v); err != nil {
+			return err
+		}
+		out[k] = v
+	}
+	return rows.Err()
+}
+
+// scanLast reads the streams' last numbers into last, and checks that
+// every one of the want streams has one.
 func scanLast(rows interface {
 	Next() bool
 	Scan(...any) error
 	Close() error
 	Err() error
 }, last map[string]int64, want int) error {
-	defer rows.Close()
-	for rows.Next() {
-		var id string
-		var seq int64
-		if err := rows.Scan(&id, &seq); err != nil {
-			return err
-		}
-		last[id] = seq
-	}
-	if err := rows.Err(); err != nil {
+	if err := scanInt64s(rows, last); err != nil {
 		return err
 	}
 	if len(last) != want {
@@ -620,16 +633,7 @@ func (in *Inbox) applied(ctx context.Context, db bun.IDB, hs []HeldStream) (map[
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var id string
-		var seq int64
-		if err := rows.Scan(&id, &seq); err != nil {
-			return nil, err
-		}
-		out[id] = seq
-	}
-	return out, rows.Err()
+	return out, scanInt64s(rows, out)
 }
 
 // ForgetKeys deletes, batch at a time, the group's keys whose last change
