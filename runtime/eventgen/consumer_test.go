@@ -351,8 +351,12 @@ func (tr *tracker) wait(t testing.TB, what string, cond func() bool) {
 		select {
 		case <-tr.changed:
 		case <-deadline.C:
+			// Format under the lock, fail without it: Fatalf runs the
+			// cleanups, which wait for a consumer whose hooks take it.
 			tr.mu.Lock()
-			t.Fatalf("gave up waiting for %s; outcomes so far: %v", what, tr.outcomes)
+			msg := fmt.Sprintf("gave up waiting for %s; outcomes so far: %v", what, tr.outcomes)
+			tr.mu.Unlock()
+			t.Fatal(msg)
 		}
 	}
 }
