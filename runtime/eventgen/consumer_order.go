@@ -201,7 +201,7 @@ func (c *Consumer) scanHeld(ctx context.Context) {
 				}
 				continue
 			}
-			c.log.Warn("consumer: the group never received the first events of a key; it applies the key's events from the first it received",
+			c.log.Warn("consumer: the group has no record of a key's first events (never received, or applied before it forgot the key); it applies the key's events from the first it holds",
 				"source", s.Source, "topic", s.Topic, "key", s.Key, "missing", fmt.Sprintf("1..%d", at), "waited", c.opts.GapTimeout)
 			if woke, err := c.inbox.WakeSeq(ctx, c.db, s.Stream, at+1); err == nil && woke {
 				c.pokeRetrier()

@@ -43,6 +43,12 @@ func (a *applied) add(m Metadata) {
 	a.mu.Unlock()
 }
 
+// handle is a handler that records every event and succeeds.
+func (a *applied) handle(_ context.Context, _ orderPlaced, m Metadata) error {
+	a.add(m)
+	return nil
+}
+
 // of returns key's sequences in the order they ran.
 func (a *applied) of(key string) []int64 {
 	a.mu.Lock()
@@ -235,10 +241,7 @@ func TestConsumerKeyWhoseStartNeverArrives(t *testing.T) {
 		var got applied
 		opts := fastOptions()
 		opts.GapTimeout = 300 * time.Millisecond
-		c, tr := h.orders("billing", opts, func(ctx context.Context, e orderPlaced, m Metadata) error {
-			got.add(m)
-			return nil
-		})
+		c, tr := h.orders("billing", opts, got.handle)
 		h.run(c)
 		h.publish(topicOrders, orderedMessage(t, "late-joiner", 4), orderedMessage(t, "late-joiner", 3),
 			orderedMessage(t, "gap", 1), orderedMessage(t, "gap", 3))
@@ -273,10 +276,7 @@ func TestConsumerKeyWhoseStartNeverArrives(t *testing.T) {
 func TestConsumerEventAfterItsTurnFails(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, h *harness) {
 		var got applied
-		c, tr := h.orders("billing", fastOptions(), func(ctx context.Context, e orderPlaced, m Metadata) error {
-			got.add(m)
-			return nil
-		})
+		c, tr := h.orders("billing", fastOptions(), got.handle)
 		h.run(c)
 		h.publish(topicOrders, orderedMessage(t, "k", 1), orderedMessage(t, "k", 2))
 		tr.waitEver(t, messageID("k", 2), tables.StatusSucceeded)
@@ -425,5 +425,32 @@ func TestConsumerForgetsSilentKeys(t *testing.T) {
 		// A forgotten key starts again at its next event, after GapTimeout.
 		h.publish(topicOrders, orderedMessage(t, "done", 3))
 		tr.waitEver(t, messageID("done", 3), tables.StatusSucceeded)
+	})
+}
+
+// TestConsumerResumesAForgottenKey: a key forgotten while the rows of its
+// applied events are still there (a cleanup pass forgets it after deleting
+// the expired rows it found) starts again at its next event after
+// GapTimeout, as a key never seen, not only once those rows are cleaned up.
+func TestConsumerResumesAForgottenKey(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, h *harness) {
+		var got applied
+		opts := fastOptions()
+		opts.GapTimeout = 200 * time.Millisecond
+		c, tr := h.orders("billing", opts, got.handle)
+		h.run(c)
+		h.publish(topicOrders, orderedMessage(t, "k", 1), orderedMessage(t, "k", 2))
+		tr.waitEver(t, messageID("k", 2), tables.StatusSucceeded)
+		if _, err := h.db.ExecContext(context.Background(), "DELETE FROM "+tables.KeysTable(h.table)+" WHERE consumer_group = ?", "billing"); err != nil {
+			t.Fatal(err)
+		}
+		h.publish(topicOrders, orderedMessage(t, "k", 3), orderedMessage(t, "k", 4))
+		tr.waitEver(t, messageID("k", 4), tables.StatusSucceeded)
+		if k := got.of("k"); !slices.Equal(k, seqs(1, 4)) {
+			t.Errorf("key k ran %v, want 1 to 4", k)
+		}
+		if r := h.row(c, messageID("k", 1)); r.Status != tables.StatusSucceeded {
+			t.Errorf("k#1 is %s; the test needs its row still there", r.Status)
+		}
 	})
 }

@@ -252,6 +252,7 @@ type orderingSQL struct {
 	streams              string
 	lock, read, set      string
 	next, firstHeld      string
+	waiting              string
 	silent, forget       string
 	take, taken          string // taken reads back on MySQL
 }
@@ -303,7 +304,11 @@ func newOrderingSQL(d sqlstore.Dialect, table string) orderingSQL {
 	} else {
 		o.take += " RETURNING " + inboxColumns
 	}
-	o.next = fmt.Sprintf("SELECT id, message_id, status, last_error FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ?", table)
+	// A row with an expiry is history: finished, to be cleaned up.
+	o.next = fmt.Sprintf("SELECT id, message_id, status, last_error, expires_at IS NOT NULL FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ?", table)
+	// The rows of a stream between two sequences that are not history:
+	// waiting, running or kept.
+	o.waiting = fmt.Sprintf("SELECT COUNT(*) FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq > ? AND seq < ? AND seq > 0 AND topic = ? AND source = ? AND expires_at IS NULL", table)
 	return o
 }
 
@@ -470,12 +475,15 @@ type NextRow struct {
 var ErrNotMissing = errors.New("the next event is not missing")
 
 // Skip moves stream s past its next event, in one transaction: the row of
-// sequence Applied+1, when the group has it and it is not running, is
-// marked skipped with reason, kept for retention; when the group never
-// received that event, the stream moves to just before its first held row.
-// With missingOnly, it moves only past events never received. It returns
-// the sequence the stream now stands at, the skipped row (nil if missing),
-// and an error if there is nothing to skip.
+// sequence Applied+1, when the group has it and it waits (failed, pending
+// or held), is marked skipped with reason, kept for retention. When that
+// event is missing, the stream moves to just before its first held row.
+// An event is missing when the group never received it, and also when its
+// row is history (finished, kept only until cleanup): the group applied it
+// and then forgot the key (KeyRetention), so the stream restarted at 0.
+// The move passes no row that waits. With missingOnly, it moves only past
+// missing events. It returns the sequence the stream now stands at, the
+// skipped row (nil if missing), and an error if there is nothing to skip.
 func (in *Inbox) Skip(ctx context.Context, db *bun.DB, s Stream, reason string, retention time.Duration, missingOnly bool) (int64, *NextRow, error) {
 	var at int64
 	var skipped *NextRow
@@ -492,9 +500,10 @@ func (in *Inbox) Skip(ctx context.Context, db *bun.DB, s Stream, reason string, 
 			return err
 		}
 		var next NextRow
-		err := tx.QueryRowContext(ctx, in.ordering.next, in.Group, s.Key, applied+1, s.Topic, s.Source).Scan(&next.ID, &next.MessageID, &next.Status, &next.LastError)
+		var history bool
+		err := tx.QueryRowContext(ctx, in.ordering.next, in.Group, s.Key, applied+1, s.Topic, s.Source).Scan(&next.ID, &next.MessageID, &next.Status, &next.LastError, &history)
 		switch {
-		case err == sql.ErrNoRows:
+		case err == sql.ErrNoRows || err == nil && history:
 			var first int64
 			if err := tx.QueryRowContext(ctx, in.ordering.firstHeld, in.Group, s.Key, s.Topic, s.Source).Scan(&first); err != nil {
 				return err
@@ -502,6 +511,16 @@ func (in *Inbox) Skip(ctx context.Context, db *bun.DB, s Stream, reason string, 
 			at = first - 1
 			if at <= applied {
 				return fmt.Errorf("key %q (topic %q, source %q) waits for nothing: no event after sequence %d", s.Key, s.Topic, s.Source, applied)
+			}
+			var waiting int64
+			if err := tx.QueryRowContext(ctx, in.ordering.waiting, in.Group, s.Key, applied, first, s.Topic, s.Source).Scan(&waiting); err != nil {
+				return err
+			}
+			if waiting > 0 {
+				if missingOnly {
+					return ErrNotMissing
+				}
+				return fmt.Errorf("key %q (topic %q, source %q): %d of its events between sequences %d and %d wait; skip them one at a time", s.Key, s.Topic, s.Source, waiting, applied, first)
 			}
 		case err != nil:
 			return err

@@ -2,6 +2,9 @@ package tables
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -129,6 +132,76 @@ func TestOutboxKeysFollowCommitOrder(t *testing.T) {
 				if n > 1 && taken[n].Before(committing[n-1]) {
 					t.Errorf("number %d was given before the transaction holding %d committed", n, n-1)
 				}
+			}
+		})
+	}
+}
+
+// TestInboxSkipMovesOnlyPastMissingEvents: a stream at 0 whose next rows
+// are history (applied, then the key was forgotten and restarted by a later
+// event) moves to just before its first held row, as past events never
+// received; a row between them that still waits stops the move, for the
+// retrier's scan and for an operator alike.
+func TestInboxSkipMovesOnlyPastMissingEvents(t *testing.T) {
+	for _, d := range testenv.Databases(t) {
+		t.Run(d.Name, func(t *testing.T) {
+			db := d.Open(t)
+			ctx := context.Background()
+			dialect, err := sqlstore.DialectOf(db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			table := testenv.TableName(t, "inbox")
+			testenv.DropTables(t, db, table)
+			if err := sqlstore.Migrate(ctx, db, table, InboxMigrations); err != nil {
+				t.Fatal(err)
+			}
+			in := NewInbox(dialect, table, "g", nil)
+			s := Stream{Source: "src", Topic: "orders", Key: "k"}
+			row := func(seq int64) InboxRow {
+				return InboxRow{MessageID: fmt.Sprintf("k#%d", seq), Name: "E", Version: 1, Topic: s.Topic, Key: s.Key, Seq: seq, Source: s.Source, Payload: []byte(`{}`)}
+			}
+			insert := func(seq int64, o Outcome) {
+				t.Helper()
+				if ok, err := in.Insert(ctx, db, row(seq), o); err != nil || !ok {
+					t.Fatalf("insert k#%d: %v, %v", seq, ok, err)
+				}
+			}
+			insert(1, Outcome{Status: StatusSucceeded, Retention: time.Hour})
+			insert(2, Outcome{Status: StatusPending})
+			// Event 4 arrives to a forgotten key: its stream starts at 0 and
+			// it is held.
+			err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				pos, err := in.Advance(ctx, tx, row(4))
+				if err == nil && (pos.Advanced || pos.Applied != 0) {
+					err = fmt.Errorf("advance = %+v, want not advanced from 0", pos)
+				}
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			insert(4, Outcome{Status: StatusHeld})
+
+			if _, _, err := in.Skip(ctx, db, s, "", 0, true); !errors.Is(err, ErrNotMissing) {
+				t.Errorf("Skip(missingOnly) with event 2 waiting = %v, want ErrNotMissing", err)
+			}
+			if _, _, err := in.Skip(ctx, db, s, "by hand", time.Hour, false); err == nil || !strings.Contains(err.Error(), "wait") {
+				t.Errorf("Skip with event 2 waiting = %v, want an error saying it waits", err)
+			}
+			if _, err := db.ExecContext(ctx, fmt.Sprintf("UPDATE %s SET status = '%s', expires_at = %s + 3600000000 WHERE message_id = ?", table, StatusSucceeded, dialect.Now), "k#2"); err != nil {
+				t.Fatal(err)
+			}
+			at, skipped, err := in.Skip(ctx, db, s, "", 0, true)
+			if err != nil || at != 3 || skipped != nil {
+				t.Fatalf("Skip(missingOnly) past history = %d, %+v, %v; want 3, nothing skipped", at, skipped, err)
+			}
+			var applied int64
+			if err := db.QueryRowContext(ctx, "SELECT seq FROM "+KeysTable(table)+" WHERE stream = ?", s.ID()).Scan(&applied); err != nil || applied != 3 {
+				t.Errorf("stream at %d, %v; want 3", applied, err)
+			}
+			if _, _, err := in.Skip(ctx, db, s, "", 0, true); !errors.Is(err, ErrNotMissing) {
+				t.Errorf("Skip(missingOnly) with event 4 next = %v, want ErrNotMissing", err)
 			}
 		})
 	}
