@@ -243,7 +243,7 @@ type BlockedKey struct {
 	// Applied is the sequence of the last event applied (or skipped).
 	Applied int64
 	// Next is the event that must be applied next, with Sequence
-	// Applied+1. Its ID is empty when the group never received it.
+	// Applied+1. Its ID is empty when it is missing.
 	Next FailedMessage
 	// NextStatus is that event's status: failed (re-execute or skip it),
 	// pending (its handler is being retried), processing, or missing.
@@ -254,7 +254,8 @@ type BlockedKey struct {
 }
 
 // StatusMissing is a BlockedKey's NextStatus when the group never received
-// the key's next event.
+// the key's next event, or applied it before it forgot the key (see
+// ConsumerOptions.KeyRetention) and the key started again.
 const StatusMissing = "missing"
 
 // BlockedKeys returns up to limit keys whose events wait in this group,

@@ -430,27 +430,48 @@ func TestConsumerForgetsSilentKeys(t *testing.T) {
 
 // TestConsumerResumesAForgottenKey: a key forgotten while the rows of its
 // applied events are still there (a cleanup pass forgets it after deleting
-// the expired rows it found) starts again at its next event after
-// GapTimeout, as a key never seen, not only once those rows are cleaned up.
+// the expired rows it found) starts again at its next event as a key never
+// seen: after GapTimeout, not once those rows are cleaned up, or at once by
+// an operator's SkipNext; meanwhile BlockedKeys lists its next event as
+// missing.
 func TestConsumerResumesAForgottenKey(t *testing.T) {
-	forEachDatabase(t, func(t *testing.T, h *harness) {
-		var got applied
-		opts := fastOptions()
+	for _, operator := range []bool{false, true} {
+		group, opts := "automatic", fastOptions()
 		opts.GapTimeout = 200 * time.Millisecond
-		c, tr := h.orders("billing", opts, got.handle)
-		h.run(c)
-		h.publish(topicOrders, orderedMessage(t, "k", 1), orderedMessage(t, "k", 2))
-		tr.waitEver(t, messageID("k", 2), tables.StatusSucceeded)
-		if _, err := h.db.ExecContext(context.Background(), "DELETE FROM "+tables.KeysTable(h.table)+" WHERE consumer_group = ?", "billing"); err != nil {
-			t.Fatal(err)
+		if operator {
+			group, opts.GapTimeout = "operator", time.Hour
 		}
-		h.publish(topicOrders, orderedMessage(t, "k", 3), orderedMessage(t, "k", 4))
-		tr.waitEver(t, messageID("k", 4), tables.StatusSucceeded)
-		if k := got.of("k"); !slices.Equal(k, seqs(1, 4)) {
-			t.Errorf("key k ran %v, want 1 to 4", k)
-		}
-		if r := h.row(c, messageID("k", 1)); r.Status != tables.StatusSucceeded {
-			t.Errorf("k#1 is %s; the test needs its row still there", r.Status)
-		}
-	})
+		t.Run(group, func(t *testing.T) {
+			forEachDatabase(t, func(t *testing.T, h *harness) {
+				ctx := context.Background()
+				var got applied
+				c, tr := h.orders(group, opts, got.handle)
+				h.run(c)
+				h.publish(topicOrders, orderedMessage(t, "k", 1), orderedMessage(t, "k", 2))
+				tr.waitEver(t, messageID("k", 2), tables.StatusSucceeded)
+				if _, err := h.db.ExecContext(ctx, "DELETE FROM "+tables.KeysTable(h.table)+" WHERE consumer_group = ?", group); err != nil {
+					t.Fatal(err)
+				}
+				h.publish(topicOrders, orderedMessage(t, "k", 3), orderedMessage(t, "k", 4))
+				if operator {
+					tr.waitEver(t, messageID("k", 3), tables.StatusHeld)
+					tr.waitEver(t, messageID("k", 4), tables.StatusHeld)
+					blocked, err := c.BlockedKeys(ctx, 10)
+					if err != nil || len(blocked) != 1 || blocked[0].NextStatus != StatusMissing || blocked[0].Next.Sequence != 1 || blocked[0].Waiting != 2 {
+						t.Fatalf("BlockedKeys = %+v, %v; want k waiting for its event 1, missing", blocked, err)
+					}
+					if id, err := c.SkipNext(ctx, "test-source", topicOrders, "k"); err != nil || id != "" {
+						t.Fatalf("SkipNext = %q, %v; want the missing events skipped", id, err)
+					}
+				}
+				tr.waitEver(t, messageID("k", 4), tables.StatusSucceeded)
+				if k := got.of("k"); !slices.Equal(k, seqs(1, 4)) {
+					t.Errorf("key k ran %v, want 1 to 4", k)
+				}
+				if r := h.row(c, messageID("k", 1)); r.Status != tables.StatusSucceeded {
+					t.Errorf("k#1 is %s; the test needs its row still there", r.Status)
+				}
+			})
+		})
+	}
 }

@@ -545,9 +545,11 @@ func (in *Inbox) Skip(ctx context.Context, db *bun.DB, s Stream, reason string, 
 	return at, skipped, err
 }
 
-// Next returns the group's row of sequence seq in stream s, if it has one.
+// Next returns the group's row of sequence seq in stream s, if it has one
+// that is not history: as for Skip, the finished row of an event applied
+// before the key was forgotten counts as missing.
 func (in *Inbox) Next(ctx context.Context, db bun.IDB, s Stream, seq int64) (InboxRow, bool, error) {
-	q := fmt.Sprintf("SELECT %s FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ?", inboxColumns, in.TableName)
+	q := fmt.Sprintf("SELECT %s FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ? AND expires_at IS NULL", inboxColumns, in.TableName)
 	rows, err := db.QueryContext(ctx, q, in.Group, s.Key, seq, s.Topic, s.Source)
 	if err != nil {
 		return InboxRow{}, false, err
