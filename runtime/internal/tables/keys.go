@@ -304,10 +304,9 @@ func newOrderingSQL(d sqlstore.Dialect, table string) orderingSQL {
 	} else {
 		o.take += " RETURNING " + inboxColumns
 	}
-	// A row with an expiry is history: finished, to be cleaned up.
-	o.next = fmt.Sprintf("SELECT id, message_id, status, last_error, expires_at IS NOT NULL FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ?", table)
-	// The rows of a stream between two sequences that are not history:
-	// waiting, running or kept.
+	o.next = fmt.Sprintf("SELECT id, message_id, status, last_error, %s FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ?", appliedRow, table)
+	// The rows of a stream between two sequences that wait: held, pending,
+	// running or kept failed, the rows with no expiry.
 	o.waiting = fmt.Sprintf("SELECT COUNT(*) FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq > ? AND seq < ? AND seq > 0 AND topic = ? AND source = ? AND expires_at IS NULL", table)
 	return o
 }
@@ -470,6 +469,12 @@ type NextRow struct {
 	LastError sql.NullString
 }
 
+// appliedRow is true of a row whose event was applied: run, or skipped in
+// its turn. Such a row after its stream's position is history: the group
+// applied it, then forgot the key (KeyRetention), and the key started
+// again at 0 before cleanup deleted the row.
+var appliedRow = fmt.Sprintf("status IN ('%s', '%s')", StatusSucceeded, StatusSkipped)
+
 // ErrNotMissing is Skip's error, with missingOnly, when the stream's next
 // event is not missing.
 var ErrNotMissing = errors.New("the next event is not missing")
@@ -479,11 +484,10 @@ var ErrNotMissing = errors.New("the next event is not missing")
 // or held), is marked skipped with reason, kept for retention. When that
 // event is missing, the stream moves to just before its first held row.
 // An event is missing when the group never received it, and also when its
-// row is history (finished, kept only until cleanup): the group applied it
-// and then forgot the key (KeyRetention), so the stream restarted at 0.
-// The move passes no row that waits. With missingOnly, it moves only past
-// missing events. It returns the sequence the stream now stands at, the
-// skipped row (nil if missing), and an error if there is nothing to skip.
+// row is history (see appliedRow). The move passes no row that waits. With
+// missingOnly, it moves only past missing events. It returns the sequence
+// the stream now stands at, the skipped row (nil if missing), and an error
+// if there is nothing to skip.
 func (in *Inbox) Skip(ctx context.Context, db *bun.DB, s Stream, reason string, retention time.Duration, missingOnly bool) (int64, *NextRow, error) {
 	var at int64
 	var skipped *NextRow
@@ -546,10 +550,10 @@ func (in *Inbox) Skip(ctx context.Context, db *bun.DB, s Stream, reason string, 
 }
 
 // Next returns the group's row of sequence seq in stream s, if it has one
-// that is not history: as for Skip, the finished row of an event applied
-// before the key was forgotten counts as missing.
+// that is not history (see appliedRow): as for Skip, such a row counts as
+// missing.
 func (in *Inbox) Next(ctx context.Context, db bun.IDB, s Stream, seq int64) (InboxRow, bool, error) {
-	q := fmt.Sprintf("SELECT %s FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ? AND expires_at IS NULL", inboxColumns, in.TableName)
+	q := fmt.Sprintf("SELECT %s FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ? AND NOT (%s)", inboxColumns, in.TableName, appliedRow)
 	rows, err := db.QueryContext(ctx, q, in.Group, s.Key, seq, s.Topic, s.Source)
 	if err != nil {
 		return InboxRow{}, false, err

@@ -141,7 +141,8 @@ func TestOutboxKeysFollowCommitOrder(t *testing.T) {
 // are history (applied, then the key was forgotten and restarted by a later
 // event) moves to just before its first held row, as past events never
 // received; a row between them that still waits stops the move, for the
-// retrier's scan and for an operator alike.
+// retrier's scan and for an operator alike. A failed event that never ran
+// is not history: it blocks its key until an operator skips it.
 func TestInboxSkipMovesOnlyPastMissingEvents(t *testing.T) {
 	for _, d := range testenv.Databases(t) {
 		t.Run(d.Name, func(t *testing.T) {
@@ -158,30 +159,38 @@ func TestInboxSkipMovesOnlyPastMissingEvents(t *testing.T) {
 			}
 			in := NewInbox(dialect, table, "g", nil)
 			s := Stream{Source: "src", Topic: "orders", Key: "k"}
-			row := func(seq int64) InboxRow {
-				return InboxRow{MessageID: fmt.Sprintf("k#%d", seq), Name: "E", Version: 1, Topic: s.Topic, Key: s.Key, Seq: seq, Source: s.Source, Payload: []byte(`{}`)}
+			row := func(s Stream, seq int64) InboxRow {
+				return InboxRow{MessageID: fmt.Sprintf("%s#%d", s.Key, seq), Name: "E", Version: 1, Topic: s.Topic, Key: s.Key, Seq: seq, Source: s.Source, Payload: []byte(`{}`)}
 			}
-			insert := func(seq int64, o Outcome) {
+			insert := func(s Stream, seq int64, o Outcome) {
 				t.Helper()
-				if ok, err := in.Insert(ctx, db, row(seq), o); err != nil || !ok {
-					t.Fatalf("insert k#%d: %v, %v", seq, ok, err)
+				if ok, err := in.Insert(ctx, db, row(s, seq), o); err != nil || !ok {
+					t.Fatalf("insert %s#%d: %v, %v", s.Key, seq, ok, err)
 				}
 			}
-			insert(1, Outcome{Status: StatusSucceeded, Retention: time.Hour})
-			insert(2, Outcome{Status: StatusPending})
-			// Event 4 arrives to a forgotten key: its stream starts at 0 and
-			// it is held.
-			err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-				pos, err := in.Advance(ctx, tx, row(4))
-				if err == nil && (pos.Advanced || pos.Applied != 0) {
-					err = fmt.Errorf("advance = %+v, want not advanced from 0", pos)
+			// hold inserts event seq of s held, as a delivery does when its
+			// stream stands at 0, which starts the stream.
+			hold := func(s Stream, seq int64) {
+				t.Helper()
+				err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+					pos, err := in.Advance(ctx, tx, row(s, seq))
+					if err == nil && (pos.Advanced || pos.Applied != 0) {
+						err = fmt.Errorf("advance = %+v, want not advanced from 0", pos)
+					}
+					return err
+				})
+				if err != nil {
+					t.Fatal(err)
 				}
-				return err
-			})
-			if err != nil {
-				t.Fatal(err)
+				insert(s, seq, Outcome{Status: StatusHeld})
 			}
-			insert(4, Outcome{Status: StatusHeld})
+			insert(s, 1, Outcome{Status: StatusSucceeded, Retention: time.Hour})
+			insert(s, 2, Outcome{Status: StatusPending})
+			hold(s, 4) // the key was forgotten; event 4 starts it again
+
+			if _, ok, err := in.Next(ctx, db, s, 1); err != nil || ok {
+				t.Errorf("Next(1) = %v, %v; want nothing: the row is history", ok, err)
+			}
 
 			if _, _, err := in.Skip(ctx, db, s, "", 0, true); !errors.Is(err, ErrNotMissing) {
 				t.Errorf("Skip(missingOnly) with event 2 waiting = %v, want ErrNotMissing", err)
@@ -202,6 +211,21 @@ func TestInboxSkipMovesOnlyPastMissingEvents(t *testing.T) {
 			}
 			if _, _, err := in.Skip(ctx, db, s, "", 0, true); !errors.Is(err, ErrNotMissing) {
 				t.Errorf("Skip(missingOnly) with event 4 next = %v, want ErrNotMissing", err)
+			}
+
+			// Event 1 of key r was rejected (failed, with an expiry): it
+			// never ran, and blocks r.
+			r := Stream{Source: "src", Topic: "orders", Key: "r"}
+			insert(r, 1, Outcome{Status: StatusFailed, Retention: time.Hour, LastError: "rejected"})
+			hold(r, 2)
+			if next, ok, err := in.Next(ctx, db, r, 1); err != nil || !ok || next.Status != StatusFailed {
+				t.Errorf("Next(r, 1) = %+v, %v, %v; want the failed row", next, ok, err)
+			}
+			if _, _, err := in.Skip(ctx, db, r, "", 0, true); !errors.Is(err, ErrNotMissing) {
+				t.Errorf("Skip(missingOnly) of r = %v, want ErrNotMissing", err)
+			}
+			if at, skipped, err := in.Skip(ctx, db, r, "by hand", time.Hour, false); err != nil || at != 1 || skipped == nil || skipped.MessageID != "r#1" {
+				t.Errorf("Skip of r = %d, %+v, %v; want r#1 skipped", at, skipped, err)
 			}
 		})
 	}
