@@ -254,6 +254,7 @@ type orderingSQL struct {
 	next, firstHeld      string
 	waiting              string
 	silent, forget       string
+	lockStreams          string
 	take, taken          string // taken reads back on MySQL
 }
 
@@ -288,11 +289,13 @@ func newOrderingSQL(d sqlstore.Dialect, table string) orderingSQL {
 	o.firstHeld = fmt.Sprintf("SELECT COALESCE(MIN(seq), 0) FROM %s WHERE consumer_group = ? AND msg_key = ? AND seq > 0 AND topic = ? AND source = ? AND status = '%s'", table, StatusHeld)
 	o.set = fmt.Sprintf("UPDATE %s SET seq = ?, message_id = ?, updated_at = %s WHERE consumer_group = ? AND stream = ?", keys, now)
 	// A key is silent when nothing of it changed for a retention and no
-	// row of it is unfinished or kept (those have no expiry).
-	o.silent = fmt.Sprintf("SELECT k.stream FROM %s k WHERE k.consumer_group = ? AND k.updated_at < %s - ? AND NOT EXISTS "+
-		"(SELECT 1 FROM %s i WHERE i.consumer_group = k.consumer_group AND i.msg_key = k.msg_key AND i.seq > 0 AND i.topic = k.topic AND i.source = k.source AND i.expires_at IS NULL) LIMIT ?",
-		keys, now, table)
-	o.forget = fmt.Sprintf("DELETE FROM %s WHERE consumer_group = ? AND stream IN (?) AND updated_at < %s - ?", keys, now)
+	// row of it is unfinished or kept (those have no expiry). The forget
+	// checks it again, once it holds the keys' rows (see ForgetKeys).
+	silent := fmt.Sprintf("%[1]s.updated_at < %[2]s - ? AND NOT EXISTS (SELECT 1 FROM %[3]s i WHERE i.consumer_group = %[1]s.consumer_group AND i.msg_key = %[1]s.msg_key "+
+		"AND i.seq > 0 AND i.topic = %[1]s.topic AND i.source = %[1]s.source AND i.expires_at IS NULL)", keys, now, table)
+	o.silent = fmt.Sprintf("SELECT stream FROM %s WHERE consumer_group = ? AND %s LIMIT ?", keys, silent)
+	o.lockStreams = fmt.Sprintf("UPDATE %s SET updated_at = updated_at WHERE consumer_group = ? AND stream IN (?)", keys)
+	o.forget = fmt.Sprintf("DELETE FROM %s WHERE consumer_group = ? AND stream IN (?) AND %s", keys, silent)
 	// Take claims a stream's held row of a sequence as a retrier's claim
 	// does (processing, leased, the attempt counted).
 	match := fmt.Sprintf("consumer_group = ? AND msg_key = ? AND seq = ? AND seq > 0 AND topic = ? AND source = ? AND status = '%s'", StatusHeld)
@@ -683,13 +686,35 @@ func (in *Inbox) ForgetKeys(ctx context.Context, db bun.IDB, retention time.Dura
 		if err := rows.Close(); err != nil || len(ids) == 0 {
 			return total, err
 		}
-		res, err := db.ExecContext(ctx, in.ordering.forget, in.Group, bun.In(ids), micros(retention))
-		n, err := rowsAffected(res, err)
+		n, err := in.forget(ctx, db, ids, retention)
 		total += n
-		if err != nil || len(ids) < batch {
+		if err != nil || n == 0 || len(ids) < batch {
 			return total, err
 		}
 	}
+}
+
+// forget deletes the keys of streams ids that are still silent. An event
+// of one of them may have arrived since they were found silent: the
+// transaction that stored it held the key's row (see Advance) and may not
+// have committed yet. So forget first takes the rows, waiting for such
+// transactions, and then checks and deletes in a statement that sees what
+// they committed (READ COMMITTED; SQLite has one writer).
+func (in *Inbox) forget(ctx context.Context, db bun.IDB, ids []string, retention time.Duration) (int64, error) {
+	var opts *sql.TxOptions
+	if in.D.Name != "sqlite" {
+		opts = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+	}
+	var n int64
+	err := db.RunInTx(ctx, opts, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.ExecContext(ctx, in.ordering.lockStreams, in.Group, bun.In(ids)); err != nil {
+			return err
+		}
+		var err error
+		n, err = rowsAffected(tx.ExecContext(ctx, in.ordering.forget, in.Group, bun.In(ids), micros(retention)))
+		return err
+	})
+	return n, err
 }
 
 // TakeNext claims for owner, with a lease, the held row that follows r in

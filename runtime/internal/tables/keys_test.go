@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -137,6 +138,22 @@ func TestOutboxKeysFollowCommitOrder(t *testing.T) {
 	}
 }
 
+// inbox returns a migrated inbox of group g on a fresh table of d.
+func inbox(t *testing.T, d testenv.Database) (*bun.DB, *Inbox) {
+	t.Helper()
+	db := d.Open(t)
+	dialect, err := sqlstore.DialectOf(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := testenv.TableName(t, "inbox")
+	testenv.DropTables(t, db, table)
+	if err := sqlstore.Migrate(context.Background(), db, table, InboxMigrations); err != nil {
+		t.Fatal(err)
+	}
+	return db, NewInbox(dialect, table, "g", nil)
+}
+
 // TestInboxSkipMovesOnlyPastMissingEvents: a stream at 0 whose next rows
 // are history (applied, then the key was forgotten and restarted by a later
 // event) moves to just before its first held row, as past events never
@@ -146,18 +163,8 @@ func TestOutboxKeysFollowCommitOrder(t *testing.T) {
 func TestInboxSkipMovesOnlyPastMissingEvents(t *testing.T) {
 	for _, d := range testenv.Databases(t) {
 		t.Run(d.Name, func(t *testing.T) {
-			db := d.Open(t)
-			ctx := context.Background()
-			dialect, err := sqlstore.DialectOf(db)
-			if err != nil {
-				t.Fatal(err)
-			}
-			table := testenv.TableName(t, "inbox")
-			testenv.DropTables(t, db, table)
-			if err := sqlstore.Migrate(ctx, db, table, InboxMigrations); err != nil {
-				t.Fatal(err)
-			}
-			in := NewInbox(dialect, table, "g", nil)
+			db, in := inbox(t, d)
+			ctx, table := context.Background(), in.TableName
 			s := Stream{Source: "src", Topic: "orders", Key: "k"}
 			row := func(s Stream, seq int64) InboxRow {
 				return InboxRow{MessageID: fmt.Sprintf("%s#%d", s.Key, seq), Name: "E", Version: 1, Topic: s.Topic, Key: s.Key, Seq: seq, Source: s.Source, Payload: []byte(`{}`)}
@@ -198,7 +205,7 @@ func TestInboxSkipMovesOnlyPastMissingEvents(t *testing.T) {
 			if _, _, err := in.Skip(ctx, db, s, "by hand", time.Hour, false); err == nil || !strings.Contains(err.Error(), "wait") {
 				t.Errorf("Skip with event 2 waiting = %v, want an error saying it waits", err)
 			}
-			if _, err := db.ExecContext(ctx, fmt.Sprintf("UPDATE %s SET status = '%s', expires_at = %s + 3600000000 WHERE message_id = ?", table, StatusSucceeded, dialect.Now), "k#2"); err != nil {
+			if _, err := db.ExecContext(ctx, fmt.Sprintf("UPDATE %s SET status = '%s', expires_at = %s + 3600000000 WHERE message_id = ?", table, StatusSucceeded, in.D.Now), "k#2"); err != nil {
 				t.Fatal(err)
 			}
 			at, skipped, err := in.Skip(ctx, db, s, "", 0, true)
@@ -226,6 +233,83 @@ func TestInboxSkipMovesOnlyPastMissingEvents(t *testing.T) {
 			}
 			if at, skipped, err := in.Skip(ctx, db, r, "by hand", time.Hour, false); err != nil || at != 1 || skipped == nil || skipped.MessageID != "r#1" {
 				t.Errorf("Skip of r = %d, %+v, %v; want r#1 skipped", at, skipped, err)
+			}
+		})
+	}
+}
+
+// TestInboxForgetKeepsAKeyWhoseEventArrived: a key found silent is not
+// forgotten if an event of it arrived since, committed before the forget
+// or still in its transaction while the forget runs.
+func TestInboxForgetKeepsAKeyWhoseEventArrived(t *testing.T) {
+	for _, d := range testenv.Databases(t) {
+		t.Run(d.Name, func(t *testing.T) {
+			db, in := inbox(t, d)
+			ctx, table := context.Background(), in.TableName
+			const retention = -time.Hour // every key's last change is past it
+			stream := func(key string) Stream { return Stream{Source: "src", Topic: "orders", Key: key} }
+			// arrive stores event seq of key held in tx, as a delivery does.
+			arrive := func(tx bun.Tx, key string, seq int64) {
+				t.Helper()
+				s := stream(key)
+				r := InboxRow{MessageID: fmt.Sprintf("%s#%d", key, seq), Name: "E", Version: 1, Topic: s.Topic, Key: key, Seq: seq, Source: s.Source, Payload: []byte(`{}`)}
+				if _, err := in.Advance(ctx, tx, r); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := in.Insert(ctx, tx, r, Outcome{Status: StatusHeld}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			begin := func() bun.Tx {
+				t.Helper()
+				tx, err := db.BeginTx(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return tx
+			}
+			// Three keys at 0 with nothing waiting: silent.
+			for _, key := range []string{"committed", "open", "silent"} {
+				if _, err := db.ExecContext(ctx, "INSERT INTO "+KeysTable(table)+" (consumer_group, stream, source, topic, msg_key, seq, message_id, updated_at) VALUES ('g', ?, 'src', 'orders', ?, 0, '', 0)",
+					stream(key).ID(), key); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ids := []string{stream("committed").ID(), stream("open").ID(), stream("silent").ID()}
+
+			tx := begin()
+			arrive(tx, "committed", 2)
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			tx = begin()
+			arrive(tx, "open", 2)
+			type result struct {
+				n   int64
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				n, err := in.forget(ctx, db, ids, retention)
+				done <- result{n, err}
+			}()
+			select {
+			case r := <-done:
+				t.Fatalf("forget returned (%d, %v) while a transaction held a key's row", r.n, r.err)
+			case <-time.After(200 * time.Millisecond):
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if r := <-done; r.err != nil || r.n != 1 {
+				t.Fatalf("forget = %d, %v; want the silent key alone", r.n, r.err)
+			}
+			var left []string
+			if err := db.NewSelect().TableExpr(KeysTable(table)).Column("msg_key").Order("msg_key").Scan(ctx, &left); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(left, []string{"committed", "open"}) {
+				t.Errorf("keys left %v, want committed and open", left)
 			}
 		})
 	}
