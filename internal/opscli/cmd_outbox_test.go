@@ -19,6 +19,7 @@ import (
 	shopevents "github.com/eventgen/eventgen/examples/generated"
 	"github.com/eventgen/eventgen/internal/cli"
 	"github.com/eventgen/eventgen/internal/dbopen"
+	"github.com/eventgen/eventgen/internal/testservices"
 	"github.com/eventgen/eventgen/runtime/eventgen"
 	"github.com/eventgen/eventgen/runtime/transport"
 )
@@ -41,7 +42,7 @@ func sqliteDB(t *testing.T) (string, *bun.DB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
+	testservices.CloseOnCleanup(t, db)
 	return dsn, db
 }
 

@@ -133,6 +133,20 @@ func (d Database) Open(t testing.TB) *bun.DB {
 	if err != nil {
 		Unavailable(t, d.Name, err)
 	}
-	t.Cleanup(func() { db.Close() })
+	CloseOnCleanup(t, db)
 	return db
+}
+
+// CloseOnCleanup closes db when t ends and waits, up to 10 s, for its
+// connections to close. One in use at Close (a statement being prepared in
+// the background, say) closes only when it is released; on SQLite the last
+// one removes the -wal and -shm files, which must happen before t's
+// temporary directory is removed.
+func CloseOnCleanup(t testing.TB, db *bun.DB) {
+	t.Cleanup(func() {
+		db.Close()
+		for deadline := time.Now().Add(10 * time.Second); db.DB.Stats().OpenConnections > 0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	})
 }

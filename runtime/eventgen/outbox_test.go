@@ -18,6 +18,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/uptrace/bun"
 
+	"github.com/eventgen/eventgen/internal/testservices"
 	"github.com/eventgen/eventgen/runtime/internal/leased"
 	"github.com/eventgen/eventgen/runtime/internal/sqlstore"
 	"github.com/eventgen/eventgen/runtime/internal/tables"
@@ -544,7 +545,7 @@ func openAgain(t *testing.T, d testenv.Database, db *bun.DB) *bun.DB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { other.Close() })
+	testservices.CloseOnCleanup(t, other)
 	return other
 }
 

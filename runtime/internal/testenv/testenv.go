@@ -74,16 +74,7 @@ func OpenSQLite(t testing.TB) *bun.DB {
 	if err != nil {
 		t.Fatalf("open sqlite: %v", err)
 	}
-	t.Cleanup(func() {
-		db.Close()
-		// A connection in use at Close (a statement being prepared in the
-		// background, say) closes when it is released, and SQLite removes
-		// the -wal and -shm files as the last one closes: wait for that
-		// before the temporary directory is removed.
-		for deadline := time.Now().Add(10 * time.Second); db.DB.Stats().OpenConnections > 0 && time.Now().Before(deadline); {
-			time.Sleep(time.Millisecond)
-		}
-	})
+	testservices.CloseOnCleanup(t, db)
 	return db
 }
 
