@@ -701,12 +701,8 @@ func (in *Inbox) ForgetKeys(ctx context.Context, db bun.IDB, retention time.Dura
 // transactions, and then checks and deletes in a statement that sees what
 // they committed (READ COMMITTED; SQLite has one writer).
 func (in *Inbox) forget(ctx context.Context, db bun.IDB, ids []string, retention time.Duration) (int64, error) {
-	var opts *sql.TxOptions
-	if in.D.Name != "sqlite" {
-		opts = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
-	}
 	var n int64
-	err := db.RunInTx(ctx, opts, func(ctx context.Context, tx bun.Tx) error {
+	err := db.RunInTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted}, func(ctx context.Context, tx bun.Tx) error {
 		if _, err := tx.ExecContext(ctx, in.ordering.lockStreams, in.Group, bun.In(ids)); err != nil {
 			return err
 		}
