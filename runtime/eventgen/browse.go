@@ -366,17 +366,9 @@ func (c *Consumer) BlockedKey(ctx context.Context, source, topic, key string) (B
 	if err != nil {
 		return BlockedKey{}, false, fmt.Errorf("consumer: read key %q: %w", key, err)
 	}
-	b := BlockedKey{Source: source, Topic: topic, Key: key, Applied: st.Applied, Waiting: st.Held, NextStatus: StatusMissing}
-	if st.Held > 0 {
-		b.Since = time.UnixMicro(st.Since).UTC()
-	}
-	b.Next.Source, b.Next.Topic, b.Next.Key, b.Next.Sequence, b.Next.Group = source, topic, key, st.Applied+1, c.opts.Group
-	r, ok, err := c.inbox.Next(ctx, c.db, s, st.Applied+1)
+	b, err := c.blockedKey(ctx, s, st.Applied, st.Held, st.Since)
 	if err != nil {
 		return BlockedKey{}, false, fmt.Errorf("consumer: read key %q: %w", key, err)
-	}
-	if ok {
-		b.Next, b.NextStatus = c.failedMessage(r), r.Status
 	}
 	return b, b.Stuck(), nil
 }

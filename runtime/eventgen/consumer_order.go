@@ -271,21 +271,32 @@ func (c *Consumer) BlockedKeys(ctx context.Context, limit int) ([]BlockedKey, er
 	}
 	out := make([]BlockedKey, 0, len(streams))
 	for _, s := range streams {
-		b := BlockedKey{Source: s.Source, Topic: s.Topic, Key: s.Key, Applied: s.Applied, Waiting: s.Held, NextStatus: StatusMissing}
-		if s.Held > 0 {
-			b.Since = time.UnixMicro(s.Since).UTC()
-		}
-		b.Next.Source, b.Next.Topic, b.Next.Key, b.Next.Sequence, b.Next.Group = s.Source, s.Topic, s.Key, s.Applied+1, c.opts.Group
-		r, ok, err := c.inbox.Next(ctx, c.db, s.Stream, s.Applied+1)
+		b, err := c.blockedKey(ctx, s.Stream, s.Applied, s.Held, s.Since)
 		if err != nil {
 			return nil, fmt.Errorf("consumer: blocked keys: %w", err)
-		}
-		if ok {
-			b.Next, b.NextStatus = c.failedMessage(r), r.Status
 		}
 		out = append(out, b)
 	}
 	return out, nil
+}
+
+// blockedKey returns stream s as BlockedKeys lists it, from where it stands
+// (applied) and its held rows (the oldest written at since, in µs), with
+// its next event read from the inbox.
+func (c *Consumer) blockedKey(ctx context.Context, s tables.Stream, applied int64, held int, since int64) (BlockedKey, error) {
+	b := BlockedKey{Source: s.Source, Topic: s.Topic, Key: s.Key, Applied: applied, Waiting: held, NextStatus: StatusMissing}
+	if held > 0 {
+		b.Since = time.UnixMicro(since).UTC()
+	}
+	b.Next.Source, b.Next.Topic, b.Next.Key, b.Next.Sequence, b.Next.Group = s.Source, s.Topic, s.Key, applied+1, c.opts.Group
+	r, ok, err := c.inbox.Next(ctx, c.db, s, applied+1)
+	if err != nil {
+		return b, err
+	}
+	if ok {
+		b.Next, b.NextStatus = c.failedMessage(r), r.Status
+	}
+	return b, nil
 }
 
 // SkipNext moves a blocked key past its next event, deliberately: that
